@@ -1,0 +1,145 @@
+# -*- test-case-name: tests.test_resource -*-
+"""
+Every line txpipe writes to a client, built in one place.
+
+Errors are one line starting C{[ERROR] }; progress lines start C{[INFO] }.
+All lines end with C{\\n} and are ASCII: client-supplied values are shown
+escaped and cut, never raw.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+__all__ = ["error", "info", "show"]
+
+SHOWN = 64
+
+
+def show(value: bytes, limit: int = SHOWN) -> str:
+    """
+    A client-supplied value made safe for a one-line message: printable
+    ASCII is kept, every other byte is written C{\\xNN}, and the result is
+    cut to C{limit} characters (with C{...} marking the cut).
+    """
+    out = []
+    for byte in value:
+        if 0x20 <= byte < 0x7F and byte != 0x5C:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    text = "".join(out)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return "'" + text + "'"
+
+
+def error(text: str) -> bytes:
+    """
+    The one-line body of an error response.
+    """
+    return b"[ERROR] " + text.encode("ascii", "backslashreplace") + b"\n"
+
+
+def info(text: str) -> bytes:
+    """
+    One progress line of a sender's response.
+    """
+    return b"[INFO] " + text.encode("ascii", "backslashreplace") + b"\n"
+
+
+def size(count: int) -> str:
+    """
+    A byte count for people (C{120.0 MiB}).
+    """
+    amount = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{count} bytes" if unit == "bytes" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+# Request errors.
+
+
+def bad_n(values: Iterable[bytes], maximum: int) -> bytes:
+    shown = ", ".join(show(v) for v in values)
+    return error(f"n must be one integer from 1 to {maximum}, got {shown}")
+
+
+def path_empty() -> bytes:
+    return error("the pipe path is empty: use /api/v1/pipe/<path>")
+
+
+def path_too_long(length: int, maximum: int) -> bytes:
+    return error(f"the pipe path is {length} bytes long, at most {maximum} are allowed")
+
+
+def path_control(byte: int) -> bytes:
+    return error(f"the pipe path contains the control byte 0x{byte:02x}")
+
+
+def method_not_allowed(method: bytes) -> bytes:
+    return error(
+        f"method {show(method)} is not allowed: GET receives, PUT or POST sends"
+    )
+
+
+def not_found(path: bytes) -> bytes:
+    return error(f"not found: {show(path)}; pipes are at /api/v1/pipe/<path>")
+
+
+def count_mismatch(given: int, waiting: int) -> bytes:
+    return error(
+        f"n={given} does not match n={waiting} of the parties already waiting"
+        " on this path"
+    )
+
+
+def sender_taken() -> bytes:
+    return error("this path already has a sender")
+
+
+def receivers_full(n: int) -> bytes:
+    return error(f"this path already has its {n} receivers (n={n})")
+
+
+def transfer_running() -> bytes:
+    return error("a transfer is already running on this path")
+
+
+# The sender's progress.
+
+
+def waiting(n: int, connected: int) -> bytes:
+    noun = "receiver" if n == 1 else "receivers"
+    return info(f"waiting for {n} {noun} ({connected} connected)")
+
+
+def receiver_joined(connected: int, n: int) -> bytes:
+    return info(f"receiver connected ({connected} of {n})")
+
+
+def receiver_left(connected: int, n: int) -> bytes:
+    return info(f"a waiting receiver left ({connected} of {n})")
+
+
+def started(n: int) -> bytes:
+    noun = "receiver" if n == 1 else "receivers"
+    return info(f"transfer started to {n} {noun}")
+
+
+def receiver_lost(index: int, address: str, sent: int) -> bytes:
+    return info(f"receiver {index} ({address}) disconnected after {size(sent)}")
+
+
+def done(count: int, ok: int, n: int, seconds: float) -> bytes:
+    rate = count / seconds / 1e6 if seconds > 0 else 0.0
+    return info(
+        f"done: bytes={count} receivers={ok}/{n} in {seconds:.1f} s ({rate:.1f} MB/s)"
+    )
+
+
+def failed(count: int, ok: int, n: int, why: str) -> bytes:
+    return error(f"failed: bytes={count} receivers={ok}/{n}: {why}")

@@ -1,0 +1,511 @@
+# -*- test-case-name: tests.test_request -*-
+"""
+An HTTP channel and request that stream request bodies instead of spooling
+them.
+
+Stock L{twisted.web} writes every request body into C{request.content} (a
+temporary file on disk for large or chunked bodies) and renders only once the
+whole body is in.  L{StreamingRequest} instead renders a request that has a
+body as soon as its headers are in, and delivers the body, as it arrives, to
+the L{IProtocol} that the resource passes to L{StreamingRequest.deliver_body}.
+Nothing is ever written to C{request.content}.
+
+This is the only module that relies on L{twisted.web.http.HTTPChannel}
+internals (C{_networkProducer}, C{_command}, C{_path}, C{_version},
+C{_send100Continue}, C{_respondToBadRequestAndDisconnect}); C{setup.py} pins
+the Twisted range that the tests prove.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import socket
+import struct
+from typing import Any, Optional, Set, cast
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request
+from zope.interface import implementer
+
+__all__ = ["StreamingChannel", "StreamingRequest", "reset_connection"]
+
+#: After a response that was complete before its request body, how much of
+#: the rest of the body to read and discard, and for how long, before closing:
+#: closing a socket with unread data sends a reset, which can destroy the
+#: response before the client has read it.
+DISCARD_LIMIT = 1024 * 1024
+DISCARD_SECONDS = 2.0
+
+_BAD_REQUEST_BODY = b"[ERROR] malformed HTTP request\n"
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n"
+    b"\r\n" % (len(_BAD_REQUEST_BODY),)
+) + _BAD_REQUEST_BODY
+
+
+def reset_connection(transport: Any) -> None:
+    """
+    Abort C{transport} with a TCP reset (C{SO_LINGER} 0), dropping anything
+    unsent, so that no client can mistake the end for a clean close (an
+    HTTP/1.0 close-delimited body would otherwise look complete).
+
+    Works through wrapping transports (TLS); where there is no TCP socket the
+    connection is aborted without the reset option.
+    """
+    layer = transport
+    while layer is not None:
+        sock = getattr(layer, "socket", None)
+        if isinstance(sock, socket.socket):
+            try:
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+            except OSError:
+                pass
+            break
+        layer = getattr(layer, "transport", None)
+    transport.abortConnection()
+
+
+def _transport_of(channel: HTTPChannel) -> Any:
+    """
+    The transport of a connected channel.
+    """
+    transport = channel.transport
+    assert transport is not None, "channel is not connected"
+    return transport
+
+
+@implementer(IPushProducer)
+class _ReadGate:
+    """
+    The channel's view of its transport as a producer, shared by several
+    holders: the transport is paused while any holder holds it.
+
+    L{HTTPChannel} pauses and resumes its transport for its own reasons (a
+    full write buffer, pipelined requests); the upload's consumer pauses it
+    for backpressure.  Without the gate, the channel resuming for its reason
+    would resume reading an upload that a slow receiver needs paused.
+
+    @ivar _holds: the holders; the transport is paused iff it is non-empty.
+    """
+
+    _CHANNEL = "channel"
+
+    def __init__(self, producer: IPushProducer) -> None:
+        self._producer = producer
+        self._holds: Set[object] = set()
+
+    def hold(self, holder: object) -> None:
+        """
+        Pause the transport on behalf of C{holder}.  Idempotent per holder.
+        """
+        if not self._holds:
+            self._producer.pauseProducing()
+        self._holds.add(holder)
+
+    def release(self, holder: object) -> None:
+        """
+        Drop C{holder}'s hold; resume the transport if no hold is left.
+        """
+        if holder not in self._holds:
+            return
+        self._holds.discard(holder)
+        if not self._holds:
+            self._producer.resumeProducing()
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._holds)
+
+    # The IPushProducer that HTTPChannel itself uses.
+    def pauseProducing(self) -> None:
+        self.hold(self._CHANNEL)
+
+    def resumeProducing(self) -> None:
+        self.release(self._CHANNEL)
+
+    def stopProducing(self) -> None:
+        self._producer.stopProducing()
+
+    # HTTPChannel also registers and unregisters itself through this object.
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._producer.registerProducer(producer, streaming)  # type: ignore[attr-defined]
+
+    def unregisterProducer(self) -> None:
+        self._producer.unregisterProducer()  # type: ignore[attr-defined]
+
+
+class StreamingChannel(HTTPChannel):
+    """
+    An L{HTTPChannel} whose requests see their headers before their body.
+
+    Differences from the stock channel:
+      - the transport is paused and resumed through a L{_ReadGate}, so an
+        upload's backpressure and the channel's own flow control compose;
+      - a request with a body is handed to
+        L{StreamingRequest.headers_received} as soon as its headers are in,
+        and the HTTP idle timeout is suspended until it is done (an upload
+        held back by a slow receiver is not idle);
+      - C{100 Continue} is not sent automatically: the request sends it when
+        it accepts the body (see L{StreamingRequest.write});
+      - a malformed body after a response has begun ends the connection
+        without writing a second status line into that response.
+    """
+
+    _read_gate: _ReadGate
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._read_gate = _ReadGate(self._networkProducer)
+        self._networkProducer = self._read_gate
+
+    @property
+    def read_gate(self) -> _ReadGate:
+        """
+        The gate through which the transport's reading is paused.
+        """
+        return self._read_gate
+
+    def allHeadersReceived(self) -> None:
+        super().allHeadersReceived()
+        if self.length != 0:
+            request = self.requests[-1]
+            if self.timeOut:
+                self._savedTimeOut = self.setTimeout(None)
+            request.headers_received(self._command, self._path, self._version)
+
+    def _send100Continue(self) -> None:
+        """
+        Do nothing: L{StreamingRequest} sends C{100 Continue} itself, only
+        when it accepts the body.
+        """
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        Answer a request Twisted cannot parse (request line, headers, body
+        framing) with a complete plain-text 400 and close; if a response has
+        already begun, just close, never mixing a second status into it.
+        """
+        started = bool(self.requests) and bool(
+            getattr(self.requests[-1], "startedWriting", 0)
+        )
+        if not started and self.transport is not None:
+            self.transport.write(_BAD_REQUEST)
+        self.loseConnection()
+
+
+class Body(enum.Enum):
+    """
+    The states of a request body, as L{StreamingRequest} sees it.
+
+    ===============  ===========================================  ============
+    state            meaning                                      next
+    ===============  ===========================================  ============
+    C{NONE}          no body (length 0): stock processing         -
+    C{STREAMING}     headers in, body arriving, resource rendered COMPLETE,
+                                                                  LOST,
+                                                                  DISCARDING,
+                                                                  ABANDONED
+    C{COMPLETE}      the whole body arrived                       -
+    C{LOST}          the connection ended before the body did     -
+    C{DISCARDING}    the response ended first; the rest of the    -
+                     body is read and dropped for a bounded while
+    C{ABANDONED}     the body's consumer stopped it: no more      LOST
+                     reading, the connection is closing
+    ===============  ===========================================  ============
+    """
+
+    NONE = "none"
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    LOST = "lost"
+    DISCARDING = "discarding"
+    ABANDONED = "abandoned"
+
+
+@implementer(IPushProducer)
+class _UploadProducer:
+    """
+    The upload of one request, as the push producer that its body protocol
+    sees as its transport.
+
+    The body's consumer calls L{pauseProducing} and L{resumeProducing} (from
+    its own consumers' flow control, possibly re-entrantly from a write);
+    bytes Twisted already read still arrive after a pause.  L{stopProducing}
+    means the consumer wants no more of the body: reading stops for good and
+    the connection is left for the response to end.
+    """
+
+    def __init__(self, request: StreamingRequest) -> None:
+        self._request = request
+
+    def pauseProducing(self) -> None:
+        self._request._gate_hold(self)
+
+    def resumeProducing(self) -> None:
+        self._request._gate_release(self)
+
+    def stopProducing(self) -> None:
+        self._request._abandon_body(self)
+
+
+class StreamingRequest(Request):
+    """
+    A L{twisted.web.server.Request} that renders as soon as its headers are
+    in and streams its body to a protocol.
+
+    A resource rendering a request with a body (L{body} is L{Body.STREAMING}
+    during render) either calls L{deliver_body} during C{render}, or
+    responds without it; a response finished before the body is over is
+    sent in full, then the rest of the body is read and dropped for a bounded
+    while (L{DISCARD_LIMIT}, L{DISCARD_SECONDS}) before the connection is
+    closed, so the client reads the status instead of a broken pipe.
+
+    @ivar body: see L{Body}.
+    """
+
+    _log = Logger()
+    defaultContentType = b"text/plain; charset=utf-8"
+
+    body = Body.NONE
+    _body_length: Optional[int] = 0
+    _body_protocol: Optional[IProtocol] = None
+    _upload: Optional[_UploadProducer] = None
+    _discarded = 0
+    _discard_call: Optional[IDelayedCall] = None
+
+    def gotLength(self, length: Optional[int]) -> None:
+        """
+        Note the body length; never create a spool file.  C{content} stays an
+        empty buffer for code that expects one.
+        """
+        self._body_length = length
+        self.content = io.BytesIO()
+
+    @property
+    def body_length(self) -> Optional[int]:
+        """
+        The declared body length, or L{None} for a chunked body.
+        """
+        return self._body_length
+
+    def headers_received(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        Called by L{StreamingChannel} when the headers of a request with a
+        body are in: set up the request as C{requestReceived} would and
+        render it now.
+        """
+        self.body = Body.STREAMING
+        self._set_request_line(command, path, version)
+        self.process()
+
+    def _set_request_line(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.method, self.uri = command, path
+        self.clientproto = version
+        self.args = {}
+        self.path, _, _ = path.partition(b"?")
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        Called by the channel when the whole body is in (at once, for a
+        request without one).
+        """
+        if self.body is Body.NONE:
+            self._set_request_line(command, path, version)
+            self.process()
+        elif self.body is Body.STREAMING:
+            self.body = Body.COMPLETE
+            self._release_all_holds()
+            protocol = self._body_protocol
+            if protocol is not None:
+                protocol.connectionLost(Failure(ResponseDone()))
+        elif self.body is Body.DISCARDING:
+            self.body = Body.COMPLETE
+            self._close_after_discard()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """
+        A piece of the body: relay it, or drop it.
+        """
+        if self.body is Body.STREAMING:
+            protocol = self._body_protocol
+            if protocol is not None:
+                protocol.dataReceived(data)
+        elif self.body is Body.DISCARDING:
+            self._discarded += len(data)
+            if self._discarded > DISCARD_LIMIT:
+                self._close_after_discard()
+
+    def deliver_body(self, protocol: IProtocol) -> None:
+        """
+        Stream the body to C{protocol}, as L{twisted.web.iweb.IResponse}'s
+        C{deliverBody} does: C{makeConnection} with the upload as an
+        L{IPushProducer}, C{dataReceived} for each piece, then
+        C{connectionLost} with L{ResponseDone} when the body is complete, or
+        another failure if the connection was lost first.  An empty body is
+        delivered (as complete) at once.
+
+        @raise RuntimeError: if the body was already delivered, or is past
+            streaming.
+        """
+        if self._upload is not None:
+            raise RuntimeError("deliver_body called twice")
+        self._upload = _UploadProducer(self)
+        if self.body is Body.NONE:
+            # An empty body: it is complete at once.
+            protocol.makeConnection(self._upload)  # type: ignore[arg-type]
+            protocol.connectionLost(Failure(ResponseDone()))
+            return
+        if self.body is not Body.STREAMING:
+            raise RuntimeError(f"deliver_body with body {self.body}")
+        self._body_protocol = protocol
+        protocol.makeConnection(self._upload)  # type: ignore[arg-type]
+
+    def wants_continue(self) -> bool:
+        """
+        Whether the client waits for C{100 Continue} before sending its body.
+        """
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        return (
+            self.body is Body.STREAMING
+            and self.clientproto == b"HTTP/1.1"
+            and expect is not None
+            and expect[0].lower() == b"100-continue"
+        )
+
+    def write(self, data: bytes) -> None:
+        """
+        As L{Request.write}, with two rules for the first write of a response
+        that begins while the body is still arriving: a C{2xx} response to a
+        client that expects C{100 Continue} sends it first (a final status
+        that came first would end the upload before it began); any other
+        status closes the connection afterwards (C{Connection: close}), since
+        the rest of the body will not be read.
+        """
+        if not self.startedWriting and self.body is Body.STREAMING:
+            if 200 <= self.code < 300:
+                if self.wants_continue():
+                    _transport_of(self.channel).write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:
+                self.setHeader(b"connection", b"close")
+                self.channel.persistent = False
+        super().write(data)
+
+    def finish(self) -> None:
+        """
+        As L{Request.finish}, except when the body is still arriving: then
+        the response is sent in full and the connection closes after a
+        bounded discard of the rest of the body.
+        """
+        if self.body is not Body.STREAMING:
+            super().finish()
+            return
+        self.channel.persistent = False
+        if not self.startedWriting:
+            self.setHeader(b"connection", b"close")
+            self.write(b"")
+        if self.chunked:
+            self.channel.write(b"0\r\n\r\n")
+        self.finished = 1
+        self.body = Body.DISCARDING
+        self._body_protocol = None
+        self._discard_call = self.channel.callLater(
+            DISCARD_SECONDS, self._close_after_discard
+        )
+        self._release_all_holds()
+
+    def _close_after_discard(self) -> None:
+        call, self._discard_call = self._discard_call, None
+        if call is not None and call.active():
+            call.cancel()
+        channel = self._streaming_channel()
+        if channel is not None:
+            channel.read_gate.hold(self)
+            _transport_of(channel).loseConnection()
+
+    def end_abnormally(self) -> None:
+        """
+        End the response so that the client sees a failure: close without
+        the terminating chunk when chunked, reset the connection when the
+        body is close-delimited or declared by length.  Unsent data may be
+        lost in a reset.
+        """
+        channel = self._streaming_channel()
+        if channel is None:
+            return
+        self._body_protocol = None
+        if self.body is Body.STREAMING:
+            self.body = Body.ABANDONED
+        if self.chunked:
+            channel.read_gate.hold(self)
+            _transport_of(channel).loseConnection()
+        else:
+            reset_connection(_transport_of(channel))
+
+    def abort(self) -> None:
+        """
+        Reset the connection: the response is truncated.
+        """
+        channel = self.channel
+        if channel is not None:
+            reset_connection(_transport_of(channel))
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The connection is gone: mark the request disconnected first (so that
+        nobody writes to it), then tell the body protocol if the body was
+        cut short.
+        """
+        call, self._discard_call = self._discard_call, None
+        if call is not None and call.active():
+            call.cancel()
+        protocol, self._body_protocol = self._body_protocol, None
+        cut_short = self.body in (Body.STREAMING, Body.ABANDONED)
+        if cut_short:
+            self.body = Body.LOST
+        super().connectionLost(reason)
+        if cut_short and protocol is not None:
+            protocol.connectionLost(Failure(ConnectionLost(str(reason.value))))
+
+    # The upload's flow control, through the channel's read gate.
+
+    def _streaming_channel(self) -> Optional[StreamingChannel]:
+        """
+        The channel (always a L{StreamingChannel}), or L{None} once the
+        connection is lost.
+        """
+        return cast(Optional[StreamingChannel], self.channel)
+
+    def _gate_hold(self, holder: object) -> None:
+        channel = self._streaming_channel()
+        if self.body is Body.STREAMING and channel is not None:
+            channel.read_gate.hold(holder)
+
+    def _gate_release(self, holder: object) -> None:
+        channel = self._streaming_channel()
+        if self.body is Body.STREAMING and channel is not None:
+            channel.read_gate.release(holder)
+
+    def _release_all_holds(self) -> None:
+        channel = self._streaming_channel()
+        if channel is not None and self._upload is not None:
+            channel.read_gate.release(self._upload)
+
+    def _abandon_body(self, holder: object) -> None:
+        if self.body is not Body.STREAMING:
+            return
+        self.body = Body.ABANDONED
+        self._body_protocol = None
+        channel = self._streaming_channel()
+        if channel is not None:
+            channel.read_gate.hold(holder)

@@ -1,0 +1,257 @@
+# -*- test-case-name: tests.test_resource -*-
+"""
+The pipe resource: methods, query parsing, response headers and errors.
+
+L{PipeResource} serves C{/api/v1/pipe/<path>}: C{PUT} or C{POST} sends, C{GET}
+receives, C{OPTIONS} answers a CORS preflight.  The protocol is described in
+C{docs/protocol.md}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional
+from urllib.parse import unquote_to_bytes
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from . import __version__
+from . import _messages as messages
+from ._parties import Receiver, Sender
+from ._rendezvous import (
+    CountMismatch,
+    ReceiversFull,
+    Rejected,
+    Rendezvous,
+    SenderTaken,
+    TransferRunning,
+)
+from ._request import StreamingRequest
+
+__all__ = ["MAX_PATH_LENGTH", "PIPE_PREFIX", "PipeResource", "RootResource"]
+
+#: The URL path prefix of every pipe.
+PIPE_PREFIX = b"/api/v1/pipe/"
+
+#: The longest pipe path, in raw bytes.
+MAX_PATH_LENGTH = 1024
+
+ALLOWED_METHODS = b"GET, PUT, POST, OPTIONS"
+ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping"
+
+_N_SYNTAX = re.compile(rb"[1-9][0-9]*")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+class _Refusal(Exception):
+    """
+    A request that gets an error response: status, body, extra headers.
+    """
+
+    def __init__(
+        self, code: int, body: bytes, headers: Optional[Dict[bytes, bytes]] = None
+    ) -> None:
+        super().__init__(code, body)
+        self.code = code
+        self.body = body
+        self.headers = headers or {}
+
+
+def _respond(request: StreamingRequest, refusal: _Refusal) -> bytes:
+    """
+    Set up an error response; L{twisted.web.server.Request.render} adds the
+    C{Content-Length} and finishes it.
+    """
+    request.setResponseCode(refusal.code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"access-control-allow-origin", b"*")
+    for name, value in refusal.headers.items():
+        request.setHeader(name, value)
+    return refusal.body
+
+
+def parse_n(query: bytes, maximum: int) -> int:
+    """
+    The number of receivers from a raw query string.
+
+    Parameters are split on C{&} and percent-decoded; only C{n} is read.  It
+    must be given at most once, as digits with no sign and no leading zero,
+    from 1 to C{maximum}; absent means 1.
+
+    @raise _Refusal: (400) for anything else.
+    """
+    values: List[bytes] = []
+    for part in query.split(b"&") if query else []:
+        key, _, value = part.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")) == b"n":
+            values.append(unquote_to_bytes(value.replace(b"+", b" ")))
+    if not values:
+        return 1
+    if len(values) == 1:
+        value = values[0]
+        if (
+            _N_SYNTAX.fullmatch(value)
+            and len(value) <= len(str(maximum))
+            and int(value) <= maximum
+        ):
+            return int(value)
+    raise _Refusal(400, messages.bad_n(values, maximum))
+
+
+def parse_path(raw: bytes) -> bytes:
+    """
+    The pipe path of a raw request path: everything after L{PIPE_PREFIX},
+    neither percent-decoded nor normalised.
+
+    @raise _Refusal: 404 outside the prefix, 400 when empty or holding a
+        control byte, 414 when longer than L{MAX_PATH_LENGTH}.
+    """
+    if raw == PIPE_PREFIX.rstrip(b"/"):
+        raise _Refusal(400, messages.path_empty())
+    if not raw.startswith(PIPE_PREFIX):
+        raise _Refusal(404, messages.not_found(raw))
+    path = raw[len(PIPE_PREFIX) :]
+    if not path:
+        raise _Refusal(400, messages.path_empty())
+    if len(path) > MAX_PATH_LENGTH:
+        raise _Refusal(414, messages.path_too_long(len(path), MAX_PATH_LENGTH))
+    control = _CONTROL.search(path)
+    if control:
+        raise _Refusal(400, messages.path_control(control.group()[0]))
+    return path
+
+
+def _rejection(error: Rejected) -> _Refusal:
+    if isinstance(error, CountMismatch):
+        return _Refusal(400, messages.count_mismatch(error.given, error.waiting))
+    if isinstance(error, SenderTaken):
+        return _Refusal(409, messages.sender_taken())
+    if isinstance(error, ReceiversFull):
+        return _Refusal(409, messages.receivers_full(error.n))
+    if isinstance(error, TransferRunning):
+        return _Refusal(409, messages.transfer_running())
+    raise AssertionError(f"unknown rejection {error!r}")
+
+
+class PipeResource(Resource):
+    """
+    C{/api/v1/pipe/<path>}: the sender and receivers of every pipe.
+
+    A sender's upload is streamed (see L{pipe._request.StreamingRequest}):
+    this resource renders it as soon as its headers are in, and its body is
+    relayed by a L{pipe._fanout.Fanout} to the receivers' requests.
+
+    @ivar rendezvous: the registry of waiting and running paths.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        rendezvous: Optional[Rendezvous] = None,
+        max_receivers: int = 1000,
+    ) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self.rendezvous: Rendezvous = (
+            rendezvous if rendezvous is not None else Rendezvous()
+        )
+        self.max_receivers = max_receivers
+
+    def render(self, request: StreamingRequest) -> object:  # type: ignore[override]
+        try:
+            return self._render(request)
+        except _Refusal as refusal:
+            return _respond(request, refusal)
+
+    def _render(self, request: StreamingRequest) -> object:
+        path = parse_path(request.path)
+        method = request.method
+        if method == b"OPTIONS":
+            return self._preflight(request)
+        if method not in (b"GET", b"PUT", b"POST"):
+            raise _Refusal(
+                405, messages.method_not_allowed(method), {b"allow": ALLOWED_METHODS}
+            )
+        _, _, query = request.uri.partition(b"?")
+        n = parse_n(query, self.max_receivers)
+        try:
+            if method == b"GET":
+                Receiver(request, path, self.rendezvous).join(n)
+            else:
+                Sender(request, path, n, self.rendezvous, self._reactor).join()
+        except Rejected as error:
+            raise _rejection(error) from None
+        return NOT_DONE_YET
+
+    def _preflight(self, request: StreamingRequest) -> bytes:
+        request.setResponseCode(204)
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(b"access-control-allow-methods", ALLOWED_METHODS)
+        request.setHeader(b"access-control-allow-headers", ALLOWED_HEADERS)
+        request.setHeader(b"access-control-max-age", b"86400")
+        return b""
+
+
+class _NotFound(Resource):
+    """
+    A plain-text 404 for every path outside the API.
+    """
+
+    isLeaf = True
+
+    def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
+        return _respond(request, _Refusal(404, messages.not_found(request.path)))
+
+
+class _Directory(Resource):
+    """
+    An intermediate path segment (C{/api}, C{/api/v1}): its own children,
+    plain-text 404 for everything else.
+    """
+
+    def getChild(self, name: bytes, request: object) -> Resource:
+        return _NotFound()
+
+    def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
+        return _NotFound().render(request)
+
+
+class RootResource(_Directory):
+    """
+    The server root: C{/} says what this server is; C{/api/v1/pipe/} holds
+    the pipes; everything else is a plain-text 404.
+    """
+
+    def __init__(self, pipes: PipeResource) -> None:
+        super().__init__()
+        api = _Directory()
+        version = _Directory()
+        api.putChild(b"v1", version)
+        version.putChild(b"pipe", pipes)
+        self.putChild(b"api", api)
+
+    def getChild(self, name: bytes, request: object) -> Resource:
+        if name == b"":
+            return self
+        return _NotFound()
+
+    def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
+        if request.method not in (b"GET", b"HEAD"):
+            return _respond(
+                request,
+                _Refusal(
+                    405, messages.method_not_allowed(request.method), {b"allow": b"GET"}
+                ),
+            )
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return (
+            f"txpipe {__version__}: fan one upload out to N receivers\n"
+            "send:    curl -T FILE http://HOST/api/v1/pipe/<path>?n=N\n"
+            "receive: curl http://HOST/api/v1/pipe/<path>?n=N\n"
+        ).encode("ascii")

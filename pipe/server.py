@@ -1,0 +1,60 @@
+# -*- test-case-name: tests.test_end_to_end -*-
+"""
+Building the L{Site}: the one supported way to serve pipes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.server import Site
+
+from ._rendezvous import Rendezvous
+from ._request import StreamingChannel, StreamingRequest
+from .resource import PipeResource, RootResource
+
+__all__ = ["PipeSite", "make_site"]
+
+
+class PipeSite(Site):
+    """
+    A L{Site} whose connections are L{StreamingChannel}s (HTTP/1.x only: no
+    HTTP/2 through ALPN) and whose requests are L{StreamingRequest}s.
+
+    The access log is off: a pipe path is a credential, and the pipe logs
+    each transfer itself with a digest of its path.
+
+    @ivar pipes: the L{PipeResource}; C{pipes.rendezvous} holds every
+        waiting and running path.
+    """
+
+    protocol = StreamingChannel  # type: ignore[assignment]
+    requestFactory = StreamingRequest
+    displayTracebacks = False
+
+    def __init__(self, pipes: PipeResource, reactor: IReactorTime) -> None:
+        super().__init__(RootResource(pipes), reactor=reactor)
+        self.pipes = pipes
+
+    def log(self, request: object) -> None:
+        """
+        Write no access log line (see the class docstring).
+        """
+
+
+def make_site(
+    reactor: IReactorTime,
+    *,
+    max_receivers: int = 1000,
+    rendezvous: Optional[Rendezvous] = None,
+) -> PipeSite:
+    """
+    Build the site that serves pipes at C{/api/v1/pipe/<path>}.
+
+    @param reactor: the reactor (its clock times transfers and progress).
+    @param max_receivers: the largest C{n} a pipe may ask for.
+    @param rendezvous: the registry of paths (a fresh one by default).
+    """
+    pipes = PipeResource(reactor, rendezvous=rendezvous, max_receivers=max_receivers)
+    return PipeSite(pipes, reactor)

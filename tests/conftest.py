@@ -1,0 +1,49 @@
+"""
+Fixtures: a real pipe server listening on a loopback port.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+
+from pipe.server import PipeSite, make_site
+
+
+class RunningServer:
+    """
+    A pipe server listening on 127.0.0.1 in the test's reactor.
+
+    @ivar site: the L{PipeSite}.
+    @ivar base: the URL of the pipe prefix, C{http://127.0.0.1:PORT/api/v1/pipe}.
+    """
+
+    def __init__(self, site: PipeSite, port: Any) -> None:
+        self.site = site
+        self.port = port
+        self.root = f"http://127.0.0.1:{port.getHost().port}"
+        self.base = self.root + "/api/v1/pipe"
+
+    @property
+    def rendezvous(self) -> Any:
+        return self.site.pipes.rendezvous
+
+    def url(self, path: str, query: str = "") -> str:
+        return f"{self.base}/{path}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def reactor() -> Any:
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+@pytest.fixture
+def server(reactor: Any) -> Iterator[RunningServer]:
+    site = make_site(reactor)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    yield RunningServer(site, port)
+    pytest_twisted.blockon(port.stopListening())

@@ -1,0 +1,293 @@
+"""
+Helpers for end-to-end tests: real listening servers, real curl processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.internet import defer, task
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+CURL = "curl"
+
+#: The C{twistd} of the running interpreter.
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
+]
+
+
+class CurlResult:
+    """
+    What a finished curl printed and how it exited.
+
+    @ivar code: the exit code (or C{-signal} when killed).
+    @ivar digest: SHA-256 hex of standard output.
+    @ivar size: bytes on standard output.
+    @ivar text: standard output, when kept.
+    @ivar stderr: standard error.
+    """
+
+    code: int
+    digest: str
+    size: int
+    text: bytes
+    stderr: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"<curl exit={self.code} size={self.size} text={self.text[-300:]!r}"
+            f" stderr={self.stderr[-300:]!r}>"
+        )
+
+
+class _CurlProtocol(ProcessProtocol):
+    def __init__(self, keep_text: bool) -> None:
+        self._digest = hashlib.sha256()
+        self._keep = keep_text
+        self._text = bytearray()
+        self._stderr = bytearray()
+        self._size = 0
+        self.ended: defer.Deferred[CurlResult] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._size += len(data)
+        if self._keep:
+            self._text += data
+
+    def errReceived(self, data: bytes) -> None:
+        self._stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        result = CurlResult()
+        value = reason.value
+        result.code = (
+            value.exitCode if value.exitCode is not None else -(value.signal or 0)
+        )
+        result.digest = self._digest.hexdigest()
+        result.size = self._size
+        result.text = bytes(self._text)
+        result.stderr = bytes(self._stderr)
+        self.ended.callback(result)
+
+
+class Curl:
+    """
+    A running curl process.
+    """
+
+    def __init__(self, protocol: _CurlProtocol) -> None:
+        self._protocol = protocol
+        self.ended = protocol.ended
+
+    def kill(self) -> None:
+        transport = self._protocol.transport
+        if transport is not None and self._protocol.ended.called is False:
+            transport.signalProcess("KILL")
+
+
+def curl(
+    reactor: Any,
+    *args: str,
+    stdin: Optional[Path] = None,
+    keep_text: bool = False,
+) -> Curl:
+    """
+    Start C{curl -sS ARGS...}; standard input from C{stdin} (a file) or
+    empty.
+    """
+    protocol = _CurlProtocol(keep_text)
+    fds: Dict[int, Any] = {1: "r", 2: "r"}
+    handle = None
+    if stdin is not None:
+        handle = open(stdin, "rb")
+        fds[0] = handle.fileno()
+    else:
+        fds[0] = "w"
+    reactor.spawnProcess(
+        protocol, CURL, [CURL, "-sS", *args], env=dict(os.environ), childFDs=fds
+    )
+    if handle is not None:
+        handle.close()
+    elif protocol.transport is not None:
+        protocol.transport.closeStdin()
+    return Curl(protocol)
+
+
+def wait_for(
+    reactor: Any,
+    condition: Callable[[], bool],
+    timeout: float = 15.0,
+    what: str = "condition",
+) -> defer.Deferred[None]:
+    """
+    Poll C{condition} every 5 ms until it holds; fail after C{timeout}
+    seconds.  This waits for a state, it does not sleep for a time.
+    """
+    deadline = reactor.seconds() + timeout
+
+    @defer.inlineCallbacks
+    def poll() -> Any:
+        while not condition():
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            yield task.deferLater(reactor, 0.005, lambda: None)
+
+    return poll()
+
+
+def payload(tmp_path: Path, size: int, name: str = "payload.bin") -> Path:
+    """
+    A file of C{size} random bytes.
+    """
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        remaining = size
+        while remaining:
+            chunk = os.urandom(min(remaining, 1 << 20))
+            f.write(chunk)
+            remaining -= len(chunk)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+DONE = re.compile(rb"^\[INFO\] done: bytes=(\d+) receivers=(\d+)/(\d+)", re.M)
+
+
+class TwistdServer(ProcessProtocol):
+    """
+    C{twistd -n pipe} in a child process, for tests that measure the
+    server process itself (memory, disk writes) or the installed plugin.
+    """
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.port: Optional[int] = None
+        self.listening: defer.Deferred[int] = defer.Deferred()
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if self.port is None:
+            match = re.search(
+                rb"listening on IPv4Address\(type='TCP', host='[^']+', port=(\d+)\)",
+                self.output,
+            )
+            if match:
+                self.port = int(match.group(1))
+                self.listening.callback(self.port)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.listening.called:
+            self.listening.errback(
+                AssertionError(f"twistd ended before listening: {bytes(self.output)!r}")
+            )
+        # twistd re-raises the signal that stopped it, so a clean stop by
+        # SIGTERM ends with that signal rather than with status 0.
+        value = reason.value
+        self.ended.callback(0 if value.signal == signal.SIGTERM else value.exitCode)
+
+    @property
+    def pid(self) -> int:
+        assert self.transport is not None
+        return self.transport.pid  # type: ignore[no-any-return]
+
+    def stop(self) -> defer.Deferred[int]:
+        if not self.ended.called and self.transport is not None:
+            try:
+                self.transport.signalProcess("TERM")
+            except ProcessExitedAlready:
+                pass
+        return self.ended
+
+    def status(self, field: str) -> int:
+        """
+        A C{/proc/PID/status} field in KiB (C{VmRSS}, C{VmHWM}).
+        """
+        text = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+        assert match, text
+        return int(match.group(1))
+
+    def io(self, field: str) -> int:
+        """
+        A C{/proc/PID/io} counter (C{write_bytes}).
+        """
+        text = Path(f"/proc/{self.pid}/io").read_text()
+        match = re.search(rf"^{field}: (\d+)$", text, re.M)
+        assert match, text
+        return int(match.group(1))
+
+
+def start_twistd(reactor: Any, cwd: Path, *options: str) -> TwistdServer:
+    """
+    Start the installed C{twistd -n pipe} on a free loopback port, from a
+    directory outside the source tree (so that the installed plugin, not the
+    checkout, is what runs).
+    """
+    server = TwistdServer()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv: List[str] = [
+        *TWISTD,
+        "--nodaemon",
+        "--pidfile=",
+        "--logfile=-",
+        "pipe",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        *options,
+    ]
+    reactor.spawnProcess(server, sys.executable, argv, env=env, path=str(cwd))
+    return server
+
+
+def raw_http(
+    reactor: Any, port: int, data: bytes, timeout: float = 10.0
+) -> defer.Deferred[bytes]:
+    """
+    Send C{data} on a new loopback connection and collect everything the
+    server writes until it closes the connection.
+    """
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.internet.protocol import Factory, Protocol
+
+    received = bytearray()
+    done: defer.Deferred[bytes] = defer.Deferred()
+
+    class Client(Protocol):
+        def connectionMade(self) -> None:
+            assert self.transport is not None
+            self.transport.write(data)
+
+        def dataReceived(self, chunk: bytes) -> None:
+            received.extend(chunk)
+
+        def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+            if not done.called:
+                done.callback(bytes(received))
+
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    connecting = endpoint.connect(Factory.forProtocol(Client))
+    connecting.addErrback(done.errback)
+    done.addTimeout(timeout, reactor)
+    return done

@@ -1,0 +1,237 @@
+"""
+Tests for L{pipe._fanout}: one upload relayed to N outlets, paced by the
+slowest, with plain fake producers and outlets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import pytest
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from zope.interface.verify import verifyObject
+
+from pipe._fanout import Branch, Fanout, Outcome, State
+
+
+class Upload:
+    """A fake upload producer that records its state."""
+
+    def __init__(self) -> None:
+        self.state = "producing"
+        self.history: List[str] = []
+
+    def pauseProducing(self) -> None:
+        self.state = "paused"
+        self.history.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.state = "producing"
+        self.history.append("resume")
+
+    def stopProducing(self) -> None:
+        self.state = "stopped"
+        self.history.append("stop")
+
+
+class Outlet:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.producer: Optional[Branch] = None
+        self.end: Optional[str] = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        assert self.end is None
+        self.data += data
+
+    def finish(self) -> None:
+        self.end = "finished"
+
+    def abort(self) -> None:
+        self.end = "aborted"
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.lost: List[int] = []
+        self.ended: List[Fanout] = []
+
+    def branch_lost(self, branch: Branch) -> None:
+        self.lost.append(branch.index)
+
+    def fanout_ended(self, fanout: Fanout) -> None:
+        self.ended.append(fanout)
+
+
+def make(n: int = 3) -> Any:
+    listener = Listener()
+    clock = Clock()
+    fanout = Fanout(listener, clock.seconds)
+    upload = Upload()
+    fanout.makeConnection(upload)  # type: ignore[arg-type]
+    outlets = [Outlet() for _ in range(n)]
+    return fanout, upload, outlets, listener
+
+
+DONE = Failure(ResponseDone())
+LOST = Failure(ConnectionLost())
+
+
+def test_branch_provides_push_producer() -> None:
+    fanout, _, outlets, _ = make(1)
+    fanout.start(outlets)
+    assert verifyObject(IPushProducer, outlets[0].producer)
+
+
+def test_upload_is_held_until_start_and_held_bytes_are_relayed() -> None:
+    fanout, upload, outlets, listener = make(2)
+    assert upload.state == "paused"
+    fanout.dataReceived(b"early")
+    assert fanout.state is State.HOLDING
+    fanout.start(outlets)
+    assert upload.state == "producing"
+    fanout.dataReceived(b" late")
+    fanout.connectionLost(DONE)
+    assert [bytes(o.data) for o in outlets] == [b"early late"] * 2
+    assert [o.end for o in outlets] == ["finished"] * 2
+    assert listener.ended == [fanout]
+    assert fanout.outcome is Outcome.COMPLETE
+    assert fanout.completed == 2
+    assert all(o.producer is None for o in outlets)
+
+
+def test_body_complete_before_start_is_delivered_on_start() -> None:
+    fanout, _, outlets, listener = make(2)
+    fanout.dataReceived(b"all of it")
+    fanout.connectionLost(DONE)
+    assert fanout.state is State.HOLDING_COMPLETE
+    assert listener.ended == []
+    fanout.start(outlets)
+    assert [bytes(o.data) for o in outlets] == [b"all of it"] * 2
+    assert fanout.outcome is Outcome.COMPLETE
+
+
+def test_upload_paused_while_any_branch_paused() -> None:
+    fanout, upload, outlets, _ = make(3)
+    fanout.start(outlets)
+    a, b, c = (o.producer for o in outlets)
+    a.pauseProducing()
+    assert upload.state == "paused"
+    b.pauseProducing()
+    a.resumeProducing()
+    assert upload.state == "paused", "b is still paused"
+    b.resumeProducing()
+    assert upload.state == "producing"
+    # Repeated pauses of one branch count once.
+    c.pauseProducing()
+    c.pauseProducing()
+    c.resumeProducing()
+    assert upload.state == "producing"
+
+
+def test_paused_branch_that_is_lost_stops_holding_back_the_others() -> None:
+    fanout, upload, outlets, listener = make(2)
+    fanout.start(outlets)
+    slow = outlets[0].producer
+    slow.pauseProducing()
+    assert upload.state == "paused"
+    slow.stopProducing()
+    assert upload.state == "producing"
+    assert listener.lost == [1]
+    fanout.dataReceived(b"more")
+    assert bytes(outlets[1].data) == b"more"
+    assert bytes(outlets[0].data) == b""
+    fanout.connectionLost(DONE)
+    assert fanout.outcome is Outcome.RECEIVER_LOST
+    assert fanout.completed == 1
+    assert outlets[0].end is None, "a lost receiver is never finished"
+    assert outlets[1].end == "finished"
+
+
+def test_losing_a_branch_twice_reports_once() -> None:
+    fanout, _, outlets, listener = make(2)
+    fanout.start(outlets)
+    outlets[0].producer.stopProducing()
+    fanout.lose_branch(fanout.branches[0])
+    assert listener.lost == [1]
+
+
+def test_all_branches_lost_stops_the_upload() -> None:
+    fanout, upload, outlets, listener = make(2)
+    fanout.start(outlets)
+    for o in list(outlets):
+        o.producer.stopProducing()
+    assert upload.state == "stopped"
+    assert fanout.outcome is Outcome.RECEIVER_LOST
+    assert listener.ended == [fanout]
+    # Bytes Twisted had already read still arrive; they are dropped.
+    fanout.dataReceived(b"late")
+    fanout.connectionLost(LOST)
+    assert listener.ended == [fanout]
+
+
+def test_sender_lost_aborts_every_receiver() -> None:
+    fanout, _, outlets, listener = make(3)
+    fanout.start(outlets)
+    fanout.dataReceived(b"part")
+    outlets[2].producer.stopProducing()
+    fanout.connectionLost(LOST)
+    assert [o.end for o in outlets] == ["aborted", "aborted", None]
+    assert fanout.outcome is Outcome.SENDER_LOST
+    assert listener.ended == [fanout]
+
+
+def test_sender_lost_while_holding_ends_without_listener() -> None:
+    fanout, _, outlets, listener = make(1)
+    fanout.dataReceived(b"x")
+    fanout.connectionLost(LOST)
+    assert fanout.state is State.ENDED
+    assert listener.ended == []
+    with pytest.raises(RuntimeError):
+        fanout.start(outlets)
+
+
+def test_write_that_reenters_pause_and_loss_is_safe() -> None:
+    """
+    A write may synchronously pause its branch or lose another one; the
+    relay iterates over a snapshot and keeps the state consistent.
+    """
+    fanout, upload, outlets, _ = make(3)
+
+    class Reentrant(Outlet):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            self.producer.pauseProducing()
+            outlets[2].producer.stopProducing()
+
+    outlets[0] = Reentrant()
+    fanout.start(outlets)
+    fanout.dataReceived(b"abc")
+    assert upload.state == "paused"
+    assert bytes(outlets[1].data) == b"abc"
+    assert bytes(outlets[2].data) == b"", "lost before its turn"
+    outlets[0].producer.resumeProducing()
+    assert upload.state == "producing"
+
+
+def test_one_byte_chunks_arrive_in_order() -> None:
+    fanout, _, outlets, _ = make(2)
+    fanout.start(outlets)
+    data = bytes(range(256)) * 4
+    for i in range(len(data)):
+        fanout.dataReceived(data[i : i + 1])
+    fanout.connectionLost(DONE)
+    assert [bytes(o.data) for o in outlets] == [data, data]
+    assert fanout.received == len(data)
+    assert [b.sent for b in fanout.branches] == [len(data)] * 2
