@@ -29,7 +29,8 @@ setup(
     install_requires=[
         # The streaming request factory (pipe/_request.py) relies on
         # HTTPChannel internals; this is the range the test suite proves.
-        "Twisted>=24.11.0,<27",
+        # [tls]: pyOpenSSL and service_identity, for ssl: listeners.
+        "Twisted[tls]>=24.11.0,<27",
         "zope.interface>=5",
         "attrs>=22.2",
     ],

@@ -5,7 +5,7 @@ Building the L{Site}: the one supported way to serve pipes.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site
@@ -36,6 +36,15 @@ class PipeSite(Site):
     def __init__(self, pipes: PipeResource, reactor: IReactorTime) -> None:
         super().__init__(RootResource(pipes), reactor=reactor)
         self.pipes = pipes
+
+    def acceptableProtocols(self) -> List[bytes]:
+        """
+        Offer only HTTP/1.1 through TLS ALPN, even when the C{h2} package is
+        installed (stock L{Site} then offers C{h2}): Twisted's HTTP/2 stack
+        buffers a flow-control window per slow stream, and the streaming
+        channel is HTTP/1.x only.
+        """
+        return [b"http/1.1"]
 
     def log(self, request: object) -> None:
         """
