@@ -30,7 +30,7 @@ setup(
         # The streaming request factory (pipe/_request.py) relies on
         # HTTPChannel internals; this is the range the test suite proves.
         # [tls]: pyOpenSSL and service_identity, for ssl: listeners.
-        "Twisted[tls]>=24.11.0,<27",
+        "Twisted[tls]>=26.4.0,<27",
         "zope.interface>=5",
         "attrs>=22.2",
     ],

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import IO, Dict, List, Optional
 
 MiB = 1024 * 1024
 BLOCK = 64 * MiB
@@ -100,7 +100,7 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def feed(stdin: subprocess.IO[bytes], size: int, block: bytes) -> None:
+def feed(stdin: IO[bytes], size: int, block: bytes) -> None:
     remaining = size
     try:
         while remaining:
