@@ -48,13 +48,14 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        Listen on ENDPOINT, a Twisted server endpoint string (tcp:8080,
-        tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=KEY:certKey=CERT,
-        unix:/run/pipe.sock, systemd:domain=INET:index=0). Repeatable;
-        default: tcp:8080.
-        """
         self["listen"].append(endpoint)
+
+    opt_listen.__doc__ = (
+        "Listen on ENDPOINT, a Twisted server endpoint string: tcp:8080, "
+        "tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=KEY:certKey=CERT, "
+        "unix:/run/pipe.sock, systemd:domain=INET:index=0. Repeatable; "
+        "default: tcp:8080."
+    )
 
     def opt_version(self) -> None:
         """

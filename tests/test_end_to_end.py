@@ -317,3 +317,43 @@ async def test_dead_waiting_sender_is_forgotten(
     await wait_for(
         reactor, lambda: len(server.rendezvous) == 0, timeout=5.0, what="forgotten"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_socket_listener(reactor: Any, tmp_path: Path, small: Path) -> None:
+    """
+    A C{unix:} listener (behind a local proxy) serves a transfer, and a
+    sender lost mid-transfer still fails its receiver.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    from pipe.server import make_site
+
+    socket_path = tmp_path / "pipe.sock"
+    site = make_site(reactor)
+    port = await serverFromString(reactor, f"unix:{socket_path}").listen(site)
+    try:
+        url = "http://localhost/api/v1/pipe/unix?n=2"
+        via = ["--unix-socket", str(socket_path)]
+        receivers = [curl(reactor, *via, url), curl(reactor, *via, url)]
+        await wait_for(
+            reactor, lambda: site.pipes.rendezvous.parties(b"unix") == (False, 2)
+        )
+        sent = await curl(reactor, *via, "-T", str(small), url, keep_text=True).ended
+        results = [await r.ended for r in receivers]
+        assert sent.code == 0, sent
+        assert b"receivers=2/2" in sent.text
+        assert {r.digest for r in results} == {sha256_of(small)}
+
+        receiver = curl(reactor, *via, "--limit-rate", "1M", url.replace("n=2", "n=1"))
+        await wait_for(
+            reactor, lambda: site.pipes.rendezvous.parties(b"unix") == (False, 1)
+        )
+        sender = curl(reactor, *via, "-T", str(small), url.replace("n=2", "n=1"))
+        await wait_for(
+            reactor, lambda: site.pipes.rendezvous.parties(b"unix") == (True, 1)
+        )
+        sender.kill()
+        assert (await receiver.ended).code != 0
+    finally:
+        await port.stopListening()
