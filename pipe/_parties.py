@@ -156,11 +156,11 @@ class Receiver:
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         assert isinstance(producer, Branch)
         self.branch = producer
-        if not self.request._disconnected:
+        if self.request.connected:
             self.request.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        if not self.request._disconnected:
+        if self.request.connected:
             self.request.unregisterProducer()
 
     def write(self, data: bytes) -> None:
@@ -168,7 +168,7 @@ class Receiver:
 
     def finish(self) -> None:
         self.phase = Phase.ENDED
-        if not self.request._disconnected:
+        if self.request.connected:
             self.request.finish()
 
     def abort(self) -> None:
@@ -207,7 +207,7 @@ class Sender:
         self._rendezvous = rendezvous
         self._reactor = reactor
         self._opened = False
-        self._connected = 0
+        self._present = 0
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
 
@@ -227,7 +227,7 @@ class Sender:
             raise
         if self.phase is Phase.WAITING:
             self._open()
-            self.request.write(messages.waiting(self.n, self._connected))
+            self.request.write(messages.waiting(self.n, self._present))
             self._heartbeat.start(PROGRESS_INTERVAL, now=False).addErrback(
                 lambda f: self.log.failure("progress heartbeat failed", f)
             )
@@ -251,8 +251,8 @@ class Sender:
         request.deliver_body(self.fanout)
 
     def _beat(self) -> None:
-        if self.phase is Phase.WAITING and not self.request._disconnected:
-            self.request.write(messages.waiting(self.n, self._connected))
+        if self.phase is Phase.WAITING and self.request.connected:
+            self.request.write(messages.waiting(self.n, self._present))
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat.running:
@@ -270,15 +270,15 @@ class Sender:
             self.log.info(
                 "sender of {pipe} left while waiting ({connected} of {n} receivers)",
                 pipe=path_digest(self.path),
-                connected=self._connected,
+                connected=self._present,
                 n=self.n,
             )
 
     # SenderParty
 
     def receivers_changed(self, connected: int, n: int) -> None:
-        previous, self._connected = self._connected, connected
-        if not self._opened or self.request._disconnected:
+        previous, self._present = self._present, connected
+        if not self._opened or not self.request.connected:
             return
         if connected > previous:
             self.request.write(messages.receiver_joined(connected, n))
@@ -289,7 +289,7 @@ class Sender:
         self.phase = Phase.TRANSFERRING
         self._stop_heartbeat()
         self._open()
-        self._connected = len(receivers)
+        self._present = len(receivers)
         self.request.write(messages.receiver_joined(len(receivers), self.n))
         self.request.write(messages.started(self.n))
         for receiver in receivers:
@@ -301,7 +301,7 @@ class Sender:
     def branch_lost(self, branch: Branch) -> None:
         receiver = branch.outlet
         assert isinstance(receiver, Receiver)
-        if not self.request._disconnected:
+        if self.request.connected:
             self.request.write(
                 messages.receiver_lost(branch.index, receiver.address, branch.sent)
             )
@@ -327,7 +327,7 @@ class Sender:
             ),
         )
         request = self.request
-        if request._disconnected:
+        if not request.connected:
             return
         if outcome is Outcome.COMPLETE:
             request.write(

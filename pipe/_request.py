@@ -293,6 +293,13 @@ class StreamingRequest(Request):
         self.content = io.BytesIO()
 
     @property
+    def connected(self) -> bool:
+        """
+        Whether the client is still connected (writes would reach it).
+        """
+        return not self._disconnected
+
+    @property
     def body_length(self) -> Optional[int]:
         """
         The declared body length, or L{None} for a chunked body.
