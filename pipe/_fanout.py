@@ -9,20 +9,35 @@ is the sender's upload, an L{IPushProducer}.  Each receiver is an L{Outlet}
 producer, so that Twisted's flow control of every receiver connection reaches
 the one upload: the upload is paused while any branch is paused and resumed
 when none is.
+
+Two watchdogs run during a transfer: a receiver that takes no bytes for the
+stall timeout while data waits for it (or, with a minimum rate, takes them
+too slowly) is dropped, and an upload that delivers nothing for the idle
+timeout while the fan-out wants data aborts the transfer.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Callable, Dict, List, Optional, Protocol, Set
+from typing import Dict, List, Optional, Protocol, Set
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol as _TwistedProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface import implementer
 
-__all__ = ["Branch", "Fanout", "FanoutListener", "Outcome", "Outlet"]
+__all__ = [
+    "Branch",
+    "BranchState",
+    "Fanout",
+    "FanoutListener",
+    "Outcome",
+    "Outlet",
+    "Watchdogs",
+]
 
 
 class Outcome(enum.Enum):
@@ -30,20 +45,29 @@ class Outcome(enum.Enum):
     How a transfer ended.
 
       - C{COMPLETE}: every receiver got every byte.
-      - C{RECEIVER_LOST}: at least one receiver was lost before the end.
+      - C{RECEIVER_LOST}: a receiver disconnected before the end.
+      - C{RECEIVER_STALLED}: a receiver was dropped for taking no bytes (or
+        too few) for the stall timeout.
       - C{SENDER_LOST}: the upload ended before its end (disconnect, or a
         body shorter than its C{Content-Length}).
+      - C{WAIT_TIMEOUT}: the transfer never started (used by the parties).
+      - C{IDLE_TIMEOUT}: the sender delivered nothing for the idle timeout.
+      - C{DRAINED}: the server shut down before the transfer ended.
     """
 
     COMPLETE = "complete"
     RECEIVER_LOST = "receiver_lost"
+    RECEIVER_STALLED = "receiver_stalled"
     SENDER_LOST = "sender_lost"
+    WAIT_TIMEOUT = "wait_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    DRAINED = "drained"
 
 
 class Outlet(Protocol):
     """
     One receiver, as the fan-out sees it: an L{IConsumer} that can also be
-    finished or aborted.
+    finished or aborted, and that knows how much it has not sent yet.
     """
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
@@ -62,6 +86,10 @@ class Outlet(Protocol):
         """The stream is truncated: end the response so that the client
         can never take it for complete (reset the connection)."""
 
+    def pending(self) -> Optional[int]:
+        """Bytes written but not yet taken by the connection, or L{None}
+        when the connection cannot tell."""
+
 
 class FanoutListener(Protocol):
     """
@@ -69,7 +97,8 @@ class FanoutListener(Protocol):
     """
 
     def branch_lost(self, branch: Branch) -> None:
-        """A receiver was lost before the end; the others go on."""
+        """A receiver was lost or dropped before the end (see
+        L{Branch.state}); the others go on."""
 
     def fanout_ended(self, fanout: Fanout) -> None:
         """The transfer is over; L{Fanout.outcome} says how."""
@@ -100,6 +129,40 @@ class State(enum.Enum):
     ENDED = "ended"
 
 
+class BranchState(enum.Enum):
+    """
+    The states of a L{Branch}: C{ACTIVE} until it is C{FINISHED} (every
+    byte), C{LOST} (the receiver went away), C{STALLED} (dropped by the
+    stall watchdog) or C{ABORTED} (the transfer failed as a whole).
+    """
+
+    ACTIVE = "active"
+    FINISHED = "finished"
+    LOST = "lost"
+    STALLED = "stalled"
+    ABORTED = "aborted"
+
+
+class Watchdogs:
+    """
+    The timeouts of a running transfer (0 disables one).
+
+    @ivar stall_timeout: seconds a receiver may take no bytes while data
+        waits for it.
+    @ivar min_rate: bytes per second below which a receiver with data
+        waiting counts as stalled over a stall window.
+    @ivar idle_timeout: seconds the upload may deliver nothing while the
+        fan-out wants data.
+    """
+
+    def __init__(
+        self, stall_timeout: float = 0, min_rate: int = 0, idle_timeout: float = 0
+    ) -> None:
+        self.stall_timeout = stall_timeout
+        self.min_rate = min_rate
+        self.idle_timeout = idle_timeout
+
+
 @implementer(IPushProducer)
 class Branch:
     """
@@ -112,14 +175,22 @@ class Branch:
 
     @ivar index: the receiver's number, from 1, in arrival order.
     @ivar outlet: the receiver.
+    @ivar state: see L{BranchState}.
     @ivar sent: bytes written to the receiver so far.
+    @ivar taken: bytes the receiver's connection had taken when last seen.
+    @ivar progress_at: when C{taken} last grew, or nothing was waiting.
     """
 
-    def __init__(self, fanout: Fanout, index: int, outlet: Outlet) -> None:
+    def __init__(self, fanout: Fanout, index: int, outlet: Outlet, now: float) -> None:
         self._fanout = fanout
         self.index = index
         self.outlet = outlet
+        self.state = BranchState.ACTIVE
         self.sent = 0
+        self.taken = 0
+        self.progress_at = now
+        self.window_at = now
+        self.window_taken = 0
 
     def pauseProducing(self) -> None:
         self._fanout._branch_paused(self)
@@ -131,7 +202,7 @@ class Branch:
         self._fanout.lose_branch(self)
 
     def __repr__(self) -> str:
-        return f"<Branch {self.index} sent={self.sent}>"
+        return f"<Branch {self.index} {self.state.value} sent={self.sent}>"
 
 
 class Fanout(_TwistedProtocol):
@@ -148,14 +219,20 @@ class Fanout(_TwistedProtocol):
     @ivar outcome: how the transfer ended, once L{State.ENDED}.
     @ivar completed: the number of receivers whose response was finished
         with every byte.
-    @ivar clock: returns the current time, to time the transfer.
     """
 
+    log = Logger()
     transport: Optional[IPushProducer]  # type: ignore[assignment]
 
-    def __init__(self, listener: FanoutListener, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        listener: FanoutListener,
+        clock: IReactorTime,
+        watchdogs: Optional[Watchdogs] = None,
+    ) -> None:
         self._listener = listener
         self.clock = clock
+        self.watchdogs = watchdogs or Watchdogs()
         self.state = State.HOLDING
         self.received = 0
         self.branches: List[Branch] = []
@@ -168,6 +245,9 @@ class Fanout(_TwistedProtocol):
         # of a relay pass must not be written to by the rest of that pass.
         self._active: Dict[Branch, None] = {}
         self._paused: Set[Branch] = set()
+        self._last_data = 0.0
+        self._idle_call: Optional[IDelayedCall] = None
+        self._stall_check: Optional[LoopingCall] = None
 
     # IProtocol, driven by the upload.
 
@@ -185,6 +265,7 @@ class Fanout(_TwistedProtocol):
         """
         self.received += len(data)
         if self.state is State.STREAMING:
+            self._last_data = self.clock.seconds()
             self._relay(data)
         elif self.state is State.HOLDING:
             self._held.append(data)
@@ -212,7 +293,7 @@ class Fanout(_TwistedProtocol):
             if complete:
                 self._finish_all()
             else:
-                self._abort_all()
+                self.abort(Outcome.SENDER_LOST)
         # In ENDED the failure is already known; HOLDING_COMPLETE cannot be
         # lost again.
 
@@ -228,8 +309,8 @@ class Fanout(_TwistedProtocol):
         if self.state not in (State.HOLDING, State.HOLDING_COMPLETE):
             raise RuntimeError(f"start in state {self.state}")
         complete = self.state is State.HOLDING_COMPLETE
-        self.started_at = self.clock()
-        self.branches = [Branch(self, i, o) for i, o in enumerate(outlets, 1)]
+        now = self.started_at = self._last_data = self.clock.seconds()
+        self.branches = [Branch(self, i, o, now) for i, o in enumerate(outlets, 1)]
         self._active = dict.fromkeys(self.branches)
         self.state = State.STREAMING
         for branch in self.branches:
@@ -243,13 +324,22 @@ class Fanout(_TwistedProtocol):
             return
         if complete:
             self._finish_all()
-        elif not self._paused:
+            return
+        stall = self.watchdogs.stall_timeout
+        if stall:
+            self._stall_check = LoopingCall(self._check_stalls)
+            self._stall_check.clock = self.clock
+            self._stall_check.start(min(1.0, stall / 4), now=False).addErrback(
+                lambda f: self.log.failure("stall check failed", f)
+            )
+        if not self._paused:
             assert self.transport is not None
             self.transport.resumeProducing()
+            self._arm_idle()
 
     def _relay(self, data: bytes) -> None:
         # A write can re-enter pauseProducing or lose the branch: iterate
-        # over a snapshot.
+        # over a snapshot, skipping branches lost during this pass.
         active = self._active
         for branch in tuple(active):
             if branch in active:
@@ -262,6 +352,7 @@ class Fanout(_TwistedProtocol):
         first = not self._paused
         self._paused.add(branch)
         if first and self.state is State.STREAMING:
+            self._disarm_idle()
             assert self.transport is not None
             self.transport.pauseProducing()
 
@@ -274,48 +365,71 @@ class Fanout(_TwistedProtocol):
     def _resume_if_clear(self) -> None:
         if not self._paused and self.state is State.STREAMING:
             assert self.transport is not None
+            self._last_data = self.clock.seconds()
             self.transport.resumeProducing()
+            self._arm_idle()
 
-    def lose_branch(self, branch: Branch) -> None:
+    def lose_branch(
+        self, branch: Branch, state: BranchState = BranchState.LOST
+    ) -> None:
         """
-        The receiver of C{branch} is gone (its connection was lost).  The
-        others go on; when none is left, the upload is stopped.  Idempotent.
+        The receiver of C{branch} is gone (C{state} C{LOST}) or dropped
+        (C{STALLED}).  The others go on; when none is left, the upload is
+        stopped.  Idempotent.
         """
         if branch not in self._active:
             return
         del self._active[branch]
         self._paused.discard(branch)
+        branch.state = state
         if self.state is not State.STREAMING:
             return
         self._listener.branch_lost(branch)
         if self.state is not State.STREAMING:
             return
         if not self._active:
-            self._end(Outcome.RECEIVER_LOST)
+            self._end(self._failure_outcome())
             assert self.transport is not None
             self.transport.stopProducing()
             self._listener.fanout_ended(self)
         else:
             self._resume_if_clear()
 
+    def abort(self, outcome: Outcome) -> None:
+        """
+        End a running transfer as a failure: every receiver still active is
+        aborted (reset) and the upload is stopped.  Does nothing unless
+        streaming.
+        """
+        if self.state is not State.STREAMING:
+            return
+        active, self._active = list(self._active), {}
+        self._paused.clear()
+        self._end(outcome)
+        for branch in active:
+            branch.state = BranchState.ABORTED
+            branch.outlet.unregisterProducer()
+            branch.outlet.abort()
+        if outcome is not Outcome.SENDER_LOST:
+            assert self.transport is not None
+            self.transport.stopProducing()
+        self._listener.fanout_ended(self)
+
+    def _failure_outcome(self) -> Outcome:
+        if any(b.state is BranchState.STALLED for b in self.branches):
+            return Outcome.RECEIVER_STALLED
+        return Outcome.RECEIVER_LOST
+
     def _finish_all(self) -> None:
         active, self._active = list(self._active), {}
         self._paused.clear()
         self.completed = len(active)
-        lost = self.completed < len(self.branches)
-        self._end(Outcome.RECEIVER_LOST if lost else Outcome.COMPLETE)
+        failed = self.completed < len(self.branches)
+        self._end(self._failure_outcome() if failed else Outcome.COMPLETE)
         for branch in active:
+            branch.state = BranchState.FINISHED
             branch.outlet.unregisterProducer()
             branch.outlet.finish()
-        self._listener.fanout_ended(self)
-
-    def _abort_all(self) -> None:
-        active, self._active = list(self._active), {}
-        self._paused.clear()
-        self._end(Outcome.SENDER_LOST)
-        for branch in active:
-            branch.outlet.unregisterProducer()
-            branch.outlet.abort()
         self._listener.fanout_ended(self)
 
     def _end(self, outcome: Outcome) -> None:
@@ -325,4 +439,75 @@ class Fanout(_TwistedProtocol):
         """
         self.state = State.ENDED
         self.outcome = outcome
-        self.ended_at = self.clock()
+        self.ended_at = self.clock.seconds()
+        self._disarm_idle()
+        check, self._stall_check = self._stall_check, None
+        if check is not None and check.running:
+            check.stop()
+
+    @property
+    def delivered(self) -> int:
+        """
+        Bytes written to receivers, summed over receivers.
+        """
+        return sum(b.sent for b in self.branches)
+
+    # Watchdogs.
+
+    def _arm_idle(self) -> None:
+        idle = self.watchdogs.idle_timeout
+        if idle and self._idle_call is None and self.state is State.STREAMING:
+            self._idle_call = self.clock.callLater(idle, self._idle_expired)  # type: ignore[attr-defined]
+
+    def _disarm_idle(self) -> None:
+        call, self._idle_call = self._idle_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _idle_expired(self) -> None:
+        self._idle_call = None
+        if self.state is not State.STREAMING or self._paused:
+            return
+        quiet = self.clock.seconds() - self._last_data
+        remaining = self.watchdogs.idle_timeout - quiet
+        if remaining > 0:
+            self._idle_call = self.clock.callLater(remaining, self._idle_expired)  # type: ignore[attr-defined]
+            return
+        self.abort(Outcome.IDLE_TIMEOUT)
+
+    def _check_stalls(self) -> None:
+        """
+        Drop every receiver that has taken no bytes for the stall timeout
+        while data waits for it, or (with a minimum rate) took fewer than
+        C{min_rate} bytes per second over the last stall window while data
+        waited.  Runs while the upload is paused, too: that is when a stalled
+        receiver holds everybody back.
+        """
+        now = self.clock.seconds()
+        stall = self.watchdogs.stall_timeout
+        min_rate = self.watchdogs.min_rate
+        for branch in tuple(self._active):
+            if branch not in self._active:
+                continue
+            pending = branch.outlet.pending()
+            if pending is None:
+                # The connection cannot say: a paused branch has data
+                # waiting, and only a resume shows progress.
+                pending = 1 if branch in self._paused else 0
+                taken = branch.taken if pending else branch.sent
+            else:
+                taken = branch.sent - pending
+            if taken > branch.taken or not pending:
+                branch.taken = taken
+                branch.progress_at = now
+            stalled = now - branch.progress_at >= stall
+            if not stalled and min_rate and now - branch.window_at >= stall:
+                rate = (taken - branch.window_taken) / (now - branch.window_at)
+                stalled = bool(pending) and rate < min_rate
+                branch.window_at, branch.window_taken = now, taken
+            if stalled:
+                branch.outlet.unregisterProducer()
+                branch.outlet.abort()
+                self.lose_branch(branch, BranchState.STALLED)
+                if self.state is not State.STREAMING:
+                    return

@@ -143,3 +143,51 @@ def done(count: int, ok: int, n: int, seconds: float) -> bytes:
 
 def failed(count: int, ok: int, n: int, why: str) -> bytes:
     return error(f"failed: bytes={count} receivers={ok}/{n}: {why}")
+
+
+# Limits, timeouts and shutdown.
+
+
+def shutting_down() -> bytes:
+    return error("server shutting down")
+
+
+def too_many_pipes(limit: int) -> bytes:
+    return error(f"too many pipes: {limit} are waiting or running; try again later")
+
+
+def too_many_connections(host: str, limit: int) -> bytes:
+    return error(
+        f"too many parties from {host}: {limit} are waiting or transferring;"
+        " try again later"
+    )
+
+
+def bad_wait(values: Iterable[bytes]) -> bytes:
+    shown = ", ".join(show(v) for v in values)
+    return error(f"wait must be one whole number of seconds from 1, got {shown}")
+
+
+def _presence(has_sender: bool, receivers: int, n: int) -> str:
+    sender = "sender connected" if has_sender else "sender not connected"
+    return f"{sender}, {receivers} of {n} receivers connected"
+
+
+def wait_timed_out(seconds: float, has_sender: bool, receivers: int, n: int) -> bytes:
+    return error(
+        f"timed out after {seconds:g} s waiting: " + _presence(has_sender, receivers, n)
+    )
+
+
+def sender_wait_timed_out(seconds: float, receivers: int, n: int) -> bytes:
+    return error(
+        f"the sender gave up after {seconds:g} s waiting:"
+        f" {receivers} of {n} receivers connected"
+    )
+
+
+def receiver_stalled(index: int, address: str, sent: int, seconds: float) -> bytes:
+    return info(
+        f"receiver {index} ({address}) stalled (took too little for {seconds:g} s)"
+        f" and was dropped after {size(sent)}"
+    )

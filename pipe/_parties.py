@@ -14,14 +14,16 @@ import enum
 import hashlib
 from typing import TYPE_CHECKING, List, Optional, cast
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _messages as messages
-from ._fanout import Branch, Fanout, Outcome
-from ._rendezvous import Rejected, Rendezvous
+from ._fanout import Branch, BranchState, Fanout, Outcome, Watchdogs
+from ._relay import Relay
+from ._rendezvous import Rejected
+from ._request import pending_bytes
 
 if TYPE_CHECKING:
     from ._request import StreamingRequest
@@ -43,6 +45,22 @@ def path_digest(path: bytes) -> str:
     A short digest naming a path in logs (the path itself is a credential).
     """
     return hashlib.sha256(path).hexdigest()[:12]
+
+
+def path_for_log(path: bytes, relay: Relay) -> str:
+    """
+    How logs name a path: its digest, or the escaped path itself when the
+    operator asked for C{--log-paths}.
+    """
+    return messages.show(path, 1024) if relay.settings.log_paths else path_digest(path)
+
+
+def client_host(request: StreamingRequest) -> str:
+    """
+    The client's host (the key of the per-address limit).
+    """
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or address)
 
 
 def client_address(request: StreamingRequest) -> str:
@@ -77,7 +95,8 @@ class Phase(enum.Enum):
 
       - C{WAITING}: registered on its path, the transfer has not started.
       - C{TRANSFERRING}: the transfer runs.
-      - C{ENDED}: the transfer ended, or the party left while waiting.
+      - C{ENDED}: the transfer ended, or the party left or was sent away
+        while waiting.
     """
 
     WAITING = "waiting"
@@ -85,25 +104,79 @@ class Phase(enum.Enum):
     ENDED = "ended"
 
 
-class Receiver:
+class _Party:
+    """
+    What senders and receivers share: the request, the path, presence in
+    the relay, and the wait timer.
+
+    @ivar phase: see L{Phase}.
+    @ivar wait: the seconds this party may wait (0: no limit).
+    """
+
+    def __init__(
+        self, request: StreamingRequest, path: bytes, n: int, relay: Relay, wait: float
+    ) -> None:
+        self.request = request
+        self.path = path
+        self.n = n
+        self.relay = relay
+        self.wait = wait
+        self.address = client_address(request)
+        self.host = client_host(request)
+        self.phase = Phase.WAITING
+        self._wait_call: Optional[IDelayedCall] = None
+
+    def _present(self) -> None:
+        """
+        The party joined its path: count it, and start its wait timer.
+        """
+        self.relay.enter(self, self.host)  # type: ignore[arg-type]
+        if self.wait and self.phase is Phase.WAITING:
+            self._wait_call = self.relay.reactor.callLater(  # type: ignore[attr-defined]
+                self.wait, self._wait_expired
+            )
+
+    def _stop_waiting(self) -> None:
+        call, self._wait_call = self._wait_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _end(self) -> None:
+        """
+        Enter L{Phase.ENDED} and leave the relay.  Idempotent.
+        """
+        self.phase = Phase.ENDED
+        self._stop_waiting()
+        self.relay.leave(self)  # type: ignore[arg-type]
+
+    def _wait_expired(self) -> None:
+        raise NotImplementedError()
+
+    # Party (for the relay)
+
+    def is_waiting(self) -> bool:
+        return self.phase is Phase.WAITING
+
+    def abort_transfer(self, outcome: Outcome) -> None:
+        """
+        Receivers leave aborting to their sender's fan-out.
+        """
+
+
+class Receiver(_Party):
     """
     One receiver: the L{pipe._fanout.Outlet} over its request.
 
-    @ivar address: the client address, for messages.
     @ivar branch: the fan-out branch feeding this receiver, once started.
     """
 
     def __init__(
-        self, request: StreamingRequest, path: bytes, rendezvous: Rendezvous
+        self, request: StreamingRequest, path: bytes, n: int, relay: Relay, wait: float
     ) -> None:
-        self.request = request
-        self.path = path
-        self.address = client_address(request)
-        self.phase = Phase.WAITING
+        super().__init__(request, path, n, relay, wait)
         self.branch: Optional[Branch] = None
-        self._rendezvous = rendezvous
 
-    def join(self, n: int) -> None:
+    def join(self) -> None:
         """
         Register on the path and wait for the transfer.
 
@@ -111,17 +184,51 @@ class Receiver:
         """
         self.request.notifyFinish().addErrback(self._lost)
         try:
-            self._rendezvous.join_receiver(self.path, n, self)
+            self.relay.rendezvous.join_receiver(self.path, self.n, self)
         except Rejected:
             self.phase = Phase.ENDED
             raise
+        self._present()
 
     def _lost(self, reason: Failure) -> None:
-        phase, self.phase = self.phase, Phase.ENDED
+        phase = self.phase
+        self._end()
         if phase is Phase.WAITING:
-            self._rendezvous.leave(self.path, self)
+            self.relay.rendezvous.leave(self.path, self)
         elif phase is Phase.TRANSFERRING and self.branch is not None:
             self.branch.stopProducing()
+
+    def _wait_expired(self) -> None:
+        """
+        The pipe did not start in time: answer 504, saying who was missing.
+        """
+        self._wait_call = None
+        if self.phase is not Phase.WAITING:
+            return
+        has_sender, receivers = self.relay.rendezvous.parties(self.path)
+        self.relay.rendezvous.leave(self.path, self)
+        self._end()
+        self.request.send_plain(
+            504, messages.wait_timed_out(self.wait, has_sender, receivers, self.n)
+        )
+
+    def sender_gave_up(self, seconds: float, receivers: int) -> None:
+        """
+        The sender's own wait timed out, and the pipe with it: answer 504.
+        """
+        self._end()
+        self.request.send_plain(
+            504, messages.sender_wait_timed_out(seconds, receivers, self.n)
+        )
+
+    def shut_down(self) -> None:
+        if self.phase is not Phase.WAITING:
+            return
+        self.relay.rendezvous.leave(self.path, self)
+        self._end()
+        self.request.send_plain(
+            503, messages.shutting_down(), {b"retry-after": RETRY_AFTER}
+        )
 
     def open(self, sender: StreamingRequest) -> None:
         """
@@ -129,13 +236,12 @@ class Receiver:
         sender's request.
         """
         self.phase = Phase.TRANSFERRING
+        self._stop_waiting()
         request = self.request
         headers = sender.requestHeaders
         request.setResponseCode(200)
-        request.setHeader(
-            b"content-type",
-            safe_content_type(headers.getRawHeaders(b"content-type", [None])[0]),
-        )
+        content_type = headers.getRawHeaders(b"content-type", [None])[0]
+        request.setHeader(b"content-type", safe_content_type(content_type))
         length = sender.body_length
         if length is not None:
             request.setHeader(b"content-length", b"%d" % (length,))
@@ -160,23 +266,33 @@ class Receiver:
             self.request.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        if self.request.connected:
+        if self.request.connected and self.request.producer is not None:
             self.request.unregisterProducer()
 
     def write(self, data: bytes) -> None:
         self.request.write(data)
 
     def finish(self) -> None:
-        self.phase = Phase.ENDED
+        self._end()
         if self.request.connected:
             self.request.finish()
 
     def abort(self) -> None:
-        self.phase = Phase.ENDED
+        self._end()
         self.request.abort()
 
+    def pending(self) -> Optional[int]:
+        channel = self.request.channel
+        if channel is None:
+            return 0
+        return pending_bytes(channel.transport)
 
-class Sender:
+
+#: The C{Retry-After} of a 503, in seconds.
+RETRY_AFTER = b"5"
+
+
+class Sender(_Party):
     """
     The sender of a pipe: its request, its upload's L{Fanout}, and its
     response of progress lines.
@@ -191,25 +307,19 @@ class Sender:
     log = Logger()
 
     def __init__(
-        self,
-        request: StreamingRequest,
-        path: bytes,
-        n: int,
-        rendezvous: Rendezvous,
-        reactor: IReactorTime,
+        self, request: StreamingRequest, path: bytes, n: int, relay: Relay, wait: float
     ) -> None:
-        self.request = request
-        self.path = path
-        self.n = n
-        self.address = client_address(request)
-        self.phase = Phase.WAITING
-        self.fanout = Fanout(self, reactor.seconds)
-        self._rendezvous = rendezvous
-        self._reactor = reactor
+        super().__init__(request, path, n, relay, wait)
+        settings = relay.settings
+        self.fanout = Fanout(
+            self,
+            relay.reactor,
+            Watchdogs(settings.stall_timeout, settings.min_rate, settings.idle_timeout),
+        )
         self._opened = False
-        self._present = 0
+        self._receivers_present = 0
         self._heartbeat = LoopingCall(self._beat)
-        self._heartbeat.clock = reactor
+        self._heartbeat.clock = relay.reactor
 
     def join(self) -> None:
         """
@@ -221,13 +331,14 @@ class Sender:
         """
         self.request.notifyFinish().addErrback(self._lost)
         try:
-            self._rendezvous.join_sender(self.path, self.n, self)
+            self.relay.rendezvous.join_sender(self.path, self.n, self)
         except Rejected:
             self.phase = Phase.ENDED
             raise
+        self._present()
         if self.phase is Phase.WAITING:
             self._open()
-            self.request.write(messages.waiting(self.n, self._present))
+            self.request.write(messages.waiting(self.n, self._receivers_present))
             self._heartbeat.start(PROGRESS_INTERVAL, now=False).addErrback(
                 lambda f: self.log.failure("progress heartbeat failed", f)
             )
@@ -252,32 +363,68 @@ class Sender:
 
     def _beat(self) -> None:
         if self.phase is Phase.WAITING and self.request.connected:
-            self.request.write(messages.waiting(self.n, self._present))
+            self.request.write(messages.waiting(self.n, self._receivers_present))
 
-    def _stop_heartbeat(self) -> None:
+    def _end(self) -> None:
         if self._heartbeat.running:
             self._heartbeat.stop()
+        super()._end()
 
     def _lost(self, reason: Failure) -> None:
         """
         The sender's connection is gone.  While waiting, leave the path; a
         running transfer learns it from the upload (L{Fanout.connectionLost}).
         """
-        self._stop_heartbeat()
         if self.phase is Phase.WAITING:
-            self.phase = Phase.ENDED
-            self._rendezvous.leave(self.path, self)
+            self._end()
+            self.relay.rendezvous.leave(self.path, self)
             self.log.info(
-                "sender of {pipe} left while waiting ({connected} of {n} receivers)",
-                pipe=path_digest(self.path),
-                connected=self._present,
+                "sender of {pipe} left while waiting ({present} of {n} receivers)",
+                pipe=path_for_log(self.path, self.relay),
+                present=self._receivers_present,
                 n=self.n,
             )
+
+    def _give_up(self, line: bytes, outcome: Outcome) -> None:
+        """
+        End a waiting sender: forget the pipe, tell the sender, end its
+        response abnormally (after letting the line reach it).
+        """
+        receivers = self.relay.rendezvous.abandon(self.path)
+        self._end()
+        self.relay.record(outcome, self.fanout.received, 0)
+        self._log_end(outcome, 0.0)
+        if self.request.connected:
+            self.request.write(line)
+            self.request.end_abnormally(linger=True)
+        for receiver in receivers:
+            if outcome is Outcome.WAIT_TIMEOUT:
+                receiver.sender_gave_up(self.wait, len(receivers))
+            else:
+                receiver.shut_down()
+
+    def _wait_expired(self) -> None:
+        self._wait_call = None
+        if self.phase is not Phase.WAITING:
+            return
+        _, present = self.relay.rendezvous.parties(self.path)
+        self._give_up(
+            messages.wait_timed_out(self.wait, True, present, self.n),
+            Outcome.WAIT_TIMEOUT,
+        )
+
+    def shut_down(self) -> None:
+        if self.phase is Phase.WAITING:
+            self._give_up(messages.shutting_down(), Outcome.DRAINED)
+
+    def abort_transfer(self, outcome: Outcome) -> None:
+        if self.phase is Phase.TRANSFERRING:
+            self.fanout.abort(outcome)
 
     # SenderParty
 
     def receivers_changed(self, connected: int, n: int) -> None:
-        previous, self._present = self._present, connected
+        previous, self._receivers_present = self._receivers_present, connected
         if not self._opened or not self.request.connected:
             return
         if connected > previous:
@@ -287,9 +434,11 @@ class Sender:
 
     def start(self, receivers: List[Receiver]) -> None:
         self.phase = Phase.TRANSFERRING
-        self._stop_heartbeat()
+        self._stop_waiting()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
         self._open()
-        self._present = len(receivers)
+        self._receivers_present = len(receivers)
         self.request.write(messages.receiver_joined(len(receivers), self.n))
         self.request.write(messages.started(self.n))
         for receiver in receivers:
@@ -299,33 +448,28 @@ class Sender:
     # FanoutListener
 
     def branch_lost(self, branch: Branch) -> None:
-        receiver = branch.outlet
-        assert isinstance(receiver, Receiver)
-        if self.request.connected:
-            self.request.write(
-                messages.receiver_lost(branch.index, receiver.address, branch.sent)
+        receiver = cast(Receiver, branch.outlet)
+        if not self.request.connected:
+            return
+        if branch.state is BranchState.STALLED:
+            line = messages.receiver_stalled(
+                branch.index,
+                receiver.address,
+                branch.sent,
+                self.relay.settings.stall_timeout,
             )
+        else:
+            line = messages.receiver_lost(branch.index, receiver.address, branch.sent)
+        self.request.write(line)
 
     def fanout_ended(self, fanout: Fanout) -> None:
-        self.phase = Phase.ENDED
-        self._rendezvous.release(self.path)
         outcome = fanout.outcome
         assert outcome is not None and fanout.started_at is not None
+        self.relay.rendezvous.release(self.path)
+        self._end()
+        self.relay.record(outcome, fanout.received, fanout.delivered)
         seconds = (fanout.ended_at or fanout.started_at) - fanout.started_at
-        self.log.info(
-            "transfer {pipe} {outcome}: {bytes} bytes to {completed} of {n} receivers"
-            " in {seconds:.3f} s (sender {sender}, receivers {receivers})",
-            pipe=path_digest(self.path),
-            outcome=outcome.value,
-            bytes=fanout.received,
-            completed=fanout.completed,
-            n=self.n,
-            seconds=seconds,
-            sender=self.address,
-            receivers=", ".join(
-                cast(Receiver, b.outlet).address for b in fanout.branches
-            ),
-        )
+        self._log_end(outcome, seconds)
         request = self.request
         if not request.connected:
             return
@@ -335,12 +479,48 @@ class Sender:
             )
             request.finish()
             return
-        if outcome is Outcome.SENDER_LOST:
-            why = f"the upload ended early after {fanout.received} bytes"
-        elif fanout.completed == 0:
-            why = "every receiver disconnected"
-        else:
-            lost = len(fanout.branches) - fanout.completed
-            why = f"{lost} of {self.n} receivers disconnected before the end"
-        request.write(messages.failed(fanout.received, fanout.completed, self.n, why))
+        request.write(
+            messages.failed(
+                fanout.received, fanout.completed, self.n, _why(fanout, self)
+            )
+        )
         request.end_abnormally()
+
+    def _log_end(self, outcome: Outcome, seconds: float) -> None:
+        fanout = self.fanout
+        self.log.info(
+            "transfer {pipe} {outcome}: {bytes} bytes to {completed} of {n}"
+            " receivers in {seconds:.3f} s ({rate:.1f} MB/s);"
+            " sender {sender}, receivers {receivers}",
+            pipe=path_for_log(self.path, self.relay),
+            outcome=outcome.value,
+            bytes=fanout.received,
+            completed=fanout.completed,
+            n=self.n,
+            seconds=seconds,
+            rate=fanout.received / seconds / 1e6 if seconds > 0 else 0.0,
+            sender=self.address,
+            receivers=", ".join(
+                cast(Receiver, b.outlet).address for b in fanout.branches
+            ),
+        )
+
+
+def _why(fanout: Fanout, sender: Sender) -> str:
+    """
+    The reason a transfer failed, for the sender's last line.
+    """
+    outcome = fanout.outcome
+    settings = sender.relay.settings
+    if outcome is Outcome.SENDER_LOST:
+        return f"the upload ended early after {fanout.received} bytes"
+    if outcome is Outcome.IDLE_TIMEOUT:
+        return f"the sender sent nothing for {settings.idle_timeout:g} s"
+    if outcome is Outcome.DRAINED:
+        return "server shutting down"
+    if fanout.completed == 0 and not any(
+        b.state is BranchState.ABORTED for b in fanout.branches
+    ):
+        return "every receiver disconnected or stalled"
+    lost = len(fanout.branches) - fanout.completed
+    return f"{lost} of {sender.n} receivers disconnected or stalled before the end"

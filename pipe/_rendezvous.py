@@ -160,6 +160,16 @@ class Rendezvous(Generic[S, R]):
             return (False, 0)
         return (meeting.sender is not None, len(meeting.receivers))
 
+    def totals(self) -> Tuple[int, int]:
+        """
+        The numbers of senders and of receivers on all paths.
+        """
+        senders = receivers = 0
+        for meeting in self._meetings.values():
+            senders += meeting.sender is not None
+            receivers += len(meeting.receivers)
+        return senders, receivers
+
     def count(self, stage: Stage) -> int:
         """
         The number of paths in C{stage}.
@@ -242,6 +252,20 @@ class Rendezvous(Generic[S, R]):
         elif meeting.sender is not None:
             self._settle(meeting)
         return True
+
+    def abandon(self, path: bytes) -> List[R]:
+        """
+        Give up a waiting path (its sender timed out or left for good):
+        forget every party on it.
+
+        @return: the receivers that were waiting on it.
+        @raise RuntimeError: C{path} is not waiting.
+        """
+        meeting = self._meetings.get(path)
+        if meeting is None or meeting.stage is not Stage.WAITING:
+            raise RuntimeError(f"abandon of a path that is not waiting: {meeting}")
+        del self._meetings[path]
+        return meeting.receivers
 
     def release(self, path: bytes) -> None:
         """

@@ -22,10 +22,11 @@ import enum
 import io
 import socket
 import struct
-from typing import Any, Optional, Set, cast
+from typing import Any, Dict, Optional, Set, cast
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -33,7 +34,12 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 from zope.interface import implementer
 
-__all__ = ["StreamingChannel", "StreamingRequest", "reset_connection"]
+__all__ = [
+    "StreamingChannel",
+    "StreamingRequest",
+    "pending_bytes",
+    "reset_connection",
+]
 
 #: After a response that was complete before its request body, how much of
 #: the rest of the body to read and discard, and for how long, before closing:
@@ -83,6 +89,21 @@ def _transport_of(channel: HTTPChannel) -> Any:
     transport = channel.transport
     assert transport is not None, "channel is not connected"
     return transport
+
+
+def pending_bytes(transport: Any) -> Optional[int]:
+    """
+    Bytes written to C{transport} that it has not yet handed to the kernel,
+    or L{None} when the transport cannot tell.  Reads the write buffer of
+    Twisted's file-descriptor transports (through wrappers such as TLS).
+    """
+    layer = transport
+    while layer is not None:
+        buffer = getattr(layer, "dataBuffer", None)
+        if buffer is not None and hasattr(layer, "_tempDataLen"):
+            return len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[no-any-return]
+        layer = getattr(layer, "transport", None)
+    return None
 
 
 @implementer(IPushProducer)
@@ -159,15 +180,48 @@ class StreamingChannel(HTTPChannel):
       - C{100 Continue} is not sent automatically: the request sends it when
         it accepts the body (see L{StreamingRequest.write});
       - a malformed body after a response has begun ends the connection
-        without writing a second status line into that response.
+        without writing a second status line into that response;
+      - a client must send its request line and headers within the site's
+        C{header_timeout} (slowloris), counted from the connection or from
+        the end of its previous response.
     """
 
+    _log = Logger()
     _read_gate: _ReadGate
+    _header_call: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._read_gate = _ReadGate(self._networkProducer)
         self._networkProducer = self._read_gate
+        self._await_headers()
+
+    def _await_headers(self) -> None:
+        timeout = getattr(getattr(self, "site", None), "header_timeout", 0)
+        if timeout and self._header_call is None:
+            self._header_call = self.callLater(timeout, self._headers_too_slow)
+
+    def _headers_done(self) -> None:
+        call, self._header_call = self._header_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _headers_too_slow(self) -> None:
+        self._header_call = None
+        self._log.info(
+            "closing {peer}: no complete request headers in time",
+            peer=str(self.getPeer()),
+        )
+        _transport_of(self).abortConnection()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.persistent and self.transport is not None:
+            self._await_headers()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._headers_done()
+        super().connectionLost(reason)
 
     @property
     def read_gate(self) -> _ReadGate:
@@ -177,6 +231,7 @@ class StreamingChannel(HTTPChannel):
         return self._read_gate
 
     def allHeadersReceived(self) -> None:
+        self._headers_done()
         super().allHeadersReceived()
         if self.length != 0:
             request = self.requests[-1]
@@ -282,6 +337,7 @@ class StreamingRequest(Request):
     _body_protocol: Optional[IProtocol] = None
     _upload: Optional[_UploadProducer] = None
     _discarded = 0
+    _abnormal_close = False
     _discard_call: Optional[IDelayedCall] = None
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -378,6 +434,36 @@ class StreamingRequest(Request):
         self._body_protocol = protocol
         protocol.makeConnection(self._upload)  # type: ignore[arg-type]
 
+    def plain_response(
+        self, code: int, body: bytes, headers: Optional[Dict[bytes, bytes]] = None
+    ) -> bytes:
+        """
+        Set up a one-line C{text/plain} response (an error or a short
+        answer) and return its body, for a resource's C{render} to return.
+        """
+        self.setResponseCode(code)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % (len(body),))
+        self.setHeader(b"cache-control", b"no-store")
+        self.setHeader(b"x-content-type-options", b"nosniff")
+        self.setHeader(b"access-control-allow-origin", b"*")
+        for name, value in (headers or {}).items():
+            self.setHeader(name, value)
+        return body
+
+    def send_plain(
+        self, code: int, body: bytes, headers: Optional[Dict[bytes, bytes]] = None
+    ) -> None:
+        """
+        Send a one-line C{text/plain} response now and finish it (for a
+        request answered after C{render} returned), unless the client is
+        gone.
+        """
+        if not self.connected:
+            return
+        self.write(self.plain_response(code, body, headers))
+        self.finish()
+
     def wants_continue(self) -> bool:
         """
         Whether the client waits for C{100 Continue} before sending its body.
@@ -424,7 +510,15 @@ class StreamingRequest(Request):
         if self.chunked:
             self.channel.write(b"0\r\n\r\n")
         self.finished = 1
+        self._discard_then(abnormal=False)
+
+    def _discard_then(self, abnormal: bool) -> None:
+        """
+        Read and drop the rest of the body for at most L{DISCARD_LIMIT}
+        bytes or L{DISCARD_SECONDS}, then close (abnormally if asked).
+        """
         self.body = Body.DISCARDING
+        self._abnormal_close = abnormal
         self._body_protocol = None
         self._discard_call = self.channel.callLater(
             DISCARD_SECONDS, self._close_after_discard
@@ -435,29 +529,42 @@ class StreamingRequest(Request):
         call, self._discard_call = self._discard_call, None
         if call is not None and call.active():
             call.cancel()
-        channel = self._streaming_channel()
-        if channel is not None:
-            channel.read_gate.hold(self)
-            _transport_of(channel).loseConnection()
+        self._close(abnormal=self._abnormal_close)
 
-    def end_abnormally(self) -> None:
+    def end_abnormally(self, linger: bool = False) -> None:
         """
         End the response so that the client sees a failure: close without
         the terminating chunk when chunked, reset the connection when the
         body is close-delimited or declared by length.  Unsent data may be
         lost in a reset.
+
+        @param linger: if the upload is still arriving, read and drop it for
+            a bounded while first (as after an early response), so that the
+            last lines reach the client before the close.  Without it the
+            upload is cut off at once.
         """
         channel = self._streaming_channel()
         if channel is None:
             return
         self._body_protocol = None
+        self.finished = 1
+        if linger and self.body is Body.STREAMING:
+            self._discard_then(abnormal=True)
+            return
         if self.body is Body.STREAMING:
             self.body = Body.ABANDONED
-        if self.chunked:
-            channel.read_gate.hold(self)
-            _transport_of(channel).loseConnection()
+        self._close(abnormal=True)
+
+    def _close(self, abnormal: bool) -> None:
+        channel = self._streaming_channel()
+        if channel is None:
+            return
+        transport = _transport_of(channel)
+        if abnormal and not self.chunked:
+            reset_connection(transport)
         else:
-            reset_connection(_transport_of(channel))
+            channel.read_gate.hold(self)
+            transport.loseConnection()
 
     def abort(self) -> None:
         """

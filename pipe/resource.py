@@ -9,17 +9,19 @@ C{docs/protocol.md}.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Dict, List, Optional
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from . import __version__
 from . import _messages as messages
-from ._parties import Receiver, Sender
+from ._parties import RETRY_AFTER, Receiver, Sender, client_address, client_host
+from ._relay import Lifecycle, Relay, Unavailable
 from ._rendezvous import (
     CountMismatch,
     ReceiversFull,
@@ -42,6 +44,7 @@ ALLOWED_METHODS = b"GET, PUT, POST, OPTIONS"
 ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping"
 
 _N_SYNTAX = re.compile(rb"[1-9][0-9]*")
+_log = Logger(namespace="pipe.resource")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
@@ -61,17 +64,45 @@ class _Refusal(Exception):
 
 def _respond(request: StreamingRequest, refusal: _Refusal) -> bytes:
     """
-    Set up an error response; L{twisted.web.server.Request.render} adds the
-    C{Content-Length} and finishes it.
+    Set up an error response and log the rejection; C{render} returns the
+    body and L{twisted.web.server.Request.render} finishes it.
     """
-    request.setResponseCode(refusal.code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"access-control-allow-origin", b"*")
-    for name, value in refusal.headers.items():
-        request.setHeader(name, value)
-    return refusal.body
+    _log.info(
+        "rejected {method} from {client}: {code} {reason}",
+        method=messages.show(request.method, 16),
+        client=client_address(request),
+        code=refusal.code,
+        reason=refusal.body.decode("ascii").strip(),
+    )
+    return request.plain_response(refusal.code, refusal.body, refusal.headers)
+
+
+def _query_values(query: bytes, name: bytes) -> List[bytes]:
+    """
+    The percent-decoded values of parameter C{name} in a raw query string.
+    """
+    values: List[bytes] = []
+    for part in query.split(b"&") if query else []:
+        key, _, value = part.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")) == name:
+            values.append(unquote_to_bytes(value.replace(b"+", b" ")))
+    return values
+
+
+def _whole_number(values: List[bytes], maximum: int) -> Optional[int]:
+    """
+    The one value in C{values} if it is digits with no sign and no leading
+    zero, from 1 to C{maximum}; else L{None}.
+    """
+    if len(values) == 1:
+        value = values[0]
+        if (
+            _N_SYNTAX.fullmatch(value)
+            and len(value) <= len(str(maximum))
+            and int(value) <= maximum
+        ):
+            return int(value)
+    return None
 
 
 def parse_n(query: bytes, maximum: int) -> int:
@@ -84,22 +115,30 @@ def parse_n(query: bytes, maximum: int) -> int:
 
     @raise _Refusal: (400) for anything else.
     """
-    values: List[bytes] = []
-    for part in query.split(b"&") if query else []:
-        key, _, value = part.partition(b"=")
-        if unquote_to_bytes(key.replace(b"+", b" ")) == b"n":
-            values.append(unquote_to_bytes(value.replace(b"+", b" ")))
+    values = _query_values(query, b"n")
     if not values:
         return 1
-    if len(values) == 1:
-        value = values[0]
-        if (
-            _N_SYNTAX.fullmatch(value)
-            and len(value) <= len(str(maximum))
-            and int(value) <= maximum
-        ):
-            return int(value)
-    raise _Refusal(400, messages.bad_n(values, maximum))
+    n = _whole_number(values, maximum)
+    if n is None:
+        raise _Refusal(400, messages.bad_n(values, maximum))
+    return n
+
+
+def parse_wait(query: bytes, maximum: float) -> float:
+    """
+    How long a party may wait: the server's C{maximum}, or less if the query
+    asks for less with C{wait=SECONDS} (more is cut to the maximum).  A
+    C{maximum} of 0 means no limit.
+
+    @raise _Refusal: (400) when C{wait} is not one whole number from 1.
+    """
+    values = _query_values(query, b"wait")
+    if not values:
+        return maximum
+    wait = _whole_number(values, 10**9)
+    if wait is None:
+        raise _Refusal(400, messages.bad_wait(values))
+    return float(wait) if not maximum else min(float(wait), maximum)
 
 
 def parse_path(raw: bytes) -> bytes:
@@ -145,23 +184,21 @@ class PipeResource(Resource):
     this resource renders it as soon as its headers are in, and its body is
     relayed by a L{pipe._fanout.Fanout} to the receivers' requests.
 
-    @ivar rendezvous: the registry of waiting and running paths.
+    @ivar relay: the server-wide state (rendezvous, limits, statistics).
     """
 
     isLeaf = True
 
-    def __init__(
-        self,
-        reactor: IReactorTime,
-        rendezvous: Optional[Rendezvous] = None,
-        max_receivers: int = 1000,
-    ) -> None:
+    def __init__(self, relay: Relay) -> None:
         super().__init__()
-        self._reactor = reactor
-        self.rendezvous: Rendezvous = (
-            rendezvous if rendezvous is not None else Rendezvous()
-        )
-        self.max_receivers = max_receivers
+        self.relay = relay
+
+    @property
+    def rendezvous(self) -> Rendezvous:  # type: ignore[type-arg]
+        """
+        The registry of waiting and running paths.
+        """
+        return self.relay.rendezvous
 
     def render(self, request: StreamingRequest) -> object:  # type: ignore[override]
         try:
@@ -178,13 +215,21 @@ class PipeResource(Resource):
             raise _Refusal(
                 405, messages.method_not_allowed(method), {b"allow": ALLOWED_METHODS}
             )
+        settings = self.relay.settings
         _, _, query = request.uri.partition(b"?")
-        n = parse_n(query, self.max_receivers)
+        n = parse_n(query, settings.max_receivers)
+        wait = parse_wait(query, settings.wait_timeout)
+        try:
+            self.relay.admit(path, client_host(request))
+        except Unavailable as unavailable:
+            raise _Refusal(
+                503, unavailable.body, {b"retry-after": RETRY_AFTER}
+            ) from None
         try:
             if method == b"GET":
-                Receiver(request, path, self.rendezvous).join(n)
+                Receiver(request, path, n, self.relay, wait).join()
             else:
-                Sender(request, path, n, self.rendezvous, self._reactor).join()
+                Sender(request, path, n, self.relay, wait).join()
         except Rejected as error:
             raise _rejection(error) from None
         return NOT_DONE_YET
@@ -196,6 +241,43 @@ class PipeResource(Resource):
         request.setHeader(b"access-control-allow-headers", ALLOWED_HEADERS)
         request.setHeader(b"access-control-max-age", b"86400")
         return b""
+
+
+class _Health(Resource):
+    """
+    C{/healthz}: C{200 ok}, or C{503 draining} once shutting down.  Cheap,
+    and not logged.
+    """
+
+    isLeaf = True
+
+    def __init__(self, relay: Relay) -> None:
+        super().__init__()
+        self._relay = relay
+
+    def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
+        if self._relay.lifecycle is Lifecycle.DRAINING:
+            return request.plain_response(503, b"draining\n")
+        return request.plain_response(200, b"ok\n")
+
+
+class _Status(Resource):
+    """
+    C{/api/v1/status}: the server's counters as JSON (no paths).
+    """
+
+    isLeaf = True
+
+    def __init__(self, relay: Relay) -> None:
+        super().__init__()
+        self._relay = relay
+
+    def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
+        body = json.dumps(self._relay.status(), sort_keys=True).encode() + b"\n"
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        return body
 
 
 class _NotFound(Resource):
@@ -234,7 +316,9 @@ class RootResource(_Directory):
         version = _Directory()
         api.putChild(b"v1", version)
         version.putChild(b"pipe", pipes)
+        version.putChild(b"status", _Status(pipes.relay))
         self.putChild(b"api", api)
+        self.putChild(b"healthz", _Health(pipes.relay))
 
     def getChild(self, name: bytes, request: object) -> Resource:
         if name == b"":

@@ -10,11 +10,12 @@ from typing import List, Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site
 
-from ._rendezvous import Rendezvous
+from ._relay import Relay
 from ._request import StreamingChannel, StreamingRequest
+from ._settings import Settings
 from .resource import PipeResource, RootResource
 
-__all__ = ["PipeSite", "make_site"]
+__all__ = ["PipeSite", "Settings", "make_site"]
 
 
 class PipeSite(Site):
@@ -25,8 +26,11 @@ class PipeSite(Site):
     The access log is off: a pipe path is a credential, and the pipe logs
     each transfer itself with a digest of its path.
 
-    @ivar pipes: the L{PipeResource}; C{pipes.rendezvous} holds every
-        waiting and running path.
+    @ivar pipes: the L{PipeResource}.
+    @ivar relay: the server-wide state; C{relay.rendezvous} holds every
+        waiting and running path, C{relay.drain()} shuts down gracefully.
+    @ivar header_timeout: seconds a client has to send its request line and
+        headers (0: no limit); read by L{StreamingChannel}.
     """
 
     protocol = StreamingChannel  # type: ignore[assignment]
@@ -36,6 +40,8 @@ class PipeSite(Site):
     def __init__(self, pipes: PipeResource, reactor: IReactorTime) -> None:
         super().__init__(RootResource(pipes), reactor=reactor)
         self.pipes = pipes
+        self.relay = pipes.relay
+        self.header_timeout = pipes.relay.settings.header_timeout
 
     def acceptableProtocols(self) -> List[bytes]:
         """
@@ -52,18 +58,13 @@ class PipeSite(Site):
         """
 
 
-def make_site(
-    reactor: IReactorTime,
-    *,
-    max_receivers: int = 1000,
-    rendezvous: Optional[Rendezvous] = None,
-) -> PipeSite:
+def make_site(reactor: IReactorTime, settings: Optional[Settings] = None) -> PipeSite:
     """
-    Build the site that serves pipes at C{/api/v1/pipe/<path>}.
+    Build the site that serves pipes at C{/api/v1/pipe/<path>}, with
+    C{/healthz} and C{/api/v1/status}.
 
-    @param reactor: the reactor (its clock times transfers and progress).
-    @param max_receivers: the largest C{n} a pipe may ask for.
-    @param rendezvous: the registry of paths (a fresh one by default).
+    @param reactor: the reactor (its clock drives every timeout).
+    @param settings: limits and timeouts (the defaults of C{twistd pipe}).
     """
-    pipes = PipeResource(reactor, rendezvous=rendezvous, max_receivers=max_receivers)
-    return PipeSite(pipes, reactor)
+    relay = Relay(reactor, settings if settings is not None else Settings())
+    return PipeSite(PipeResource(relay), reactor)

@@ -5,7 +5,7 @@ C{twistd pipe}: options and service.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -15,6 +15,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from . import __version__
+from ._relay import Relay
+from ._settings import Settings
 from .server import make_site
 
 __all__ = ["Options", "makeService"]
@@ -27,11 +29,20 @@ class Options(usage.Options):
     The command line of C{twistd pipe}.
     """
 
-    synopsis = "[--listen ENDPOINT]... [--max-receivers N]"
+    synopsis = "[--listen ENDPOINT]... [options]"
     longdesc = (
         "Fan one HTTP upload out to N receivers. Send with PUT or POST to "
         "/api/v1/pipe/<path>?n=N, receive with GET on the same URL."
     )
+
+    optFlags = [
+        [
+            "log-paths",
+            None,
+            "Log raw pipe paths. By default logs carry a short digest of each "
+            "path: anyone who can read the logs could otherwise join a pipe.",
+        ],
+    ]
 
     optParameters = [
         [
@@ -40,6 +51,68 @@ class Options(usage.Options):
             1000,
             "Largest number of receivers (n) one pipe may ask for.",
             int,
+        ],
+        [
+            "wait-timeout",
+            None,
+            600.0,
+            "Seconds a party may wait for its pipe to start (0: no limit). A "
+            "party may ask for less with ?wait=SECONDS.",
+            float,
+        ],
+        [
+            "stall-timeout",
+            None,
+            60.0,
+            "Seconds a receiver may take no bytes while data waits for it "
+            "before it is dropped (0: never).",
+            float,
+        ],
+        [
+            "min-rate",
+            None,
+            0,
+            "Bytes per second: a receiver slower than this over a stall window, "
+            "while data waits for it, is dropped too (0: off).",
+            int,
+        ],
+        [
+            "idle-timeout",
+            None,
+            300.0,
+            "Seconds a running transfer's sender may send nothing (while the "
+            "server is not holding it back) before the transfer is aborted "
+            "(0: never).",
+            float,
+        ],
+        [
+            "header-timeout",
+            None,
+            30.0,
+            "Seconds a client has to send its request line and headers (0: no limit).",
+            float,
+        ],
+        [
+            "max-pipes",
+            None,
+            10_000,
+            "Pipes waiting or running at once; more get 503.",
+            int,
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            0,
+            "Parties waiting or transferring from one peer address; more get "
+            "503 (0: unlimited). Behind a reverse proxy the peer is the proxy.",
+            int,
+        ],
+        [
+            "drain-timeout",
+            None,
+            60.0,
+            "On shutdown, seconds running transfers may go on before they are aborted.",
+            float,
         ],
     ]
 
@@ -69,6 +142,49 @@ class Options(usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
         if not 1 <= self["max-receivers"] <= 1_000_000:
             raise usage.UsageError("--max-receivers must be from 1 to 1000000")
+        if self["max-pipes"] < 1:
+            raise usage.UsageError("--max-pipes must be at least 1")
+        for name in (
+            "wait-timeout",
+            "stall-timeout",
+            "min-rate",
+            "idle-timeout",
+            "header-timeout",
+            "max-connections-per-ip",
+            "drain-timeout",
+        ):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
+
+    def settings(self) -> Settings:
+        """
+        The parsed options as L{Settings}.
+        """
+        return Settings(
+            max_receivers=self["max-receivers"],
+            wait_timeout=self["wait-timeout"],
+            stall_timeout=self["stall-timeout"],
+            min_rate=self["min-rate"],
+            idle_timeout=self["idle-timeout"],
+            header_timeout=self["header-timeout"],
+            max_pipes=self["max-pipes"],
+            max_connections_per_ip=self["max-connections-per-ip"],
+            drain_timeout=self["drain-timeout"],
+            log_paths=bool(self["log-paths"]),
+        )
+
+
+class _Drain(Service):
+    """
+    On stop (twistd's SIGTERM), drain the relay: the stop waits for it.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        super().stopService()
+        return self._relay.drain()
 
 
 class _Listener(Service):
@@ -115,20 +231,17 @@ class _Listener(Service):
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
-    Build the C{twistd pipe} service: one listener per C{--listen}.
+    Build the C{twistd pipe} service: one listener per C{--listen}, and a
+    drain on stop (listeners close; waiting parties get 503; running
+    transfers get C{--drain-timeout} seconds).
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    site = make_site(reactor, max_receivers=options["max-receivers"])
+    site = make_site(reactor, options.settings())
     service = MultiService()
+    _Drain(site.relay).setServiceParent(service)
     for description in options["listen"]:
         _Listener(reactor, description, site).setServiceParent(service)
     return service
-
-
-def _listen_options(argv: List[str]) -> Options:  # used by tests
-    options = Options()
-    options.parseOptions(argv)
-    return options

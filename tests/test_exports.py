@@ -21,7 +21,7 @@ from pipe._request import _ReadGate, _UploadProducer
 
 def test_public_names() -> None:
     assert set(pipe.__all__) == {"__version__"}
-    assert set(pipe.server.__all__) == {"make_site", "PipeSite"}
+    assert set(pipe.server.__all__) == {"make_site", "PipeSite", "Settings"}
     assert set(pipe.tap.__all__) == {"Options", "makeService"}
     assert set(pipe.resource.__all__) == {
         "PipeResource",

@@ -61,6 +61,11 @@ class Outlet:
     def abort(self) -> None:
         self.end = "aborted"
 
+    def pending(self) -> Optional[int]:
+        return self.buffered
+
+    buffered: Optional[int] = 0
+
 
 class Listener:
     def __init__(self) -> None:
@@ -77,7 +82,7 @@ class Listener:
 def make(n: int = 3) -> Any:
     listener = Listener()
     clock = Clock()
-    fanout = Fanout(listener, clock.seconds)
+    fanout = Fanout(listener, clock)
     upload = Upload()
     fanout.makeConnection(upload)  # type: ignore[arg-type]
     outlets = [Outlet() for _ in range(n)]

@@ -22,7 +22,7 @@ from zope.interface.verify import verifyObject
 
 from pipe import _request
 from pipe._request import DISCARD_LIMIT, DISCARD_SECONDS, _ReadGate
-from pipe.server import PipeSite, make_site
+from pipe.server import PipeSite, Settings, make_site
 
 
 class Peer:
@@ -178,9 +178,16 @@ def test_channel_resuming_for_its_own_reasons_keeps_a_waiting_upload_paused(
     assert sender.transport.producerState == "paused"
 
 
-def test_idle_timeout_does_not_kill_a_waiting_or_paused_sender(
-    clock: Clock, site: PipeSite
-) -> None:
+def test_idle_timeout_does_not_kill_a_waiting_or_paused_sender(clock: Clock) -> None:
+    """
+    Twisted's HTTP idle timeout (60 s) must not close a sender that waits
+    for receivers or is held back by one (the pipe's own timeouts, off
+    here, are what limit those).
+    """
+    site = make_site(
+        clock,  # type: ignore[arg-type]
+        Settings(wait_timeout=0, stall_timeout=0, idle_timeout=0, header_timeout=0),
+    )
     site.timeOut = 60
     idle = Peer(site)
     sender = Peer(site)

@@ -1,0 +1,215 @@
+# -*- test-case-name: tests.test_relay -*-
+"""
+Server-wide state: the rendezvous, the limits, the statistics, and the drain
+on shutdown.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from typing import Any, Dict, Optional, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from . import __version__
+from . import _messages as messages
+from ._fanout import Outcome
+from ._rendezvous import Rendezvous, Stage
+from ._settings import Settings
+
+__all__ = ["Lifecycle", "Party", "Relay", "Unavailable"]
+
+
+class Unavailable(Exception):
+    """
+    The server cannot take this party now (503): draining, or a limit.
+
+    @ivar body: the one-line response body.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.body = body
+
+
+class Lifecycle(enum.Enum):
+    """
+    The server's life: C{SERVING}, then C{DRAINING} from the moment it is
+    asked to stop (no new parties; waiting ones are sent away; running
+    transfers get L{Settings.drain_timeout} to finish).
+    """
+
+    SERVING = "serving"
+    DRAINING = "draining"
+
+
+class Party(Protocol):
+    """
+    What the relay needs from a sender or receiver.
+    """
+
+    def is_waiting(self) -> bool:
+        """Whether the party's transfer has not started."""
+
+    def shut_down(self) -> None:
+        """Send a waiting party away: the server is shutting down."""
+
+    def abort_transfer(self, outcome: Outcome) -> None:
+        """Abort the running transfer this party is in (senders do it)."""
+
+
+class Relay:
+    """
+    Everything the server knows beyond one request: the rendezvous of
+    paths, the parties present (for the per-address limit and the drain),
+    and the counters behind C{/api/v1/status}.
+
+    @ivar rendezvous: the registry of waiting and running paths.
+    @ivar settings: the server's L{Settings}.
+    @ivar lifecycle: see L{Lifecycle}.
+    @ivar outcomes: ended transfers, by outcome name.
+    @ivar bytes_received: upload bytes received by transfers that ended.
+    @ivar bytes_delivered: bytes written to receivers by transfers that
+        ended, summed over receivers.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorTime, settings: Settings) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.rendezvous: Rendezvous[Any, Any] = Rendezvous()
+        self.started_at = reactor.seconds()
+        self.lifecycle = Lifecycle.SERVING
+        self.outcomes: Counter[str] = Counter()
+        self.bytes_received = 0
+        self.bytes_delivered = 0
+        self._parties: Dict[Party, str] = {}
+        self._per_host: Counter[str] = Counter()
+        self._drained: Optional[Deferred[None]] = None
+        self._drain_call: Optional[IDelayedCall] = None
+
+    # Admission and presence.
+
+    def admit(self, path: bytes, host: str) -> None:
+        """
+        Check that a new party on C{path} from C{host} may be taken.
+
+        @raise Unavailable: the server is draining, or a limit is reached.
+        """
+        settings = self.settings
+        if self.lifecycle is Lifecycle.DRAINING:
+            raise Unavailable(messages.shutting_down())
+        if (
+            self.rendezvous.stage(path) is None
+            and len(self.rendezvous) >= settings.max_pipes
+        ):
+            raise Unavailable(messages.too_many_pipes(settings.max_pipes))
+        limit = settings.max_connections_per_ip
+        if limit and self._per_host[host] >= limit:
+            raise Unavailable(messages.too_many_connections(host, limit))
+
+    def enter(self, party: Party, host: str) -> None:
+        """
+        C{party} from C{host} is waiting or transferring.
+        """
+        self._parties[party] = host
+        self._per_host[host] += 1
+
+    def leave(self, party: Party) -> None:
+        """
+        C{party} is done (however it ended).  Idempotent.
+        """
+        host = self._parties.pop(party, None)
+        if host is None:
+            return
+        self._per_host[host] -= 1
+        if not self._per_host[host]:
+            del self._per_host[host]
+        if self.lifecycle is Lifecycle.DRAINING and not self._parties:
+            self._finish_drain()
+
+    @property
+    def party_count(self) -> int:
+        """
+        The number of parties waiting or transferring.
+        """
+        return len(self._parties)
+
+    def record(self, outcome: Outcome, received: int, delivered: int) -> None:
+        """
+        Count an ended transfer.
+        """
+        self.outcomes[outcome.value] += 1
+        self.bytes_received += received
+        self.bytes_delivered += delivered
+
+    # Drain.
+
+    def drain(self) -> Deferred[None]:
+        """
+        Stop taking parties, send waiting ones away, give running transfers
+        L{Settings.drain_timeout} seconds, then abort what is left.
+
+        @return: fires when no party is left.
+        """
+        if self._drained is not None:
+            return self._drained
+        self.lifecycle = Lifecycle.DRAINING
+        self._drained = Deferred()
+        self.log.info(
+            "draining: {parties} parties present, {running} transfers running",
+            parties=len(self._parties),
+            running=self.rendezvous.count(Stage.RUNNING),
+        )
+        for party in list(self._parties):
+            if party.is_waiting():
+                party.shut_down()
+        if not self._parties:
+            self._finish_drain()
+        else:
+            self._drain_call = self.reactor.callLater(  # type: ignore[attr-defined]
+                self.settings.drain_timeout, self._abort_running
+            )
+        return self._drained
+
+    def _abort_running(self) -> None:
+        self._drain_call = None
+        self.log.info(
+            "drain timeout: aborting {parties} parties", parties=len(self._parties)
+        )
+        for party in list(self._parties):
+            party.abort_transfer(Outcome.DRAINED)
+
+    def _finish_drain(self) -> None:
+        call, self._drain_call = self._drain_call, None
+        if call is not None and call.active():
+            call.cancel()
+        drained = self._drained
+        if drained is not None and not drained.called:
+            self.log.info("drained")
+            drained.callback(None)
+
+    # Reporting.
+
+    def status(self) -> Dict[str, Any]:
+        """
+        The C{/api/v1/status} document (no paths: a path is a credential).
+        """
+        rendezvous = self.rendezvous
+        senders, receivers = rendezvous.totals()
+        return {
+            "version": __version__,
+            "uptime_seconds": round(self.reactor.seconds() - self.started_at, 3),
+            "state": self.lifecycle.value,
+            "pipes_waiting": rendezvous.count(Stage.WAITING),
+            "pipes_running": rendezvous.count(Stage.RUNNING),
+            "senders_connected": senders,
+            "receivers_connected": receivers,
+            "bytes_received": self.bytes_received,
+            "bytes_delivered": self.bytes_delivered,
+            "transfers": {o.value: self.outcomes[o.value] for o in Outcome},
+        }
