@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from typing import TYPE_CHECKING, List, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, cast
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
@@ -126,11 +126,21 @@ class _Party:
         self.phase = Phase.WAITING
         self._wait_call: Optional[IDelayedCall] = None
 
-    def _present(self) -> None:
+    def _join(self, join: Callable[[bytes, int, Any], None]) -> None:
         """
-        The party joined its path: count it, and start its wait timer.
+        Count the party present, then join its path with C{join} (which may
+        start, and even finish, the transfer before it returns); if it is
+        still waiting afterwards, start its wait timer.
+
+        @raise pipe._rendezvous.Rejected: the path refuses this party.
         """
+        self.request.notifyFinish().addErrback(self._lost)
         self.relay.enter(self, self.host)  # type: ignore[arg-type]
+        try:
+            join(self.path, self.n, self)
+        except Rejected:
+            self._end()
+            raise
         if self.wait and self.phase is Phase.WAITING:
             self._wait_call = self.relay.reactor.callLater(  # type: ignore[attr-defined]
                 self.wait, self._wait_expired
@@ -150,6 +160,9 @@ class _Party:
         self.relay.leave(self)  # type: ignore[arg-type]
 
     def _wait_expired(self) -> None:
+        raise NotImplementedError()
+
+    def _lost(self, reason: Failure) -> None:
         raise NotImplementedError()
 
     # Party (for the relay)
@@ -182,13 +195,7 @@ class Receiver(_Party):
 
         @raise pipe._rendezvous.Rejected: the path refuses this receiver.
         """
-        self.request.notifyFinish().addErrback(self._lost)
-        try:
-            self.relay.rendezvous.join_receiver(self.path, self.n, self)
-        except Rejected:
-            self.phase = Phase.ENDED
-            raise
-        self._present()
+        self._join(self.relay.rendezvous.join_receiver)
 
     def _lost(self, reason: Failure) -> None:
         phase = self.phase
@@ -329,13 +336,7 @@ class Sender(_Party):
 
         @raise pipe._rendezvous.Rejected: the path refuses this sender.
         """
-        self.request.notifyFinish().addErrback(self._lost)
-        try:
-            self.relay.rendezvous.join_sender(self.path, self.n, self)
-        except Rejected:
-            self.phase = Phase.ENDED
-            raise
-        self._present()
+        self._join(self.relay.rendezvous.join_sender)
         if self.phase is Phase.WAITING:
             self._open()
             self.request.write(messages.waiting(self.n, self._receivers_present))

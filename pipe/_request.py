@@ -24,6 +24,7 @@ import socket
 import struct
 from typing import Any, Dict, Optional, Set, cast
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
 from twisted.internet.protocol import connectionDone
@@ -194,6 +195,10 @@ class StreamingChannel(HTTPChannel):
         super().connectionMade()
         self._read_gate = _ReadGate(self._networkProducer)
         self._networkProducer = self._read_gate
+        self.closed: Deferred[None] = Deferred()
+        opened = getattr(getattr(self, "site", None), "channel_opened", None)
+        if opened is not None:
+            opened(self)
         self._await_headers()
 
     def _await_headers(self) -> None:
@@ -222,6 +227,10 @@ class StreamingChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._headers_done()
         super().connectionLost(reason)
+        closed = getattr(getattr(self, "site", None), "channel_closed", None)
+        if closed is not None:
+            closed(self)
+        self.closed.callback(None)
 
     @property
     def read_gate(self) -> _ReadGate:

@@ -5,8 +5,9 @@ Building the L{Site}: the one supported way to serve pipes.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Set
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site
 
@@ -16,6 +17,10 @@ from ._settings import Settings
 from .resource import PipeResource, RootResource
 
 __all__ = ["PipeSite", "Settings", "make_site"]
+
+#: On shutdown, how long finished responses get to flush before the
+#: remaining connections are aborted.
+CLOSE_GRACE = 10.0
 
 
 class PipeSite(Site):
@@ -42,6 +47,46 @@ class PipeSite(Site):
         self.pipes = pipes
         self.relay = pipes.relay
         self.header_timeout = pipes.relay.settings.header_timeout
+        self._channels: Set[StreamingChannel] = set()
+
+    def channel_opened(self, channel: StreamingChannel) -> None:
+        """
+        Called by every L{StreamingChannel} of this site when connected.
+        """
+        self._channels.add(channel)
+
+    def channel_closed(self, channel: StreamingChannel) -> None:
+        """
+        Called by every L{StreamingChannel} of this site when disconnected.
+        """
+        self._channels.discard(channel)
+
+    def close_connections(self, grace: float = CLOSE_GRACE) -> Deferred[None]:
+        """
+        Close every open connection once what was written to it has been
+        sent (finished responses are flushed, idle keep-alive connections
+        end); abort those still open after C{grace} seconds.
+
+        @return: fires when every connection is closed.
+        """
+        channels = list(self._channels)
+        for channel in channels:
+            channel.loseConnection()
+        closing = DeferredList([c.closed for c in channels], consumeErrors=True)
+        timer = self.reactor.callLater(grace, self._abort_remaining)  # type: ignore[attr-defined]
+
+        def done(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+
+        closing.addCallback(done)
+        return closing  # type: ignore[return-value]
+
+    def _abort_remaining(self) -> None:
+        for channel in list(self._channels):
+            transport = channel.transport
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
 
     def acceptableProtocols(self) -> List[bytes]:
         """

@@ -15,9 +15,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from . import __version__
-from ._relay import Relay
 from ._settings import Settings
-from .server import make_site
+from .server import PipeSite, make_site
 
 __all__ = ["Options", "makeService"]
 
@@ -176,15 +175,19 @@ class Options(usage.Options):
 
 class _Drain(Service):
     """
-    On stop (twistd's SIGTERM), drain the relay: the stop waits for it.
+    On stop (twistd's SIGTERM), drain the relay, then close the remaining
+    connections once their finished responses are flushed: the stop waits
+    for both.
     """
 
-    def __init__(self, relay: Relay) -> None:
-        self._relay = relay
+    def __init__(self, site: PipeSite) -> None:
+        self._site = site
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         super().stopService()
-        return self._relay.drain()
+        drained = self._site.relay.drain()
+        drained.addCallback(lambda _: self._site.close_connections())
+        return drained
 
 
 class _Listener(Service):
@@ -209,10 +212,12 @@ class _Listener(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self._port = port
+        host = port.getHost()
         self.log.info(
             "txpipe {version} listening on {address}",
             version=__version__,
-            address=port.getHost(),
+            address=host,
+            port=getattr(host, "port", None),
         )
 
     def _failed(self, reason: Any) -> None:
@@ -241,7 +246,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor = _reactor
     site = make_site(reactor, options.settings())
     service = MultiService()
-    _Drain(site.relay).setServiceParent(service)
+    _Drain(site).setServiceParent(service)
     for description in options["listen"]:
         _Listener(reactor, description, site).setServiceParent(service)
     return service

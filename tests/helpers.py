@@ -188,11 +188,12 @@ class TwistdServer(ProcessProtocol):
         self.output += data
         if self.port is None:
             match = re.search(
-                rb"listening on IPv4Address\(type='TCP', host='[^']+', port=(\d+)\)",
+                rb"listening on IPv4Address\(type='TCP', host='[^']+', port=(\d+)\)"
+                rb'|"port": (\d+)',
                 self.output,
             )
             if match:
-                self.port = int(match.group(1))
+                self.port = int(match.group(1) or match.group(2))
                 self.listening.callback(self.port)
 
     errReceived = outReceived
@@ -239,7 +240,9 @@ class TwistdServer(ProcessProtocol):
         return int(match.group(1))
 
 
-def start_twistd(reactor: Any, cwd: Path, *options: str) -> TwistdServer:
+def start_twistd(
+    reactor: Any, cwd: Path, *options: str, logger: Optional[str] = None
+) -> TwistdServer:
     """
     Start the installed C{twistd -n pipe} on a free loopback port, from a
     directory outside the source tree (so that the installed plugin, not the
@@ -251,7 +254,7 @@ def start_twistd(reactor: Any, cwd: Path, *options: str) -> TwistdServer:
         *TWISTD,
         "--nodaemon",
         "--pidfile=",
-        "--logfile=-",
+        f"--logger={logger}" if logger else "--logfile=-",
         "pipe",
         "--listen",
         "tcp:0:interface=127.0.0.1",

@@ -86,6 +86,7 @@ async def test_fan_out_with_curl(
     assert match, sent
     assert match.groups() == (str(data.stat().st_size).encode(), b"%d" % n, b"%d" % n)
     assert len(server.rendezvous) == 0
+    assert server.site.relay.party_count == 0
 
 
 @pytest_twisted.ensureDeferred

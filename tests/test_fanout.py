@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface.verify import verifyObject
 
-from pipe._fanout import Branch, Fanout, Outcome, State
+from pipe._fanout import Branch, BranchState, Fanout, Outcome, State, Watchdogs
 
 
 class Upload:
@@ -240,3 +240,103 @@ def test_one_byte_chunks_arrive_in_order() -> None:
     assert [bytes(o.data) for o in outlets] == [data, data]
     assert fanout.received == len(data)
     assert [b.sent for b in fanout.branches] == [len(data)] * 2
+
+
+def make_watched(n: int = 2, **watchdogs: Any) -> Any:
+    listener = Listener()
+    clock = Clock()
+    fanout = Fanout(listener, clock, Watchdogs(**watchdogs))
+    upload = Upload()
+    fanout.makeConnection(upload)  # type: ignore[arg-type]
+    outlets = [Outlet() for _ in range(n)]
+    return fanout, upload, outlets, listener, clock
+
+
+def test_receiver_taking_no_bytes_while_data_waits_is_stalled() -> None:
+    fanout, _, outlets, listener, clock = make_watched(2, stall_timeout=10)
+    fanout.start(outlets)
+    fanout.dataReceived(b"x" * 100)
+    outlets[0].buffered = 100  # nothing taken
+    outlets[1].buffered = 0
+    clock.pump([1] * 9)
+    assert fanout.branches[0].state is BranchState.ACTIVE
+    clock.pump([1] * 2)
+    assert fanout.branches[0].state is BranchState.STALLED
+    assert outlets[0].end == "aborted"
+    assert listener.lost == [1]
+    assert fanout.branches[1].state is BranchState.ACTIVE
+
+
+def test_receiver_taking_bytes_slowly_is_not_stalled_without_min_rate() -> None:
+    fanout, _, outlets, _, clock = make_watched(1, stall_timeout=10)
+    fanout.start(outlets)
+    fanout.dataReceived(b"x" * 1000)
+    for left in range(1000, 0, -10):
+        outlets[0].buffered = left
+        clock.advance(1)
+    assert fanout.branches[0].state is BranchState.ACTIVE
+
+
+def test_receiver_below_min_rate_with_data_waiting_is_stalled() -> None:
+    fanout, _, outlets, _, clock = make_watched(1, stall_timeout=10, min_rate=100)
+    fanout.start(outlets)
+    fanout.dataReceived(b"x" * 10_000)
+    left = 10_000
+    for _ in range(12):
+        left -= 50  # 50 B/s, below 100 B/s
+        outlets[0].buffered = left
+        clock.advance(1)
+    assert fanout.branches[0].state is BranchState.STALLED
+    assert fanout.outcome is Outcome.RECEIVER_STALLED
+
+
+def test_receiver_with_nothing_waiting_is_never_stalled() -> None:
+    """A slow sender is not the receivers' fault."""
+    fanout, _, outlets, _, clock = make_watched(1, stall_timeout=10, min_rate=100)
+    fanout.start(outlets)
+    outlets[0].buffered = 0
+    clock.pump([1] * 100)
+    assert fanout.branches[0].state is BranchState.ACTIVE
+
+
+def test_stall_check_without_buffer_info_uses_pause_state() -> None:
+    fanout, upload, outlets, _, clock = make_watched(1, stall_timeout=10)
+    outlets[0].buffered = None
+    fanout.start(outlets)
+    branch = fanout.branches[0]
+    branch.pauseProducing()
+    clock.pump([1] * 11)
+    assert branch.state is BranchState.STALLED
+    assert upload.state == "stopped", "no receiver left"
+
+
+def test_idle_upload_aborts_but_paused_time_does_not_count() -> None:
+    fanout, upload, outlets, listener, clock = make_watched(1, idle_timeout=30)
+    fanout.start(outlets)
+    clock.advance(20)
+    fanout.dataReceived(b"a")
+    clock.advance(20)
+    assert fanout.state is State.STREAMING
+    outlets[0].producer.pauseProducing()
+    clock.advance(1000)
+    assert fanout.state is State.STREAMING
+    outlets[0].producer.resumeProducing()
+    clock.advance(29)
+    assert fanout.state is State.STREAMING
+    clock.advance(1)
+    assert fanout.outcome is Outcome.IDLE_TIMEOUT
+    assert outlets[0].end == "aborted"
+    assert upload.state == "stopped"
+    assert listener.ended == [fanout]
+
+
+def test_abort_ends_a_running_transfer_once() -> None:
+    fanout, upload, outlets, listener, _ = make_watched(2)
+    assert upload.state == "paused"
+    fanout.start(outlets)
+    fanout.abort(Outcome.DRAINED)
+    fanout.abort(Outcome.DRAINED)
+    assert [o.end for o in outlets] == ["aborted", "aborted"]
+    assert listener.ended == [fanout]
+    assert fanout.outcome is Outcome.DRAINED
+    assert all(b.state is BranchState.ABORTED for b in fanout.branches)
