@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, List
+from typing import Any, List, cast
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from pipe._fanout import Outcome
 from pipe._request import DISCARD_SECONDS
@@ -38,9 +38,10 @@ def clock() -> Clock:
 @pytest.fixture
 def events() -> Any:
     seen: List[Any] = []
-    globalLogPublisher.addObserver(seen.append)
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
     yield seen
-    globalLogPublisher.removeObserver(seen.append)
+    globalLogPublisher.removeObserver(observer)
 
 
 # Wait timeout.
