@@ -18,73 +18,15 @@ import argparse
 import json
 import os
 import random
-import re
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, List
 
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
-]
-
-
-class Server:
-    def __init__(self, workdir: Path, options: List[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.process = subprocess.Popen(
-            [
-                *TWISTD,
-                "--nodaemon",
-                "--pidfile=",
-                "--logfile=-",
-                "pipe",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                *options,
-            ],
-            cwd=str(workdir),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert self.process.stdout is not None
-        self.port = 0
-        for raw in self.process.stdout:
-            match = re.search(rb"listening on IPv4Address\(.*port=(\d+)\)", raw)
-            if match:
-                self.port = int(match.group(1))
-                break
-        if not self.port:
-            raise SystemExit("twistd pipe did not start (is txpipe installed?)")
-        threading.Thread(target=self._drain_log, daemon=True).start()
-
-    def _drain_log(self) -> None:
-        assert self.process.stdout is not None
-        for _ in self.process.stdout:
-            pass
-
-    def rss_kib(self) -> int:
-        text = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
-        assert match
-        return int(match.group(1))
-
-    def status(self) -> Dict[str, object]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/status"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
+from _twistd import Server
 
 
 def curl(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -210,7 +152,7 @@ def main() -> None:
         for i, run in enumerate(scenarios):
             run(f"warm{i}")
         time.sleep(1)
-        baseline = server.rss_kib()
+        baseline = server.status_kib("VmRSS")
         deadline = time.monotonic() + args.duration
         counts = [0] * args.workers
 
@@ -237,7 +179,7 @@ def main() -> None:
             status = server.status()
         time.sleep(1)
         status = server.status()
-        final = server.rss_kib()
+        final = server.status_kib("VmRSS")
         server.stop()
     growth_mib = (final - baseline) / 1024
     result = {
