@@ -20,10 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _messages as messages
+from ._channel import pending_bytes
 from ._fanout import Branch, BranchState, Fanout, Outcome, Watchdogs
 from ._relay import Relay
 from ._rendezvous import Rejected
-from ._request import pending_bytes
 
 if TYPE_CHECKING:
     from ._request import StreamingRequest

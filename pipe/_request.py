@@ -1,46 +1,33 @@
 # -*- test-case-name: tests.test_request -*-
 """
-An HTTP channel and request that stream request bodies instead of spooling
-them.
+A request that streams its body instead of spooling it.
 
 Stock L{twisted.web} writes every request body into C{request.content} (a
 temporary file on disk for large or chunked bodies) and renders only once the
 whole body is in.  L{StreamingRequest} instead renders a request that has a
-body as soon as its headers are in, and delivers the body, as it arrives, to
-the L{IProtocol} that the resource passes to L{StreamingRequest.deliver_body}.
-Nothing is ever written to C{request.content}.
-
-This is the only module that relies on L{twisted.web.http.HTTPChannel}
-internals (C{_networkProducer}, C{_command}, C{_path}, C{_version},
-C{_send100Continue}, C{_respondToBadRequestAndDisconnect}); C{setup.py} pins
-the Twisted range that the tests prove.
+body as soon as its headers are in (L{pipe._channel.StreamingChannel} calls
+it), and delivers the body, as it arrives, to the L{IProtocol} that the
+resource passes to L{StreamingRequest.deliver_body}.  Nothing is ever written
+to C{request.content}.
 """
 
 from __future__ import annotations
 
 import enum
 import io
-import socket
-import struct
-from typing import Any, Dict, Optional, Set, cast
+from typing import Dict, Optional, cast
 
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
-from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
-from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 from zope.interface import implementer
 
-__all__ = [
-    "StreamingChannel",
-    "StreamingRequest",
-    "pending_bytes",
-    "reset_connection",
-]
+from ._channel import StreamingChannel, _transport_of, reset_connection
+
+__all__ = ["DISCARD_LIMIT", "DISCARD_SECONDS", "StreamingRequest"]
 
 #: After a response that was complete before its request body, how much of
 #: the rest of the body to read and discard, and for how long, before closing:
@@ -48,224 +35,6 @@ __all__ = [
 #: response before the client has read it.
 DISCARD_LIMIT = 1024 * 1024
 DISCARD_SECONDS = 2.0
-
-_BAD_REQUEST_BODY = b"[ERROR] malformed HTTP request\n"
-_BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\n"
-    b"Connection: close\r\n"
-    b"\r\n" % (len(_BAD_REQUEST_BODY),)
-) + _BAD_REQUEST_BODY
-
-
-def reset_connection(transport: Any) -> None:
-    """
-    Abort C{transport} with a TCP reset (C{SO_LINGER} 0), dropping anything
-    unsent, so that no client can mistake the end for a clean close (an
-    HTTP/1.0 close-delimited body would otherwise look complete).
-
-    Works through wrapping transports (TLS); where there is no TCP socket the
-    connection is aborted without the reset option.
-    """
-    layer = transport
-    while layer is not None:
-        sock = getattr(layer, "socket", None)
-        if isinstance(sock, socket.socket):
-            try:
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-            except OSError:
-                pass
-            break
-        layer = getattr(layer, "transport", None)
-    transport.abortConnection()
-
-
-def _transport_of(channel: HTTPChannel) -> Any:
-    """
-    The transport of a connected channel.
-    """
-    transport = channel.transport
-    assert transport is not None, "channel is not connected"
-    return transport
-
-
-def pending_bytes(transport: Any) -> Optional[int]:
-    """
-    Bytes written to C{transport} that it has not yet handed to the kernel,
-    or L{None} when the transport cannot tell.  Reads the write buffer of
-    Twisted's file-descriptor transports (through wrappers such as TLS).
-    """
-    layer = transport
-    while layer is not None:
-        buffer = getattr(layer, "dataBuffer", None)
-        if buffer is not None and hasattr(layer, "_tempDataLen"):
-            return len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[no-any-return]
-        layer = getattr(layer, "transport", None)
-    return None
-
-
-@implementer(IPushProducer)
-class _ReadGate:
-    """
-    The channel's view of its transport as a producer, shared by several
-    holders: the transport is paused while any holder holds it.
-
-    L{HTTPChannel} pauses and resumes its transport for its own reasons (a
-    full write buffer, pipelined requests); the upload's consumer pauses it
-    for backpressure.  Without the gate, the channel resuming for its reason
-    would resume reading an upload that a slow receiver needs paused.
-
-    @ivar _holds: the holders; the transport is paused iff it is non-empty.
-    """
-
-    _CHANNEL = "channel"
-
-    def __init__(self, producer: IPushProducer) -> None:
-        self._producer = producer
-        self._holds: Set[object] = set()
-
-    def hold(self, holder: object) -> None:
-        """
-        Pause the transport on behalf of C{holder}.  Idempotent per holder.
-        """
-        if not self._holds:
-            self._producer.pauseProducing()
-        self._holds.add(holder)
-
-    def release(self, holder: object) -> None:
-        """
-        Drop C{holder}'s hold; resume the transport if no hold is left.
-        """
-        if holder not in self._holds:
-            return
-        self._holds.discard(holder)
-        if not self._holds:
-            self._producer.resumeProducing()
-
-    @property
-    def paused(self) -> bool:
-        return bool(self._holds)
-
-    # The IPushProducer that HTTPChannel itself uses.
-    def pauseProducing(self) -> None:
-        self.hold(self._CHANNEL)
-
-    def resumeProducing(self) -> None:
-        self.release(self._CHANNEL)
-
-    def stopProducing(self) -> None:
-        self._producer.stopProducing()
-
-    # HTTPChannel also registers and unregisters itself through this object.
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._producer.registerProducer(producer, streaming)  # type: ignore[attr-defined]
-
-    def unregisterProducer(self) -> None:
-        self._producer.unregisterProducer()  # type: ignore[attr-defined]
-
-
-class StreamingChannel(HTTPChannel):
-    """
-    An L{HTTPChannel} whose requests see their headers before their body.
-
-    Differences from the stock channel:
-      - the transport is paused and resumed through a L{_ReadGate}, so an
-        upload's backpressure and the channel's own flow control compose;
-      - a request with a body is handed to
-        L{StreamingRequest.headers_received} as soon as its headers are in,
-        and the HTTP idle timeout is suspended until it is done (an upload
-        held back by a slow receiver is not idle);
-      - C{100 Continue} is not sent automatically: the request sends it when
-        it accepts the body (see L{StreamingRequest.write});
-      - a malformed body after a response has begun ends the connection
-        without writing a second status line into that response;
-      - a client must send its request line and headers within the site's
-        C{header_timeout} (slowloris), counted from the connection or from
-        the end of its previous response.
-    """
-
-    _log = Logger()
-    _read_gate: _ReadGate
-    _header_call: Optional[IDelayedCall] = None
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self._read_gate = _ReadGate(self._networkProducer)
-        self._networkProducer = self._read_gate
-        self.closed: Deferred[None] = Deferred()
-        opened = getattr(getattr(self, "site", None), "channel_opened", None)
-        if opened is not None:
-            opened(self)
-        self._await_headers()
-
-    def _await_headers(self) -> None:
-        timeout = getattr(getattr(self, "site", None), "header_timeout", 0)
-        if timeout and self._header_call is None:
-            self._header_call = self.callLater(timeout, self._headers_too_slow)
-
-    def _headers_done(self) -> None:
-        call, self._header_call = self._header_call, None
-        if call is not None and call.active():
-            call.cancel()
-
-    def _headers_too_slow(self) -> None:
-        self._header_call = None
-        self._log.info(
-            "closing {peer}: no complete request headers in time",
-            peer=str(self.getPeer()),
-        )
-        _transport_of(self).abortConnection()
-
-    def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
-        if self.persistent and self.transport is not None:
-            self._await_headers()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._headers_done()
-        super().connectionLost(reason)
-        closed = getattr(getattr(self, "site", None), "channel_closed", None)
-        if closed is not None:
-            closed(self)
-        self.closed.callback(None)
-
-    @property
-    def read_gate(self) -> _ReadGate:
-        """
-        The gate through which the transport's reading is paused.
-        """
-        return self._read_gate
-
-    def allHeadersReceived(self) -> None:
-        self._headers_done()
-        super().allHeadersReceived()
-        if self.length != 0:
-            request = self.requests[-1]
-            if self.timeOut:
-                self._savedTimeOut = self.setTimeout(None)
-            request.headers_received(self._command, self._path, self._version)
-
-    def _send100Continue(self) -> None:
-        """
-        Do nothing: L{StreamingRequest} sends C{100 Continue} itself, only
-        when it accepts the body.
-        """
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        """
-        Answer a request Twisted cannot parse (request line, headers, body
-        framing) with a complete plain-text 400 and close; if a response has
-        already begun, just close, never mixing a second status into it.
-        """
-        started = bool(self.requests) and bool(
-            getattr(self.requests[-1], "startedWriting", 0)
-        )
-        if not started and self.transport is not None:
-            self.transport.write(_BAD_REQUEST)
-        self.loseConnection()
 
 
 class Body(enum.Enum):

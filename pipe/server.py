@@ -11,8 +11,9 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site
 
+from ._channel import StreamingChannel
 from ._relay import Relay
-from ._request import StreamingChannel, StreamingRequest
+from ._request import StreamingRequest
 from ._settings import Settings
 from .resource import PipeResource, RootResource
 

@@ -15,8 +15,9 @@ import pipe
 import pipe.resource
 import pipe.server
 import pipe.tap
+from pipe._channel import _ReadGate
 from pipe._fanout import Branch
-from pipe._request import _ReadGate, _UploadProducer
+from pipe._request import _UploadProducer
 
 
 def test_public_names() -> None:

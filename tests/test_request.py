@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from pipe import _request
-from pipe._request import DISCARD_LIMIT, DISCARD_SECONDS, _ReadGate
+from pipe._channel import _ReadGate
+from pipe._request import DISCARD_LIMIT, DISCARD_SECONDS
 from pipe.server import PipeSite, Settings, make_site
 
 
@@ -366,7 +367,6 @@ def test_http10_receiver_of_chunked_upload_is_reset_on_sender_loss(
 ) -> None:
     resets: List[Any] = []
     monkeypatch.setattr(_request, "reset_connection", resets.append)
-    monkeypatch.setattr("pipe._request.reset_connection", resets.append)
     receiver = Peer(site)
     receiver.send(b"GET /api/v1/pipe/x HTTP/1.0\r\n\r\n")
     sender = Peer(site)
