@@ -148,27 +148,34 @@ def main() -> None:
             lambda tag: scenario_idle_sender(base, payload, tag, port),
             lambda tag: scenario_rejections(base, payload, tag),
         ]
-        # Warm up once through every scenario before taking the baseline.
-        for i, run in enumerate(scenarios):
-            run(f"warm{i}")
-        time.sleep(1)
-        baseline = server.status_kib("VmRSS")
-        deadline = time.monotonic() + args.duration
         counts = [0] * args.workers
 
-        def worker(w: int) -> None:
-            rng = random.Random(w)
-            while time.monotonic() < deadline:
-                rng.choice(scenarios)(f"w{w}-{counts[w]}")
-                counts[w] += 1
+        def run_workers(seconds: float) -> None:
+            deadline = time.monotonic() + seconds
 
-        threads = [
-            threading.Thread(target=worker, args=(w,)) for w in range(args.workers)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            def worker(w: int) -> None:
+                rng = random.Random(w * 7919 + int(seconds))
+                while time.monotonic() < deadline:
+                    rng.choice(scenarios)(f"w{w}-{counts[w]}")
+                    counts[w] += 1
+
+            threads = [
+                threading.Thread(target=worker, args=(w,)) for w in range(args.workers)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        # Warm up under the same load first: the baseline is the RSS of a
+        # server that has already served this mix (allocator arenas, buffers),
+        # so growth afterwards means memory held per transfer.
+        for i, run in enumerate(scenarios):
+            run(f"warm{i}")
+        run_workers(min(20.0, args.duration / 4))
+        time.sleep(1)
+        baseline = server.status_kib("VmRSS")
+        run_workers(args.duration)
         # Let stragglers (timeouts, resets) settle.
         settle = time.monotonic() + 15
         status = server.status()
