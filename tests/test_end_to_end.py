@@ -27,6 +27,16 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def huge(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """
+    A random 48 MiB payload: far more than loopback's kernel buffers hold,
+    so a transfer to a throttled receiver is still running when a test
+    kills a party.
+    """
+    return payload(tmp_path_factory.mktemp("payload"), 48 * 1024 * 1024)
+
+
+@pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2 MiB payload (for many receivers)."""
     return payload(tmp_path_factory.mktemp("payload"), 2 * 1024 * 1024)
@@ -187,7 +197,7 @@ async def test_waiting_receiver_that_disconnects_is_not_counted(
 @pytest.mark.parametrize("upload", ["file", "stdin"])
 @pytest_twisted.ensureDeferred
 async def test_sender_killed_mid_transfer_fails_every_receiver(
-    reactor: Any, server: RunningServer, big: Path, upload: str
+    reactor: Any, server: RunningServer, huge: Path, upload: str
 ) -> None:
     """
     A sender that dies mid-transfer: every receiver curl, HTTP/1.1 and
@@ -198,9 +208,9 @@ async def test_sender_killed_mid_transfer_fails_every_receiver(
     r10 = curl(reactor, "-0", "--limit-rate", "2M", url)
     await wait_for(reactor, receivers_waiting(server, f"killed-{upload}", 2))
     if upload == "file":
-        sender = curl(reactor, "-T", str(big), url)
+        sender = curl(reactor, "-T", str(huge), url)
     else:
-        sender = curl(reactor, "-T", "-", url, stdin=big)
+        sender = curl(reactor, "-T", "-", url, stdin=huge)
     await wait_for(
         reactor,
         lambda: server.rendezvous.parties(f"killed-{upload}".encode()) == (True, 2),
@@ -209,24 +219,24 @@ async def test_sender_killed_mid_transfer_fails_every_receiver(
     sender.kill()
     results = [await r11.ended, await r10.ended]
     assert all(r.code != 0 for r in results), results
-    assert all(r.size < big.stat().st_size for r in results)
+    assert all(r.size < huge.stat().st_size for r in results)
     await wait_for(reactor, lambda: len(server.rendezvous) == 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_receiver_killed_mid_transfer_others_complete_sender_fails(
-    reactor: Any, server: RunningServer, big: Path
+    reactor: Any, server: RunningServer, huge: Path
 ) -> None:
     url = server.url("rkill", "n=3")
     good = [curl(reactor, url), curl(reactor, url)]
     doomed = curl(reactor, "--limit-rate", "1M", url)
     await wait_for(reactor, receivers_waiting(server, "rkill", 3))
-    sender = curl(reactor, "-T", str(big), url, keep_text=True)
+    sender = curl(reactor, "-T", str(huge), url, keep_text=True)
     await wait_for(reactor, lambda: server.rendezvous.parties(b"rkill") == (True, 3))
     doomed.kill()
     results = [await g.ended for g in good]
     sent = await sender.ended
-    assert [r.digest for r in results] == [sha256_of(big)] * 2
+    assert [r.digest for r in results] == [sha256_of(huge)] * 2
     assert [r.code for r in results] == [0, 0]
     assert sent.code != 0
     assert b"disconnected after" in sent.text
@@ -321,7 +331,9 @@ async def test_dead_waiting_sender_is_forgotten(
 
 
 @pytest_twisted.ensureDeferred
-async def test_unix_socket_listener(reactor: Any, tmp_path: Path, small: Path) -> None:
+async def test_unix_socket_listener(
+    reactor: Any, tmp_path: Path, small: Path, huge: Path
+) -> None:
     """
     A C{unix:} listener (behind a local proxy) serves a transfer, and a
     sender lost mid-transfer still fails its receiver.
@@ -350,7 +362,7 @@ async def test_unix_socket_listener(reactor: Any, tmp_path: Path, small: Path) -
         await wait_for(
             reactor, lambda: site.pipes.rendezvous.parties(b"unix") == (False, 1)
         )
-        sender = curl(reactor, *via, "-T", str(small), url.replace("n=2", "n=1"))
+        sender = curl(reactor, *via, "-T", str(huge), url.replace("n=2", "n=1"))
         await wait_for(
             reactor, lambda: site.pipes.rendezvous.parties(b"unix") == (True, 1)
         )
