@@ -207,7 +207,7 @@ def main() -> None:
         and status["pipes_running"] == 0
         and status["senders_connected"] == 0
         and status["receivers_connected"] == 0
-        and growth_mib <= 6
+        and growth_mib <= 8
         and sum(counts) > 0
     )
     print("soak:", "ok" if ok else "FAILED")
