@@ -217,8 +217,6 @@ class Fanout(_TwistedProtocol):
     @ivar received: bytes of the upload received so far.
     @ivar branches: every branch, in receiver order (lost ones included).
     @ivar outcome: how the transfer ended, once L{State.ENDED}.
-    @ivar completed: the number of receivers whose response was finished
-        with every byte.
     """
 
     log = Logger()
@@ -239,7 +237,6 @@ class Fanout(_TwistedProtocol):
         self.outcome: Optional[Outcome] = None
         self.started_at: Optional[float] = None
         self.ended_at: Optional[float] = None
-        self.completed = 0
         self._held: List[bytes] = []
         # Insertion-ordered, with O(1) removal: a receiver lost in the middle
         # of a relay pass must not be written to by the rest of that pass.
@@ -423,11 +420,11 @@ class Fanout(_TwistedProtocol):
     def _finish_all(self) -> None:
         active, self._active = list(self._active), {}
         self._paused.clear()
-        self.completed = len(active)
-        failed = self.completed < len(self.branches)
-        self._end(self._failure_outcome() if failed else Outcome.COMPLETE)
         for branch in active:
             branch.state = BranchState.FINISHED
+        failed = len(active) < len(self.branches)
+        self._end(self._failure_outcome() if failed else Outcome.COMPLETE)
+        for branch in active:
             branch.outlet.unregisterProducer()
             branch.outlet.finish()
         self._listener.fanout_ended(self)
@@ -444,6 +441,13 @@ class Fanout(_TwistedProtocol):
         check, self._stall_check = self._stall_check, None
         if check is not None and check.running:
             check.stop()
+
+    @property
+    def completed(self) -> int:
+        """
+        The number of receivers whose response was finished with every byte.
+        """
+        return sum(1 for b in self.branches if b.state is BranchState.FINISHED)
 
     @property
     def delivered(self) -> int:

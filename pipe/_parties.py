@@ -246,9 +246,8 @@ class Receiver(_Party):
         self._stop_waiting()
         request = self.request
         headers = sender.requestHeaders
-        request.setResponseCode(200)
         content_type = headers.getRawHeaders(b"content-type", [None])[0]
-        request.setHeader(b"content-type", safe_content_type(content_type))
+        request.start_stream(safe_content_type(content_type))
         length = sender.body_length
         if length is not None:
             request.setHeader(b"content-length", b"%d" % (length,))
@@ -258,10 +257,6 @@ class Receiver(_Party):
         piping = headers.getRawHeaders(b"x-piping")
         if piping:
             request.responseHeaders.setRawHeaders(b"x-piping", piping)
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"x-accel-buffering", b"no")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(b"access-control-allow-origin", b"*")
         request.write(b"")
 
     # Outlet
@@ -353,12 +348,7 @@ class Sender(_Party):
             return
         self._opened = True
         request = self.request
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"x-accel-buffering", b"no")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(b"access-control-allow-origin", b"*")
+        request.start_stream(b"text/plain; charset=utf-8")
         request.write(b"")
         request.deliver_body(self.fanout)
 

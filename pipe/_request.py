@@ -222,12 +222,29 @@ class StreamingRequest(Request):
         self.setResponseCode(code)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
         self.setHeader(b"content-length", b"%d" % (len(body),))
-        self.setHeader(b"cache-control", b"no-store")
-        self.setHeader(b"x-content-type-options", b"nosniff")
-        self.setHeader(b"access-control-allow-origin", b"*")
+        self._set_safety_headers()
         for name, value in (headers or {}).items():
             self.setHeader(name, value)
         return body
+
+    def start_stream(self, content_type: bytes) -> None:
+        """
+        Set up the C{200} of a streamed response (a sender's progress, a
+        receiver's data): never cached, never buffered by a proxy.  The
+        caller adds its own headers, then writes.
+        """
+        self.setResponseCode(200)
+        self.setHeader(b"content-type", content_type)
+        self.setHeader(b"x-accel-buffering", b"no")
+        self._set_safety_headers()
+
+    def _set_safety_headers(self) -> None:
+        """
+        The headers every pipe response carries.
+        """
+        self.setHeader(b"cache-control", b"no-store")
+        self.setHeader(b"x-content-type-options", b"nosniff")
+        self.setHeader(b"access-control-allow-origin", b"*")
 
     def send_plain(
         self, code: int, body: bytes, headers: Optional[Dict[bytes, bytes]] = None

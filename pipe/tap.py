@@ -241,6 +241,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     transfers get C{--drain-timeout} seconds).
     """
     if reactor is None:
+        # twistd calls makeService(options) without a reactor; by then it
+        # has installed the one it runs, so importing it here (never at
+        # module level) picks that one.
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
