@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Optional, Set
+from typing import Any, List, Optional, Sequence, Set
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
+from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
-__all__ = ["StreamingChannel", "pending_bytes", "reset_connection"]
+__all__ = ["UPLOAD_READ_SIZE", "StreamingChannel", "pending_bytes", "reset_connection"]
+
+#: How much of an upload one read takes from the socket (Twisted reads 64 KiB
+#: by default).  Every read becomes one write to each receiver, so larger
+#: reads mean fewer system calls per byte relayed; the read is shared by all
+#: receivers, never copied per receiver on the direct write path.
+UPLOAD_READ_SIZE = 256 * 1024
 
 _BAD_REQUEST_BODY = b"[ERROR] malformed HTTP request\n"
 _BAD_REQUEST = (
@@ -84,6 +91,31 @@ def pending_bytes(transport: Any) -> Optional[int]:
             return len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[no-any-return]
         layer = getattr(layer, "transport", None)
     return None
+
+
+def _plain_socket(transport: Any) -> Optional[socket.socket]:
+    """
+    The socket of C{transport} if it is a plain (not TLS) TCP connection of
+    Twisted's own, which L{StreamingChannel} may write to directly; else
+    L{None}.
+    """
+    if isinstance(transport, Connection) and not getattr(transport, "TLS", False):
+        return transport.socket
+    return None
+
+
+def _unsent(iovec: Sequence[bytes], sent: int) -> List[bytes]:
+    """
+    The pieces of C{iovec} left after its first C{sent} bytes.
+    """
+    rest: List[bytes] = []
+    for piece in iovec:
+        if sent >= len(piece):
+            sent -= len(piece)
+        else:
+            rest.append(piece[sent:] if sent else piece)
+            sent = 0
+    return rest
 
 
 @implementer(IPushProducer)
@@ -163,15 +195,24 @@ class StreamingChannel(HTTPChannel):
         without writing a second status line into that response;
       - a client must send its request line and headers within the site's
         C{header_timeout} (slowloris), counted from the connection or from
-        the end of its previous response.
+        the end of its previous response;
+      - on a plain TCP connection, response data is written straight to the
+        socket when the transport has nothing buffered (see L{write});
+      - an upload is read in pieces of up to L{UPLOAD_READ_SIZE}, and the
+        body pieces that one read yields (several chunks of a chunked body)
+        reach the request's body protocol as one piece (see
+        L{dataReceived}).
     """
 
     _log = Logger()
     _read_gate: _ReadGate
     _header_call: Optional[IDelayedCall] = None
+    _socket: Optional[socket.socket] = None
+    _unflushed: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self._socket = _plain_socket(self.transport)
         self._read_gate = _ReadGate(self._networkProducer)
         self._networkProducer = self._read_gate
         self.closed: Deferred[None] = Deferred()
@@ -199,6 +240,8 @@ class StreamingChannel(HTTPChannel):
         _transport_of(self).abortConnection()
 
     def requestDone(self, request: Any) -> None:
+        if isinstance(self.transport, Connection):
+            self.transport.bufferSize = Connection.bufferSize
         super().requestDone(request)
         if self.persistent and self.transport is not None:
             self._await_headers()
@@ -210,6 +253,81 @@ class StreamingChannel(HTTPChannel):
         if closed is not None:
             closed(self)
         self.closed.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Parse C{data}, then hand the body pieces it held to the request's
+        body protocol at once (see L{StreamingRequest.flush_body}).
+        """
+        super().dataReceived(data)
+        self.flush_body()
+
+    def body_pending(self, request: Any) -> None:
+        """
+        C{request} holds body pieces to flush after the current read.
+        """
+        self._unflushed = request
+
+    def flush_body(self) -> None:
+        """
+        Deliver the body pieces held by the request being read, if any.
+        """
+        request, self._unflushed = self._unflushed, None
+        if request is not None:
+            request.flush_body()
+
+    def write(self, data: bytes) -> None:
+        """
+        Write response data: straight to the socket when the transport has
+        nothing buffered, else through the transport (see L{writeSequence}).
+        """
+        if not self._write_through((data,)):
+            super().write(data)
+
+    def writeSequence(self, iovec: Sequence[bytes]) -> None:
+        """
+        Write response data, scatter/gather.
+
+        Twisted's transport buffers every write until the reactor's next
+        iteration: one C{epoll_ctl} to watch for writability, one to stop,
+        and a join that copies the pieces (a chunk's framing and its data)
+        into one string, for every write to every receiver.  When the
+        transport has nothing buffered, that detour changes nothing about
+        order or flow control, so the pieces go to the kernel at once with
+        one C{sendmsg}; what the socket does not take is handed to the
+        transport, whose buffer and producer pausing apply as always.
+        """
+        if not self._write_through(iovec):
+            super().writeSequence(iovec)
+
+    def _write_through(self, iovec: Sequence[bytes]) -> bool:
+        """
+        Send C{iovec} directly if the connection allows it, buffering any
+        rest in the transport.  Returns whether C{iovec} was taken care of;
+        on any socket error it was not, and the transport's own write path
+        meets the error and loses the connection as it always does.
+        """
+        sock = self._socket
+        transport = self.transport
+        if (
+            sock is None
+            or transport is None
+            or transport.dataBuffer  # type: ignore[attr-defined]
+            or transport._tempDataLen  # type: ignore[attr-defined]
+            or not transport.connected  # type: ignore[attr-defined]
+            or transport.disconnecting  # type: ignore[attr-defined]
+            or transport._writeDisconnected  # type: ignore[attr-defined]
+        ):
+            return False
+        try:
+            sent = sock.sendmsg(iovec)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        if sent < sum(len(piece) for piece in iovec):
+            transport.writeSequence(_unsent(iovec, sent))
+        return True
 
     @property
     def read_gate(self) -> _ReadGate:
@@ -225,6 +343,8 @@ class StreamingChannel(HTTPChannel):
             request = self.requests[-1]
             if self.timeOut:
                 self._savedTimeOut = self.setTimeout(None)
+            if isinstance(self.transport, Connection):
+                self.transport.bufferSize = UPLOAD_READ_SIZE
             request.headers_received(self._command, self._path, self._version)
 
     def _send100Continue(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import io
-from typing import Dict, Optional, cast
+from typing import Dict, List, Optional, cast
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
@@ -117,6 +117,7 @@ class StreamingRequest(Request):
     _discarded = 0
     _abnormal_close = False
     _discard_call: Optional[IDelayedCall] = None
+    _pieces: List[bytes]
 
     def gotLength(self, length: Optional[int]) -> None:
         """
@@ -147,6 +148,7 @@ class StreamingRequest(Request):
         render it now.
         """
         self.body = Body.STREAMING
+        self._pieces = []
         self._set_request_line(command, path, version)
         self.process()
 
@@ -165,6 +167,7 @@ class StreamingRequest(Request):
             self._set_request_line(command, path, version)
             self.process()
         elif self.body is Body.STREAMING:
+            self.flush_body()
             self.body = Body.COMPLETE
             self._release_all_holds()
             protocol = self._body_protocol
@@ -176,16 +179,29 @@ class StreamingRequest(Request):
 
     def handleContentChunk(self, data: bytes) -> None:
         """
-        A piece of the body: relay it, or drop it.
+        A piece of the body: hold it for L{flush_body}, or drop it.
         """
         if self.body is Body.STREAMING:
-            protocol = self._body_protocol
-            if protocol is not None:
-                protocol.dataReceived(data)
+            if self._body_protocol is not None:
+                if not self._pieces:
+                    cast(StreamingChannel, self.channel).body_pending(self)
+                self._pieces.append(data)
         elif self.body is Body.DISCARDING:
             self._discarded += len(data)
             if self._discarded > DISCARD_LIMIT:
                 self._close_after_discard()
+
+    def flush_body(self) -> None:
+        """
+        Deliver the body pieces held since the last flush as one piece.
+        The channel calls this after each read from the socket (a read of a
+        chunked body yields a piece per chunk), and the request before it
+        reports the body complete, so pieces are never reordered or late.
+        """
+        pieces, self._pieces = self._pieces, []
+        protocol = self._body_protocol
+        if pieces and protocol is not None and self.body is Body.STREAMING:
+            protocol.dataReceived(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def deliver_body(self, protocol: IProtocol) -> None:
         """

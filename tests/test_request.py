@@ -384,3 +384,21 @@ def test_malformed_chunk_after_response_began_does_not_corrupt_it(
     sender.send(put_head(n=1) + b"zz\r\n")
     assert b"HTTP/1.1 400" not in sender.output()
     assert sender.transport.disconnecting
+
+
+def test_chunks_of_one_read_reach_receivers_as_one_chunk(site: PipeSite) -> None:
+    """
+    The chunks of a chunked upload that arrive in one read are relayed as
+    one piece: each receiver gets one chunk (one write) per read, in order,
+    including the pieces that complete the body.
+    """
+    r = get(site, n=1)
+    sender = Peer(site)
+    sender.send(put_head(n=1))
+    r.transport.clear()
+    sender.send(chunk(b"ab") + chunk(b"cde") + chunk(b"f"))
+    assert r.output() == chunk(b"abcdef")
+    r.transport.clear()
+    sender.send(chunk(b"gh") + chunk(b"ij") + b"0\r\n\r\n")
+    assert r.output() == chunk(b"ghij") + b"0\r\n\r\n"
+    assert b"done: bytes=10 " in sender.output()

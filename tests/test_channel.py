@@ -1,0 +1,154 @@
+"""
+The direct write path of L{StreamingChannel} on a real TCP connection:
+response data goes to the socket at once when nothing is buffered, what the
+socket does not take is buffered by the transport in order, and the
+transport's producer pausing still applies.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Any, List
+
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+
+from pipe._channel import StreamingChannel, _unsent, pending_bytes
+
+from .helpers import wait_for
+
+
+class Client(Protocol):
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+async def connected_pair(reactor: Any) -> Any:
+    """
+    A L{StreamingChannel} accepted by a real listening port, and the client
+    protocol connected to it.
+    """
+    channels: List[StreamingChannel] = []
+
+    def build() -> StreamingChannel:
+        channel = StreamingChannel()
+        channels.append(channel)
+        return channel
+
+    port = reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+    client = Client()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+        Factory.forProtocol(lambda: client)
+    )
+    await wait_for(reactor, lambda: bool(channels), what="accept")
+    return port, channels[0], client
+
+
+def test_unsent() -> None:
+    assert _unsent([b"ab", b"cde", b"f"], 0) == [b"ab", b"cde", b"f"]
+    assert _unsent([b"ab", b"cde", b"f"], 3) == [b"de", b"f"]
+    assert _unsent([b"ab", b"cde", b"f"], 5) == [b"f"]
+    assert _unsent([b"ab", b"cde", b"f"], 6) == []
+
+
+def test_string_transport_buffers_as_usual() -> None:
+    """
+    A transport that is not a plain TCP connection gets ordinary writes.
+    """
+    channel = StreamingChannel()
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.writeSequence([b"a", b"bc"])
+    channel.write(b"d")
+    assert transport.value() == b"abcd"
+
+
+@pytest_twisted.ensureDeferred
+async def test_written_through_at_once(reactor: Any) -> None:
+    """
+    With nothing buffered, a write reaches the kernel before the call
+    returns: the transport holds nothing and has not asked the reactor to
+    watch for writability.
+    """
+    port, channel, client = await connected_pair(reactor)
+    try:
+        channel.writeSequence([b"4\r\n", b"data", b"\r\n"])
+        channel.write(b"more")
+        assert pending_bytes(channel.transport) == 0
+        assert channel.transport not in reactor.getWriters()
+        await wait_for(reactor, lambda: len(client.received) == 13, what="data")
+        assert bytes(client.received) == b"4\r\ndata\r\nmore"
+    finally:
+        channel.transport.loseConnection()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_socket_buffers_rest_in_order_and_pauses(reactor: Any) -> None:
+    """
+    A client that does not read: the socket takes what it can, the rest is
+    buffered by the transport, which pauses its producer (the channel), and
+    everything arrives in order once the client reads.
+    """
+    port, channel, client = await connected_pair(reactor)
+    transport = channel.transport
+    client.transport.pauseProducing()
+    data = os.urandom(64 * 1024 * 1024)
+    piece = 256 * 1024
+    written = 0
+    try:
+        while not transport.producerPaused and written < len(data):
+            channel.writeSequence([b"<", data[written : written + piece], b">"])
+            written += piece
+        assert transport.producerPaused, "the channel was never paused"
+        assert written > piece, "the socket took nothing directly"
+        assert (pending_bytes(transport) or 0) > 0
+        # Further writes queue behind the buffered rest.
+        channel.write(b"END")
+        client.transport.resumeProducing()
+        expected = b"".join(
+            b"<" + data[i : i + piece] + b">" for i in range(0, written, piece)
+        )
+        expected += b"END"
+        await wait_for(
+            reactor,
+            lambda: len(client.received) >= len(expected),
+            what="all data",
+            timeout=30,
+        )
+        assert bytes(client.received) == expected
+        await wait_for(reactor, lambda: not transport.producerPaused, what="resume")
+    finally:
+        transport.loseConnection()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_socket_error_falls_back_to_transport(reactor: Any) -> None:
+    """
+    A write to a connection the peer has reset is left to the transport,
+    which loses the connection as it always does.
+    """
+    port, channel, client = await connected_pair(reactor)
+    lost: defer.Deferred[None] = channel.closed
+    try:
+        sock = client.transport.getHandle()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.transport.abortConnection()
+        for _ in range(100):
+            channel.write(b"x" * 65536)
+            if lost.called:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        await lost
+    finally:
+        await port.stopListening()
