@@ -22,6 +22,24 @@ __all__ = ["Options", "makeService"]
 
 DEFAULT_LISTEN = "tcp:8080"
 
+#: The listen backlog given to C{tcp}, C{tcp6}, C{ssl} and C{unix} listeners
+#: whose description does not set one.  Twisted's default is 50: when a
+#: build matrix's runners connect at once, a full accept queue drops their
+#: handshakes and each dropped client waits a second or more to retry.
+DEFAULT_BACKLOG = 1024
+_BACKLOG_TYPES = {"tcp", "tcp6", "ssl", "unix"}
+
+
+def with_backlog(description: str) -> str:
+    """
+    C{description} with C{backlog=DEFAULT_BACKLOG} added if its endpoint
+    type takes a backlog and it sets none.
+    """
+    kind = description.split(":", 1)[0].lower()
+    if kind in _BACKLOG_TYPES and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
 
 class Options(usage.Options):
     """
@@ -126,7 +144,8 @@ class Options(usage.Options):
         "Listen on ENDPOINT, a Twisted server endpoint string: tcp:8080, "
         "tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=KEY:certKey=CERT, "
         "unix:/run/pipe.sock, systemd:domain=INET:index=0. Repeatable; "
-        "default: tcp:8080."
+        "default: tcp:8080. tcp, tcp6, ssl and unix listeners get "
+        f"backlog={DEFAULT_BACKLOG} unless the description sets a backlog."
     )
 
     def opt_version(self) -> None:
@@ -206,7 +225,7 @@ class _Listener(Service):
 
     def startService(self) -> None:
         super().startService()
-        endpoint = serverFromString(self._reactor, self._description)
+        endpoint = serverFromString(self._reactor, with_backlog(self._description))
         self._starting = endpoint.listen(self._factory)
         self._starting.addCallbacks(self._listening, self._failed)
 

@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 
 from pipe import __version__
-from pipe.tap import Options, makeService
+from pipe.tap import DEFAULT_BACKLOG, Options, makeService, with_backlog
 
 from .helpers import DONE, TWISTD, curl, payload, sha256_of, start_twistd, wait_for
 
@@ -55,6 +55,36 @@ def test_make_service_has_one_listener_per_endpoint() -> None:
     assert IService.providedBy(service)
     # A drain service, then one listener per endpoint.
     assert len(list(service)) == 3  # type: ignore[call-overload]
+
+
+def test_listeners_get_a_large_backlog_unless_set() -> None:
+    assert with_backlog("tcp:0") == f"tcp:0:backlog={DEFAULT_BACKLOG}"
+    assert with_backlog("SSL:443:privateKey=k") == (
+        f"SSL:443:privateKey=k:backlog={DEFAULT_BACKLOG}"
+    )
+    assert with_backlog("tcp:0:backlog=7") == "tcp:0:backlog=7"
+    assert with_backlog("systemd:domain=INET:index=0") == (
+        "systemd:domain=INET:index=0"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_listener_listens_with_the_backlog(reactor: Any) -> None:
+    """
+    The backlog reaches the real listening port.
+    """
+    options = Options()
+    options.parseOptions(
+        ["--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0:backlog=7"]
+    )
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    try:
+        listeners = list(service)[1:]  # type: ignore[call-overload]
+        await wait_for(reactor, lambda: all(s._port for s in listeners))
+        assert [s._port.backlog for s in listeners] == [DEFAULT_BACKLOG, 7]
+    finally:
+        await service.stopService()
 
 
 def _installed_twistd_help(cwd: Path) -> str:
