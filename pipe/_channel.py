@@ -25,6 +25,7 @@ from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 __all__ = ["UPLOAD_READ_SIZE", "StreamingChannel", "pending_bytes", "reset_connection"]
@@ -275,6 +276,24 @@ class StreamingChannel(HTTPChannel):
         request, self._unflushed = self._unflushed, None
         if request is not None:
             request.flush_body()
+
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Any
+    ) -> None:
+        """
+        Write a response's status line and headers as Twisted does, but
+        through L{writeSequence}, so that they too go straight to the socket
+        when nothing is buffered (and the body after them, in turn).
+        """
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        sequence = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                sequence.extend((name, b": ", value, b"\r\n"))
+        sequence.append(b"\r\n")
+        self.writeSequence(sequence)
 
     def write(self, data: bytes) -> None:
         """

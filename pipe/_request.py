@@ -409,7 +409,8 @@ class StreamingRequest(Request):
         The channel (always a L{StreamingChannel}), or L{None} once the
         connection is lost.
         """
-        return cast(Optional[StreamingChannel], self.channel)
+        # A string type: a subscripted one would be built on every call.
+        return cast("Optional[StreamingChannel]", self.channel)
 
     def _gate_hold(self, holder: object) -> None:
         channel = self._streaming_channel()

@@ -18,6 +18,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
+from twisted.web.http_headers import Headers
 
 from pipe._channel import StreamingChannel, _unsent, pending_bytes
 
@@ -81,12 +82,17 @@ async def test_written_through_at_once(reactor: Any) -> None:
     """
     port, channel, client = await connected_pair(reactor)
     try:
+        headers = Headers({b"x-a": [b"1", b"2"]})
+        channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers)
         channel.writeSequence([b"4\r\n", b"data", b"\r\n"])
         channel.write(b"more")
         assert pending_bytes(channel.transport) == 0
         assert channel.transport not in reactor.getWriters()
-        await wait_for(reactor, lambda: len(client.received) == 13, what="data")
-        assert bytes(client.received) == b"4\r\ndata\r\nmore"
+        expected = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-A: 2\r\n\r\n4\r\ndata\r\nmore"
+        await wait_for(
+            reactor, lambda: len(client.received) == len(expected), what="data"
+        )
+        assert bytes(client.received) == expected
     finally:
         channel.transport.loseConnection()
         await port.stopListening()
