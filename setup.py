@@ -34,8 +34,14 @@ setup(
         "zope.interface>=5",
         "attrs>=22.2",
     ],
+    entry_points={"console_scripts": ["txpipe = pipe._cli:main"]},
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "treq>=23.11"],
+        "test": [
+            "pytest>=7",
+            "pytest-twisted>=1.14",
+            "treq>=23.11",
+            "hypothesis>=6.80",
+        ],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -191,3 +191,38 @@ def receiver_stalled(index: int, address: str, sent: int, seconds: float) -> byt
         f"receiver {index} ({address}) stalled (took too little for {seconds:g} s)"
         f" and was dropped after {size(sent)}"
     )
+
+
+# Signed URLs (never echo a signature or a path).
+
+
+def signature_required() -> bytes:
+    return error(
+        "signature required: this server takes only signed URLs"
+        " (expires, scope and sig; see txpipe sign)"
+    )
+
+
+def signature_malformed(what: str) -> bytes:
+    return error(f"signature malformed: {what}")
+
+
+def signature_mismatch() -> bytes:
+    return error(
+        "signature invalid: it does not match this URL's path, n, scope and"
+        " expiry under any key of this server"
+    )
+
+
+def signature_scope(signed: str, used: str) -> bytes:
+    return error(f"signature scope: this URL is signed to {signed}, not to {used}")
+
+
+def signature_expired(seconds: float) -> bytes:
+    return error(f"signature expired {seconds:.0f} s ago")
+
+
+def signature_used() -> bytes:
+    return error(
+        "signed URL already used: a transfer with it has started; sign a new one"
+    )

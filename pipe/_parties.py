@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from . import _messages as messages
 from ._channel import pending_bytes
 from ._fanout import Branch, BranchState, Fanout, Outcome, Watchdogs
+from ._guard import Grant
 from ._relay import Relay
 from ._rendezvous import Rejected
 
@@ -111,16 +112,25 @@ class _Party:
 
     @ivar phase: see L{Phase}.
     @ivar wait: the seconds this party may wait (0: no limit).
+    @ivar grant: the party's verified signed URL, spent when its transfer
+        starts (L{None} when unsigned).
     """
 
     def __init__(
-        self, request: StreamingRequest, path: bytes, n: int, relay: Relay, wait: float
+        self,
+        request: StreamingRequest,
+        path: bytes,
+        n: int,
+        relay: Relay,
+        wait: float,
+        grant: Optional[Grant] = None,
     ) -> None:
         self.request = request
         self.path = path
         self.n = n
         self.relay = relay
         self.wait = wait
+        self.grant = grant
         self.address = client_address(request)
         self.host = client_host(request)
         self.phase = Phase.WAITING
@@ -183,11 +193,7 @@ class Receiver(_Party):
     @ivar branch: the fan-out branch feeding this receiver, once started.
     """
 
-    def __init__(
-        self, request: StreamingRequest, path: bytes, n: int, relay: Relay, wait: float
-    ) -> None:
-        super().__init__(request, path, n, relay, wait)
-        self.branch: Optional[Branch] = None
+    branch: Optional[Branch] = None
 
     def join(self) -> None:
         """
@@ -309,9 +315,15 @@ class Sender(_Party):
     log = Logger()
 
     def __init__(
-        self, request: StreamingRequest, path: bytes, n: int, relay: Relay, wait: float
+        self,
+        request: StreamingRequest,
+        path: bytes,
+        n: int,
+        relay: Relay,
+        wait: float,
+        grant: Optional[Grant] = None,
     ) -> None:
-        super().__init__(request, path, n, relay, wait)
+        super().__init__(request, path, n, relay, wait, grant)
         settings = relay.settings
         self.fanout = Fanout(
             self,
@@ -428,6 +440,7 @@ class Sender(_Party):
         self._stop_waiting()
         if self._heartbeat.running:
             self._heartbeat.stop()
+        self.relay.spend([self.grant, *(r.grant for r in receivers)])
         self._open()
         self._receivers_present = len(receivers)
         self.request.write(messages.receiver_joined(len(receivers), self.n))

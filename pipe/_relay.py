@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from typing import Any, Dict, Optional, Protocol
+from typing import Any, Dict, Iterable, Optional, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from . import __version__
 from . import _messages as messages
 from ._fanout import Outcome
+from ._guard import Grant, Guard, Requirement
 from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings
 
@@ -74,6 +75,8 @@ class Relay:
     @ivar bytes_received: upload bytes received by transfers that ended.
     @ivar bytes_delivered: bytes written to receivers by transfers that
         ended, summed over receivers.
+    @ivar guard: the L{Guard} of signed URLs, or L{None} when signing is
+        off (no keys).
     """
 
     log = Logger()
@@ -91,6 +94,11 @@ class Relay:
         self._per_host: Counter[str] = Counter()
         self._drained: Optional[Deferred[None]] = None
         self._drain_call: Optional[IDelayedCall] = None
+        self.guard: Optional[Guard] = None
+        if settings.keys:
+            self.guard = Guard(
+                settings.keys, Requirement(settings.require_signature), reactor
+            )
 
     # Admission and presence.
 
@@ -138,6 +146,13 @@ class Relay:
         The number of parties waiting or transferring.
         """
         return len(self._parties)
+
+    def spend(self, grants: Iterable[Optional[Grant]]) -> None:
+        """
+        A transfer started: the signed URLs of its parties are used up.
+        """
+        if self.guard is not None:
+            self.guard.spend(grants)
 
     def record(self, outcome: Outcome, received: int, delivered: int) -> None:
         """

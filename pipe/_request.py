@@ -260,6 +260,9 @@ class StreamingRequest(Request):
         """
         self.setHeader(b"cache-control", b"no-store")
         self.setHeader(b"x-content-type-options", b"nosniff")
+        # A received body is someone else's content: a browser that opens
+        # it must not run its script or treat it as this origin's page.
+        self.setHeader(b"content-security-policy", b"sandbox")
         self.setHeader(b"access-control-allow-origin", b"*")
 
     def send_plain(

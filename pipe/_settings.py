@@ -5,6 +5,8 @@ The server's tunables, with their defaults, in one record.
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import attr
 
 __all__ = ["Settings"]
@@ -32,6 +34,10 @@ class Settings:
         peer address (0: unlimited).
     @ivar drain_timeout: on shutdown, how long running transfers may go on.
     @ivar log_paths: log raw pipe paths instead of their digests.
+    @ivar keys: the keys of C{--secret-file} (the first signs, all verify);
+        empty: signing is off and anyone may join any pipe.
+    @ivar require_signature: with keys, C{"all"} parties or only
+        C{"send"}ers must present a signed URL.
     """
 
     max_receivers: int = 1000
@@ -44,3 +50,7 @@ class Settings:
     max_connections_per_ip: int = 0
     drain_timeout: float = 60.0
     log_paths: bool = False
+    keys: Tuple[bytes, ...] = attr.ib(default=(), repr=False)
+    require_signature: str = attr.ib(
+        default="all", validator=attr.validators.in_(("all", "send"))
+    )

@@ -20,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from . import __version__
 from . import _messages as messages
+from ._guard import Denied, Grant
 from ._parties import RETRY_AFTER, Receiver, Sender, client_address, client_host
 from ._relay import Lifecycle, Relay, Unavailable
 from ._rendezvous import (
@@ -31,6 +32,7 @@ from ._rendezvous import (
     TransferRunning,
 )
 from ._request import StreamingRequest
+from .signing import Scope
 
 __all__ = ["MAX_PATH_LENGTH", "PIPE_PREFIX", "PipeResource", "RootResource"]
 
@@ -42,6 +44,9 @@ MAX_PATH_LENGTH = 1024
 
 ALLOWED_METHODS = b"GET, PUT, POST, OPTIONS"
 ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping"
+
+#: The challenge of a 401: a signed URL, not credentials in headers.
+AUTHENTICATE = b'Signed-URL realm="txpipe"'
 
 _N_SYNTAX = re.compile(rb"[1-9][0-9]*")
 _log = Logger(namespace="pipe.resource")
@@ -219,6 +224,8 @@ class PipeResource(Resource):
         _, _, query = request.uri.partition(b"?")
         n = parse_n(query, settings.max_receivers)
         wait = parse_wait(query, settings.wait_timeout)
+        scope = Scope.RECEIVE if method == b"GET" else Scope.SEND
+        grant = self._authenticate(scope, path, n, query)
         try:
             self.relay.admit(path, client_host(request))
         except Unavailable as unavailable:
@@ -227,12 +234,37 @@ class PipeResource(Resource):
             ) from None
         try:
             if method == b"GET":
-                Receiver(request, path, n, self.relay, wait).join()
+                Receiver(request, path, n, self.relay, wait, grant).join()
             else:
-                Sender(request, path, n, self.relay, wait).join()
+                Sender(request, path, n, self.relay, wait, grant).join()
         except Rejected as error:
             raise _rejection(error) from None
         return NOT_DONE_YET
+
+    def _authenticate(
+        self, scope: Scope, path: bytes, n: int, query: bytes
+    ) -> Optional[Grant]:
+        """
+        Check the request's signed URL when signing is on (see
+        L{pipe._guard.Guard.check}).
+
+        @raise _Refusal: 401 (no signature) or 403 (refused).
+        """
+        guard = self.relay.guard
+        if guard is None:
+            return None
+        try:
+            return guard.check(
+                scope,
+                path,
+                n,
+                _query_values(query, b"expires"),
+                _query_values(query, b"scope"),
+                _query_values(query, b"sig"),
+            )
+        except Denied as denied:
+            headers = {b"www-authenticate": AUTHENTICATE} if denied.code == 401 else {}
+            raise _Refusal(denied.code, denied.body, headers) from None
 
     def _preflight(self, request: StreamingRequest) -> bytes:
         request.setResponseCode(204)

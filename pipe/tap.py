@@ -17,10 +17,13 @@ from twisted.python import usage
 from . import __version__
 from ._settings import Settings
 from .server import PipeSite, make_site
+from .signing import KeyFileError, load_keys
 
 __all__ = ["Options", "makeService"]
 
 DEFAULT_LISTEN = "tcp:8080"
+
+_log = Logger(namespace="pipe.tap")
 
 #: The listen backlog given to C{tcp}, C{tcp6}, C{ssl} and C{unix} listeners
 #: whose description does not set one.  Twisted's default is 50: when a
@@ -125,6 +128,21 @@ class Options(usage.Options):
             int,
         ],
         [
+            "secret-file",
+            None,
+            None,
+            "Turn signed URLs on: FILE holds one key per line (the first signs, "
+            "all verify) and must not be readable or writable by group or other. "
+            "Mint URLs with: txpipe sign.",
+        ],
+        [
+            "require-signature",
+            None,
+            "all",
+            "With --secret-file: which parties must present a signed URL, all "
+            "or send (receivers may then join unsigned).",
+        ],
+        [
             "drain-timeout",
             None,
             60.0,
@@ -173,6 +191,16 @@ class Options(usage.Options):
         ):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
+        if self["require-signature"] not in ("all", "send"):
+            raise usage.UsageError("--require-signature must be all or send")
+        self["keys"] = ()
+        if self["secret-file"] is not None:
+            try:
+                self["keys"] = tuple(load_keys(self["secret-file"]))
+            except KeyFileError as error:
+                raise usage.UsageError(str(error)) from None
+        elif self["require-signature"] != "all":
+            raise usage.UsageError("--require-signature needs --secret-file")
 
     def settings(self) -> Settings:
         """
@@ -189,6 +217,8 @@ class Options(usage.Options):
             max_connections_per_ip=self["max-connections-per-ip"],
             drain_timeout=self["drain-timeout"],
             log_paths=bool(self["log-paths"]),
+            keys=self.get("keys", ()),
+            require_signature=self["require-signature"],
         )
 
 
@@ -266,7 +296,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    site = make_site(reactor, options.settings())
+    settings = options.settings()
+    site = make_site(reactor, settings)
+    if settings.keys:
+        _log.info(
+            "signed URLs required ({required}); {count} keys verify",
+            required=settings.require_signature,
+            count=len(settings.keys),
+        )
+    else:
+        _log.info("signed URLs off: anyone who can reach the server may join a pipe")
     service = MultiService()
     _Drain(site).setServiceParent(service)
     for description in options["listen"]:

@@ -4,12 +4,12 @@ Fixtures: a real pipe server listening on a loopback port.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 import pytest
 import pytest_twisted
 
-from pipe.server import PipeSite, make_site
+from pipe.server import PipeSite, Settings, make_site
 
 
 class RunningServer:
@@ -47,3 +47,19 @@ def server(reactor: Any) -> Iterator[RunningServer]:
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     yield RunningServer(site, port)
     pytest_twisted.blockon(port.stopListening())
+
+
+@pytest.fixture
+def serve(reactor: Any) -> Iterator[Any]:
+    """Start pipe servers with given settings on loopback ports."""
+    ports: List[Any] = []
+
+    def start(**settings: Any) -> RunningServer:
+        site = make_site(reactor, Settings(**settings))
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        ports.append(port)
+        return RunningServer(site, port)
+
+    yield start
+    for port in ports:
+        pytest_twisted.blockon(port.stopListening())

@@ -14,6 +14,7 @@ from zope.interface.verify import verifyClass, verifyObject
 import pipe
 import pipe.resource
 import pipe.server
+import pipe.signing
 import pipe.tap
 from pipe._channel import _ReadGate
 from pipe._fanout import Branch
@@ -24,6 +25,15 @@ def test_public_names() -> None:
     assert set(pipe.__all__) == {"__version__"}
     assert set(pipe.server.__all__) == {"make_site", "PipeSite", "Settings"}
     assert set(pipe.tap.__all__) == {"Options", "makeService"}
+    assert set(pipe.signing.__all__) == {
+        "KeyFileError",
+        "MIN_KEY_LENGTH",
+        "Scope",
+        "canonical",
+        "load_keys",
+        "sign_url",
+        "signature",
+    }
     assert set(pipe.resource.__all__) == {
         "PipeResource",
         "RootResource",
@@ -37,7 +47,7 @@ def test_import_has_no_side_effects() -> None:
     Importing the package and its public modules installs no reactor.
     """
     code = (
-        "import sys, pipe, pipe.server, pipe.resource, pipe.tap;"
+        "import sys, pipe, pipe.server, pipe.resource, pipe.tap, pipe.signing;"
         "print('twisted.internet.reactor' in sys.modules)"
     )
     out = subprocess.run(

@@ -7,35 +7,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from pipe.server import Settings, make_site
-
 from .conftest import RunningServer
 from .helpers import curl, payload, sha256_of, start_twistd, wait_for
 from .test_end_to_end import HeldReceiver
-
-
-@pytest.fixture
-def serve(reactor: Any) -> Iterator[Any]:
-    """Start pipe servers with given settings on loopback ports."""
-    ports: List[Any] = []
-
-    def start(**settings: Any) -> RunningServer:
-        site = make_site(reactor, Settings(**settings))
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        ports.append(port)
-        return RunningServer(site, port)
-
-    yield start
-    for port in ports:
-        pytest_twisted.blockon(port.stopListening())
 
 
 class RawClient(Protocol):

@@ -1,0 +1,9 @@
+"""
+C{python -m pipe}: the C{txpipe} command.
+"""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

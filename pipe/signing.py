@@ -1,0 +1,184 @@
+# -*- test-case-name: tests.test_signing -*-
+"""
+Signed single-use pipe URLs: minting them, and the key file.
+
+A signed URL is an ordinary pipe URL with three more query parameters::
+
+    /api/v1/pipe/<path>?n=30&expires=1796000000&scope=send&sig=<43 characters>
+
+C{expires} is a Unix time in whole seconds, C{scope} is C{send} or
+C{receive}, and C{sig} is the unpadded base64url HMAC-SHA256, under a key
+from the server's C{--secret-file}, of L{canonical} (the scope, the raw
+pipe path, C{n} and the expiry).  The host, the scheme and every other query
+parameter (C{wait}) are not covered, so a URL survives a reverse proxy.
+
+    >>> from pipe.signing import load_keys, sign_url
+    >>> key = load_keys("/etc/txpipe/secret")[0]
+    >>> sign_url("https://pipe.example/api/v1/pipe/build-1?n=30", key, "send", 3600)
+
+C{txpipe sign} does the same from a shell.  The server side lives in
+C{pipe._guard}.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import math
+import os
+import re
+import stat
+import time
+from typing import List, Optional, Union
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "MIN_KEY_LENGTH",
+    "KeyFileError",
+    "Scope",
+    "canonical",
+    "load_keys",
+    "sign_url",
+    "signature",
+]
+
+#: The shortest key accepted, in bytes: a key is a password nobody types,
+#: so there is no reason for a short one (C{openssl rand -hex 32} gives 64).
+MIN_KEY_LENGTH = 16
+
+#: The query parameters a signature adds (C{n} is the pipe's own).
+SIGNATURE_PARAMETERS = ("expires", "scope", "sig")
+
+_PIPE_PREFIX = "/api/v1/pipe/"
+_N_SYNTAX = re.compile(r"[1-9][0-9]*")
+_GROUP_OR_OTHER_READ_WRITE = 0o066
+
+
+class Scope(enum.Enum):
+    """
+    What a signed URL lets its holder do: C{SEND} (C{PUT}/C{POST}) or
+    C{RECEIVE} (C{GET}).
+    """
+
+    SEND = "send"
+    RECEIVE = "receive"
+
+
+class KeyFileError(ValueError):
+    """
+    The secret file cannot be used: missing, unreadable, empty, a key too
+    short, or open to group or other.
+    """
+
+
+def load_keys(path: Union[str, os.PathLike[str]]) -> List[bytes]:
+    """
+    The keys of a secret file: one per line (surrounding whitespace and
+    blank lines ignored), the first signs and all verify, so a new key is
+    rotated in by adding it first and the old one removed once the URLs it
+    signed have expired.
+
+    @raise KeyFileError: the file is missing or unreadable, holds no key or
+        a key shorter than L{MIN_KEY_LENGTH} bytes, or is readable or
+        writable by group or other (C{chmod 600} it).
+    """
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise KeyFileError(
+            f"cannot read secret file {os.fspath(path)!r}: {error.strerror}"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise KeyFileError(f"secret file {os.fspath(path)!r} is not a regular file")
+    if mode & _GROUP_OR_OTHER_READ_WRITE:
+        raise KeyFileError(
+            f"secret file {os.fspath(path)!r} is readable or writable by group or"
+            f" other (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    if not keys:
+        raise KeyFileError(f"secret file {os.fspath(path)!r} holds no key")
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_KEY_LENGTH:
+            raise KeyFileError(
+                f"key {number} of secret file {os.fspath(path)!r} is shorter than"
+                f" {MIN_KEY_LENGTH} bytes"
+            )
+    return keys
+
+
+def canonical(scope: Scope, path: bytes, n: int, expires: int) -> bytes:
+    """
+    The bytes a signature covers.
+
+    @param path: the raw pipe path, after C{/api/v1/pipe/}, exactly as it
+        appears in the request line (not percent-decoded).
+    """
+    return b"txpipe-url-v1\n%s\n%s\n%d\n%d" % (
+        scope.value.encode("ascii"),
+        path,
+        n,
+        expires,
+    )
+
+
+def signature(key: bytes, message: bytes) -> str:
+    """
+    The C{sig} value of C{message} under C{key}: unpadded base64url
+    HMAC-SHA256 (43 characters).
+    """
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def sign_url(
+    url: str,
+    key: bytes,
+    scope: Union[Scope, str],
+    ttl: float,
+    now: Optional[float] = None,
+) -> str:
+    """
+    C{url} with a signature for C{scope} that expires C{ttl} seconds from
+    C{now}, for one transfer.
+
+    The URL keeps its scheme, host, path and other parameters; an earlier
+    C{expires}, C{scope} or C{sig} is replaced.  One signed receive URL
+    serves all C{n} receivers of one transfer.
+
+    @param url: a pipe URL, C{http(s)://HOST/api/v1/pipe/<path>[?n=N]}
+        (C{n} absent means 1).
+    @param key: the signing key (the first of L{load_keys}).
+    @param scope: L{Scope} or its value, C{"send"} or C{"receive"}.
+    @param ttl: seconds the URL stays valid, more than 0.
+    @param now: the current Unix time (default: the system clock).
+    @raise ValueError: the URL is not a pipe URL, its C{n} is malformed, or
+        C{ttl} is not positive.
+    """
+    scope = Scope(scope)
+    if not ttl > 0 or math.isinf(ttl):
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    parts = urlsplit(url)
+    if not parts.path.startswith(_PIPE_PREFIX) or parts.path == _PIPE_PREFIX:
+        raise ValueError(f"not a pipe URL (want {_PIPE_PREFIX}<path>): {url!r}")
+    path = parts.path[len(_PIPE_PREFIX) :].encode("utf-8")
+    kept: List[str] = []
+    n_values: List[str] = []
+    for part in parts.query.split("&") if parts.query else []:
+        name = part.partition("=")[0]
+        if name in SIGNATURE_PARAMETERS:
+            continue
+        if name == "n":
+            n_values.append(part.partition("=")[2])
+        kept.append(part)
+    if len(n_values) > 1 or (n_values and not _N_SYNTAX.fullmatch(n_values[0])):
+        raise ValueError(f"n must be given once, as a whole number from 1: {url!r}")
+    n = int(n_values[0]) if n_values else 1
+    expires = math.ceil((time.time() if now is None else now) + ttl)
+    sig = signature(key, canonical(scope, path, n, expires))
+    kept += [f"expires={expires}", f"scope={scope.value}", f"sig={sig}"]
+    return urlunsplit(parts._replace(query="&".join(kept)))

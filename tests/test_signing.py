@@ -1,0 +1,394 @@
+"""
+Signed URLs: minting (L{pipe.signing}), checking and spending
+(L{pipe._guard}), the key file, C{twistd pipe --secret-file} and the
+C{txpipe sign} command.  The HTTP side is in test_signing_end_to_end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python import usage
+
+from pipe import _cli
+from pipe._guard import Denied, Grant, Guard, Requirement
+from pipe.signing import (
+    MIN_KEY_LENGTH,
+    KeyFileError,
+    Scope,
+    canonical,
+    load_keys,
+    sign_url,
+    signature,
+)
+from pipe.tap import Options
+
+KEY = b"k" * 32
+OTHER_KEY = b"o" * 32
+NOW = 1_800_000_000.0
+BASE = "http://pipe.example:8080/api/v1/pipe/"
+
+
+def params(url: str) -> dict:  # type: ignore[type-arg]
+    return {k: v for k, (v,) in parse_qs(urlsplit(url).query).items()}
+
+
+def guard(
+    keys: Optional[List[bytes]] = None, requirement: Requirement = Requirement.ALL
+) -> Guard:
+    clock = Clock()
+    clock.advance(NOW)
+    return Guard(keys or [KEY], requirement, clock)
+
+
+def check(
+    g: Guard, url: str, scope: Scope = Scope.SEND, path: Optional[bytes] = None
+) -> Optional[Grant]:
+    """Check C{url} as a request with C{scope} would be checked."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    raw_path = path if path is not None else parts.path.split("/pipe/", 1)[1].encode()
+    return g.check(
+        scope,
+        raw_path,
+        int(query.get("n", ["1"])[0]),
+        [v.encode() for v in query.get("expires", [])],
+        [v.encode() for v in query.get("scope", [])],
+        [v.encode() for v in query.get("sig", [])],
+    )
+
+
+def denied(g: Guard, url: str, scope: Scope = Scope.SEND, **kw: object) -> Denied:
+    with pytest.raises(Denied) as info:
+        check(g, url, scope, **kw)  # type: ignore[arg-type]
+    return info.value
+
+
+# Minting.
+
+
+def test_sign_url_adds_expiry_scope_and_hmac_of_the_canonical_form() -> None:
+    signed = sign_url(BASE + "build-1?n=30&wait=60", KEY, "send", 600, now=NOW)
+    assert signed.startswith(BASE + "build-1?n=30&wait=60&expires=")
+    p = params(signed)
+    assert p["expires"] == str(int(NOW) + 600)
+    assert p["scope"] == "send"
+    assert p["sig"] == signature(
+        KEY, canonical(Scope.SEND, b"build-1", 30, int(NOW) + 600)
+    )
+    assert len(p["sig"]) == 43
+
+
+def test_sign_url_replaces_an_earlier_signature_and_defaults_n_to_1() -> None:
+    first = sign_url(BASE + "p", KEY, Scope.RECEIVE, 10, now=NOW)
+    again = sign_url(first, KEY, Scope.SEND, 20, now=NOW)
+    assert again.count("sig=") == 1 and again.count("expires=") == 1
+    assert params(again)["sig"] == signature(
+        KEY, canonical(Scope.SEND, b"p", 1, int(NOW) + 20)
+    )
+
+
+def test_signature_covers_scope_path_n_and_expiry() -> None:
+    base = canonical(Scope.SEND, b"p", 3, 100)
+    others = [
+        canonical(Scope.RECEIVE, b"p", 3, 100),
+        canonical(Scope.SEND, b"q", 3, 100),
+        canonical(Scope.SEND, b"p", 4, 100),
+        canonical(Scope.SEND, b"p", 3, 101),
+    ]
+    assert len({signature(KEY, m) for m in [base, *others]}) == 5
+    assert signature(KEY, base) != signature(OTHER_KEY, base)
+
+
+@pytest.mark.parametrize(
+    "url, ttl",
+    [
+        ("http://h/other/p", 10),
+        (BASE, 10),
+        (BASE + "p?n=0", 10),
+        (BASE + "p?n=1&n=2", 10),
+        (BASE + "p?n=x", 10),
+        (BASE + "p", 0),
+        (BASE + "p", -5),
+        (BASE + "p", float("inf")),
+    ],
+)
+def test_sign_url_refuses_what_is_not_a_signable_pipe_url(url: str, ttl: float) -> None:
+    with pytest.raises(ValueError):
+        sign_url(url, KEY, "send", ttl)
+
+
+# Checking.
+
+
+def test_a_signed_url_is_granted_for_its_scope() -> None:
+    g = guard()
+    grant = check(g, sign_url(BASE + "p?n=3", KEY, "send", 60, now=NOW))
+    assert grant is not None and grant.expires == int(NOW) + 60
+    assert check(
+        g, sign_url(BASE + "p?n=3", KEY, "receive", 60, now=NOW), Scope.RECEIVE
+    )
+
+
+def test_every_key_verifies_so_keys_rotate() -> None:
+    g = guard([KEY, OTHER_KEY])
+    assert check(g, sign_url(BASE + "p", OTHER_KEY, "send", 60, now=NOW))
+    refused = denied(guard([KEY]), sign_url(BASE + "p", OTHER_KEY, "send", 60, now=NOW))
+    assert refused.code == 403
+
+
+def test_missing_signature_is_401_unless_receivers_may_be_unsigned() -> None:
+    assert denied(guard(), BASE + "p").code == 401
+    assert denied(guard(), BASE + "p", Scope.RECEIVE).code == 401
+    only_send = guard(requirement=Requirement.SEND)
+    assert check(only_send, BASE + "p", Scope.RECEIVE) is None
+    refused = denied(only_send, BASE + "p", Scope.SEND)
+    assert refused.code == 401
+    assert refused.body.startswith(b"[ERROR] signature required")
+
+
+def test_receiver_that_presents_a_signature_has_it_checked_anyway() -> None:
+    only_send = guard(requirement=Requirement.SEND)
+    forged = sign_url(BASE + "p", OTHER_KEY, "receive", 60, now=NOW)
+    assert denied(only_send, forged, Scope.RECEIVE).code == 403
+
+
+@pytest.mark.parametrize(
+    "tamper, word",
+    [
+        (lambda u: u.replace("n=3", "n=4"), b"signature invalid"),
+        (lambda u: u.replace("/p?", "/q?"), b"signature invalid"),
+        (lambda u: u.replace("scope=send", "scope=receive"), b"signature invalid"),
+        (lambda u: u.replace("expires=", "expires=1"), b"signature invalid"),
+        (lambda u: u[:-1] + ("B" if u[-1] != "B" else "C"), b"signature invalid"),
+        (lambda u: u + "&sig=" + "A" * 43, b"signature malformed"),
+        (lambda u: u.replace("expires=", "expires=-"), b"signature malformed"),
+        (lambda u: u.replace("scope=send", "scope=both"), b"signature malformed"),
+        (lambda u: u[:-1], b"signature malformed"),
+        (lambda u: u.replace("&scope=send", ""), b"signature malformed"),
+    ],
+)
+def test_tampered_urls_are_403_naming_the_check(tamper, word) -> None:  # type: ignore[no-untyped-def]
+    url = sign_url(BASE + "p?n=3", KEY, "send", 60, now=NOW)
+    refused = denied(guard(), tamper(url))
+    assert refused.code == 403
+    assert refused.body.startswith(b"[ERROR] " + word)
+    assert params(url)["sig"].encode() not in refused.body
+    assert b"/p" not in refused.body
+
+
+def test_wrong_scope_is_403() -> None:
+    url = sign_url(BASE + "p", KEY, "receive", 60, now=NOW)
+    refused = denied(guard(), url, Scope.SEND)
+    assert refused.code == 403
+    assert refused.body == (
+        b"[ERROR] signature scope: this URL is signed to receive, not to send\n"
+    )
+    refused = denied(guard(), sign_url(BASE + "p", KEY, "send", 60), Scope.RECEIVE)
+    assert b"signed to send, not to receive" in refused.body
+
+
+def test_expired_url_is_403() -> None:
+    g = guard()
+    url = sign_url(BASE + "p", KEY, "send", 60, now=NOW)
+    assert check(g, url)
+    g._clock.advance(60)  # type: ignore[attr-defined]
+    assert check(g, url), "valid up to and including its expiry second"
+    g._clock.advance(1)  # type: ignore[attr-defined]
+    refused = denied(g, url)
+    assert refused.code == 403
+    assert refused.body == b"[ERROR] signature expired 1 s ago\n"
+
+
+def test_a_spent_url_is_refused_until_it_expires_then_forgotten() -> None:
+    g = guard()
+    send = sign_url(BASE + "p", KEY, "send", 60, now=NOW)
+    receive = sign_url(BASE + "p", KEY, "receive", 30, now=NOW)
+    grants = [check(g, send), check(g, receive, Scope.RECEIVE), None]
+    # Not spent until the transfer starts: the same URL may wait again.
+    assert check(g, send)
+    g.spend(grants)
+    g.spend(grants)
+    assert g.spent_count == 2
+    for url, scope in [(send, Scope.SEND), (receive, Scope.RECEIVE)]:
+        refused = denied(g, url, scope)
+        assert refused.code == 403 and b"already used" in refused.body
+    g._clock.advance(31)  # type: ignore[attr-defined]
+    assert g.spent_count == 1
+    g._clock.advance(30)  # type: ignore[attr-defined]
+    assert g.spent_count == 0
+    assert denied(g, send).body.startswith(b"[ERROR] signature expired")
+
+
+def test_spent_memory_is_bounded_by_unexpired_urls() -> None:
+    g = guard()
+    for i in range(1000):
+        url = sign_url(BASE + f"p{i}", KEY, "send", 10 + i % 10, now=NOW)
+        g.spend([check(g, url)])
+    assert g.spent_count == 1000
+    g._clock.advance(20)  # type: ignore[attr-defined]
+    assert g.spent_count == 0
+    assert not g._expiries  # type: ignore[attr-defined]
+
+
+def test_grant_repr_hides_the_signature() -> None:
+    url = sign_url(BASE + "p", KEY, "send", 60, now=NOW)
+    grant = check(guard(), url)
+    assert params(url)["sig"] not in repr(grant)
+
+
+# The key file.
+
+
+def key_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "secret"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_load_keys_reads_one_key_per_line(tmp_path: Path) -> None:
+    path = key_file(tmp_path, f"\n  {'a' * 32}  \n\n{'b' * 40}\n")
+    assert load_keys(path) == [b"a" * 32, b"b" * 40]
+    assert load_keys(str(key_file(tmp_path, "c" * 16, 0o400))) == [b"c" * 16]
+
+
+@pytest.mark.parametrize(
+    "text, mode, reason",
+    [
+        ("a" * 32, 0o640, "readable or writable by group or other"),
+        ("a" * 32, 0o604, "readable or writable by group or other"),
+        ("a" * 32, 0o620, "readable or writable by group or other"),
+        ("", 0o600, "holds no key"),
+        ("\n  \n", 0o600, "holds no key"),
+        ("a" * 32 + "\n" + "b" * (MIN_KEY_LENGTH - 1), 0o600, "key 2"),
+    ],
+)
+def test_load_keys_refuses_unusable_files(
+    tmp_path: Path, text: str, mode: int, reason: str
+) -> None:
+    with pytest.raises(KeyFileError, match=reason):
+        load_keys(key_file(tmp_path, text, mode))
+
+
+def test_load_keys_refuses_missing_files_and_directories(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="cannot read"):
+        load_keys(tmp_path / "missing")
+    (tmp_path / "dir").mkdir(mode=0o700)
+    with pytest.raises(KeyFileError):
+        load_keys(tmp_path / "dir")
+
+
+def test_twistd_options_load_the_keys(tmp_path: Path) -> None:
+    options = Options()
+    options.parseOptions(
+        [
+            "--secret-file",
+            str(key_file(tmp_path, "a" * 32)),
+            "--require-signature",
+            "send",
+        ]
+    )
+    settings = options.settings()
+    assert settings.keys == (b"a" * 32,)
+    assert settings.require_signature == "send"
+    assert "aaaa" not in repr(settings)
+    assert Options().settings().keys == ()
+
+
+@pytest.mark.parametrize(
+    "argv, reason",
+    [
+        (["--secret-file", "/nonexistent/secret"], "cannot read"),
+        (["--require-signature", "send"], "needs --secret-file"),
+        (["--require-signature", "none"], "all or send"),
+    ],
+)
+def test_twistd_refuses_to_start_without_usable_keys(
+    argv: List[str], reason: str
+) -> None:
+    with pytest.raises(usage.UsageError, match=reason):
+        Options().parseOptions(argv)
+
+
+def test_twistd_refuses_a_group_readable_secret_file(tmp_path: Path) -> None:
+    with pytest.raises(usage.UsageError, match="chmod 600"):
+        Options().parseOptions(
+            ["--secret-file", str(key_file(tmp_path, "a" * 32, 0o644))]
+        )
+
+
+# txpipe sign
+
+
+def test_txpipe_sign_prints_the_signed_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = key_file(tmp_path, f"{'a' * 32}\n{'b' * 32}\n")
+    argv = ["sign", "--secret-file", str(secret), "--scope", "receive", "--ttl", "90"]
+    assert _cli.main([*argv, BASE + "job?n=4"]) == 0
+    signed = capsys.readouterr().out.strip()
+    g = Guard([b"b" * 32, b"a" * 32], Requirement.ALL, Clock())
+    g._clock.advance(int(params(signed)["expires"]) - 90)  # type: ignore[attr-defined]
+    assert check(g, signed, Scope.RECEIVE)
+    assert params(signed)["scope"] == "receive"
+
+
+@pytest.mark.parametrize(
+    "secret_text, mode, url, message",
+    [
+        ("a" * 32, 0o644, BASE + "p", "chmod 600"),
+        ("a" * 32, 0o600, "http://h/elsewhere", "not a pipe URL"),
+    ],
+)
+def test_txpipe_sign_exits_2_with_the_reason(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    secret_text: str,
+    mode: int,
+    url: str,
+    message: str,
+) -> None:
+    secret = key_file(tmp_path, secret_text, mode)
+    argv = ["sign", "--secret-file", str(secret), "--scope", "send", "--ttl", "9", url]
+    assert _cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert message in captured.err and "a" * 32 not in captured.err
+
+
+def test_txpipe_sign_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        _cli.main(["sign", "--scope", "sideways", BASE + "p"])
+    assert info.value.code == 2
+
+
+def test_txpipe_console_script_and_python_m(tmp_path: Path) -> None:
+    """
+    The installed C{txpipe} script (next to this interpreter, as pip puts
+    it) and C{python -m pipe} both sign.
+    """
+    secret = key_file(tmp_path, "a" * 32)
+    args = ["sign", "--secret-file", str(secret), "--scope", "send", "--ttl", "60"]
+    script = Path(sys.executable).parent / "txpipe"
+    commands = [[sys.executable, "-m", "pipe"]]
+    if script.exists():
+        commands.append([str(script)])
+    elif os.environ.get("TOX_ENV_NAME"):
+        pytest.fail(f"no txpipe console script at {script}")
+    for command in commands:
+        out = subprocess.run(
+            [*command, *args, BASE + "p?n=2"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout
+        assert params(out.strip())["scope"] == "send"
