@@ -198,7 +198,10 @@ class Options(usage.Options):
             try:
                 self["keys"] = tuple(load_keys(self["secret-file"]))
             except KeyFileError as error:
-                raise usage.UsageError(str(error)) from None
+                # Not a UsageError: twistd before Twisted 26.10 exits with
+                # status 0 after one, and a server that refuses to start
+                # must fail for its supervisor.
+                raise SystemExit(f"twistd pipe: {error}") from None
         elif self["require-signature"] != "all":
             raise usage.UsageError("--require-signature needs --secret-file")
 

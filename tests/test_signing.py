@@ -306,7 +306,6 @@ def test_twistd_options_load_the_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "argv, reason",
     [
-        (["--secret-file", "/nonexistent/secret"], "cannot read"),
         (["--require-signature", "send"], "needs --secret-file"),
         (["--require-signature", "none"], "all or send"),
     ],
@@ -318,11 +317,17 @@ def test_twistd_refuses_to_start_without_usable_keys(
         Options().parseOptions(argv)
 
 
-def test_twistd_refuses_a_group_readable_secret_file(tmp_path: Path) -> None:
-    with pytest.raises(usage.UsageError, match="chmod 600"):
-        Options().parseOptions(
-            ["--secret-file", str(key_file(tmp_path, "a" * 32, 0o644))]
-        )
+@pytest.mark.parametrize(
+    "mode, reason", [(0o644, "chmod 600"), (None, "cannot read secret file")]
+)
+def test_twistd_refuses_unusable_secret_files_with_status_1(
+    tmp_path: Path, mode: Optional[int], reason: str
+) -> None:
+    path = key_file(tmp_path, "a" * 32, mode) if mode else tmp_path / "missing"
+    with pytest.raises(SystemExit) as info:
+        Options().parseOptions(["--secret-file", str(path)])
+    assert str(info.value.code).startswith("twistd pipe: ")
+    assert reason in str(info.value.code)
 
 
 # txpipe sign

@@ -249,5 +249,6 @@ def test_twistd_refuses_to_start_with_an_open_secret_file(tmp_path: Path) -> Non
         cwd=tmp_path,
         timeout=60,
     )
-    assert done.returncode != 0
-    assert "chmod 600" in done.stdout + done.stderr
+    assert done.returncode == 1
+    assert "chmod 600" in done.stderr
+    assert "listening" not in done.stdout + done.stderr
