@@ -18,9 +18,9 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from . import __version__
 from . import _messages as messages
 from ._guard import Denied, Grant
+from ._landing import Landing, Version
 from ._parties import RETRY_AFTER, Receiver, Sender, client_address, client_host
 from ._relay import Lifecycle, Relay, Unavailable
 from ._rendezvous import (
@@ -338,8 +338,9 @@ class _Directory(Resource):
 
 class RootResource(_Directory):
     """
-    The server root: C{/} says what this server is; C{/api/v1/pipe/} holds
-    the pipes; everything else is a plain-text 404.
+    The server root: C{/} says what this server is (an HTML page or plain
+    text, see L{pipe._landing}), C{/version} its version; C{/api/v1/pipe/}
+    holds the pipes; everything else is a plain-text 404.
     """
 
     def __init__(self, pipes: PipeResource) -> None:
@@ -351,6 +352,8 @@ class RootResource(_Directory):
         version.putChild(b"status", _Status(pipes.relay))
         self.putChild(b"api", api)
         self.putChild(b"healthz", _Health(pipes.relay))
+        self.putChild(b"version", Version())
+        self._landing = Landing(pipes.relay)
 
     def getChild(self, name: bytes, request: object) -> Resource:
         if name == b"":
@@ -365,9 +368,4 @@ class RootResource(_Directory):
                     405, messages.method_not_allowed(request.method), {b"allow": b"GET"}
                 ),
             )
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return (
-            f"txpipe {__version__}: fan one upload out to N receivers\n"
-            "send:    curl -T FILE http://HOST/api/v1/pipe/<path>?n=N\n"
-            "receive: curl http://HOST/api/v1/pipe/<path>?n=N\n"
-        ).encode("ascii")
+        return self._landing.render(request)
