@@ -33,6 +33,8 @@ setup(
         "Twisted[tls]>=26.4.0,<27",
         "zope.interface>=5",
         "attrs>=22.2",
+        # --metrics-listen: the /metrics endpoint and its Twisted resource.
+        "prometheus_client>=0.17",
     ],
     entry_points={"console_scripts": ["txpipe = pipe._cli:main"]},
     extras_require={

@@ -58,12 +58,14 @@ class Denied(Exception):
 
     @ivar code: the HTTP status.
     @ivar body: the one-line C{[ERROR]} body naming the check that failed.
+    @ivar reason: the check, as a metric label (C{signature_expired}).
     """
 
-    def __init__(self, code: int, body: bytes) -> None:
+    def __init__(self, code: int, body: bytes, reason: str) -> None:
         super().__init__(code, body)
         self.code = code
         self.body = body
+        self.reason = reason
 
 
 class Guard:
@@ -119,22 +121,34 @@ class Guard:
         if not sigs:
             if scope is Scope.RECEIVE and self.requirement is Requirement.SEND:
                 return None
-            raise Denied(401, messages.signature_required())
+            raise Denied(
+                401, messages.signature_required(), reason="signature_required"
+            )
         digest, expiry, signed_scope = _parse(expires, scopes, sigs)
         message = canonical(signed_scope, path, n, expiry)
         if not any(
             hmac.compare_digest(signature(key, message).encode("ascii"), digest)
             for key in self._keys
         ):
-            raise Denied(403, messages.signature_mismatch())
+            raise Denied(
+                403, messages.signature_mismatch(), reason="signature_mismatch"
+            )
         if signed_scope is not scope:
-            raise Denied(403, messages.signature_scope(signed_scope.value, scope.value))
+            raise Denied(
+                403,
+                messages.signature_scope(signed_scope.value, scope.value),
+                reason="signature_scope",
+            )
         now = self._clock.seconds()
         if now > expiry:
-            raise Denied(403, messages.signature_expired(now - expiry))
+            raise Denied(
+                403,
+                messages.signature_expired(now - expiry),
+                reason="signature_expired",
+            )
         self._forget_expired(now)
         if digest in self._spent:
-            raise Denied(403, messages.signature_used())
+            raise Denied(403, messages.signature_used(), reason="signature_used")
         return Grant(digest, expiry)
 
     def spend(self, grants: Iterable[Optional[Grant]]) -> None:
@@ -177,6 +191,7 @@ def _parse(
             messages.signature_malformed(
                 "expires, scope and sig must each be given once"
             ),
+            reason="signature_malformed",
         )
     if not _EXPIRES_SYNTAX.fullmatch(expires[0]):
         raise Denied(
@@ -184,16 +199,21 @@ def _parse(
             messages.signature_malformed(
                 "expires must be a Unix time in whole seconds"
             ),
+            reason="signature_malformed",
         )
     try:
         signed_scope = Scope(scopes[0].decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise Denied(
-            403, messages.signature_malformed("scope must be send or receive")
+            403,
+            messages.signature_malformed("scope must be send or receive"),
+            reason="signature_malformed",
         ) from None
     if not _SIG_SYNTAX.fullmatch(sigs[0]):
         raise Denied(
-            403, messages.signature_malformed("sig must be 43 base64url characters")
+            403,
+            messages.signature_malformed("sig must be 43 base64url characters"),
+            reason="signature_malformed",
         )
     digest = sigs[0]
     return digest, int(expires[0]), signed_scope

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, cast
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
@@ -131,6 +131,7 @@ class _Party:
         self.relay = relay
         self.wait = wait
         self.grant = grant
+        self.joined_at = relay.reactor.seconds()
         self.address = client_address(request)
         self.host = client_host(request)
         self.phase = Phase.WAITING
@@ -185,6 +186,9 @@ class _Party:
         Receivers leave aborting to their sender's fan-out.
         """
 
+    def transferred(self) -> Tuple[int, int]:
+        return (0, 0)
+
 
 class Receiver(_Party):
     """
@@ -218,6 +222,7 @@ class Receiver(_Party):
         self._wait_call = None
         if self.phase is not Phase.WAITING:
             return
+        self.relay.wait_timeouts += 1
         has_sender, receivers = self.relay.rendezvous.parties(self.path)
         self.relay.rendezvous.leave(self.path, self)
         self._end()
@@ -410,6 +415,7 @@ class Sender(_Party):
         self._wait_call = None
         if self.phase is not Phase.WAITING:
             return
+        self.relay.wait_timeouts += 1
         _, present = self.relay.rendezvous.parties(self.path)
         self._give_up(
             messages.wait_timed_out(self.wait, True, present, self.n),
@@ -426,6 +432,11 @@ class Sender(_Party):
 
     # SenderParty
 
+    def transferred(self) -> Tuple[int, int]:
+        if self.phase is Phase.TRANSFERRING:
+            return (self.fanout.received, self.fanout.delivered)
+        return (0, 0)
+
     def receivers_changed(self, connected: int, n: int) -> None:
         previous, self._receivers_present = self._receivers_present, connected
         if not self._opened or not self.request.connected:
@@ -440,7 +451,11 @@ class Sender(_Party):
         self._stop_waiting()
         if self._heartbeat.running:
             self._heartbeat.stop()
-        self.relay.spend([self.grant, *(r.grant for r in receivers)])
+        relay = self.relay
+        relay.spend([self.grant, *(r.grant for r in receivers)])
+        now = relay.reactor.seconds()
+        for party in (self, *receivers):
+            relay.wait_seconds.observe(now - party.joined_at)
         self._open()
         self._receivers_present = len(receivers)
         self.request.write(messages.receiver_joined(len(receivers), self.n))
@@ -453,6 +468,8 @@ class Sender(_Party):
 
     def branch_lost(self, branch: Branch) -> None:
         receiver = cast(Receiver, branch.outlet)
+        if branch.state is BranchState.STALLED:
+            self.relay.receivers_stalled += 1
         if not self.request.connected:
             return
         if branch.state is BranchState.STALLED:
@@ -471,8 +488,8 @@ class Sender(_Party):
         assert outcome is not None and fanout.started_at is not None
         self.relay.rendezvous.release(self.path)
         self._end()
-        self.relay.record(outcome, fanout.received, fanout.delivered)
         seconds = (fanout.ended_at or fanout.started_at) - fanout.started_at
+        self.relay.record(outcome, fanout.received, fanout.delivered, seconds)
         self._log_end(outcome, seconds)
         request = self.request
         if not request.connected:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from typing import Any, Dict, Iterable, Optional, Protocol
+from typing import Any, Dict, Iterable, Optional, Protocol, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -20,6 +20,7 @@ from ._fanout import Outcome
 from ._guard import Grant, Guard, Requirement
 from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings
+from ._stats import DURATION_BUCKETS, WAIT_BUCKETS, Histogram
 
 __all__ = ["Lifecycle", "Party", "Relay", "Unavailable"]
 
@@ -29,11 +30,13 @@ class Unavailable(Exception):
     The server cannot take this party now (503): draining, or a limit.
 
     @ivar body: the one-line response body.
+    @ivar reason: what refused, as a metric label (C{too_many_pipes}).
     """
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, reason: str) -> None:
         super().__init__(body)
         self.body = body
+        self.reason = reason
 
 
 class Lifecycle(enum.Enum):
@@ -61,6 +64,10 @@ class Party(Protocol):
     def abort_transfer(self, outcome: Outcome) -> None:
         """Abort the running transfer this party is in (senders do it)."""
 
+    def transferred(self) -> Tuple[int, int]:
+        """Bytes received and delivered so far by a running transfer's
+        sender; (0, 0) for everyone else."""
+
 
 class Relay:
     """
@@ -77,6 +84,11 @@ class Relay:
         ended, summed over receivers.
     @ivar guard: the L{Guard} of signed URLs, or L{None} when signing is
         off (no keys).
+    @ivar rejections: refused requests, by reason (the message's name).
+    @ivar receivers_stalled: receivers dropped by the stall watchdog.
+    @ivar wait_timeouts: parties whose wait timed out.
+    @ivar wait_seconds: how long each party of a started transfer waited.
+    @ivar transfer_seconds: how long each ended transfer ran.
     """
 
     log = Logger()
@@ -90,6 +102,11 @@ class Relay:
         self.outcomes: Counter[str] = Counter()
         self.bytes_received = 0
         self.bytes_delivered = 0
+        self.rejections: Counter[str] = Counter()
+        self.receivers_stalled = 0
+        self.wait_timeouts = 0
+        self.wait_seconds = Histogram(WAIT_BUCKETS)
+        self.transfer_seconds = Histogram(DURATION_BUCKETS)
         self._parties: Dict[Party, str] = {}
         self._per_host: Counter[str] = Counter()
         self._drained: Optional[Deferred[None]] = None
@@ -110,15 +127,20 @@ class Relay:
         """
         settings = self.settings
         if self.lifecycle is Lifecycle.DRAINING:
-            raise Unavailable(messages.shutting_down())
+            raise Unavailable(messages.shutting_down(), reason="shutting_down")
         if (
             self.rendezvous.stage(path) is None
             and len(self.rendezvous) >= settings.max_pipes
         ):
-            raise Unavailable(messages.too_many_pipes(settings.max_pipes))
+            raise Unavailable(
+                messages.too_many_pipes(settings.max_pipes), reason="too_many_pipes"
+            )
         limit = settings.max_connections_per_ip
         if limit and self._per_host[host] >= limit:
-            raise Unavailable(messages.too_many_connections(host, limit))
+            raise Unavailable(
+                messages.too_many_connections(host, limit),
+                reason="too_many_connections",
+            )
 
     def enter(self, party: Party, host: str) -> None:
         """
@@ -154,13 +176,22 @@ class Relay:
         if self.guard is not None:
             self.guard.spend(grants)
 
-    def record(self, outcome: Outcome, received: int, delivered: int) -> None:
+    def record(
+        self,
+        outcome: Outcome,
+        received: int,
+        delivered: int,
+        seconds: Optional[float] = None,
+    ) -> None:
         """
-        Count an ended transfer.
+        Count an ended transfer; C{seconds} is how long it ran, L{None} for
+        one that never started.
         """
         self.outcomes[outcome.value] += 1
         self.bytes_received += received
         self.bytes_delivered += delivered
+        if seconds is not None:
+            self.transfer_seconds.observe(seconds)
 
     # Drain.
 
@@ -209,6 +240,18 @@ class Relay:
             drained.callback(None)
 
     # Reporting.
+
+    def live_bytes(self) -> Tuple[int, int]:
+        """
+        Upload bytes received and bytes delivered (summed over receivers)
+        by every transfer, running ones included.
+        """
+        received, delivered = self.bytes_received, self.bytes_delivered
+        for party in self._parties:
+            more_received, more_delivered = party.transferred()
+            received += more_received
+            delivered += more_delivered
+        return received, delivered
 
     def status(self) -> Dict[str, Any]:
         """

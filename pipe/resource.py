@@ -55,16 +55,22 @@ _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 class _Refusal(Exception):
     """
-    A request that gets an error response: status, body, extra headers.
+    A request that gets an error response: status, body, extra headers, and
+    the reason as a metric label (the name of the message, C{bad_n}).
     """
 
     def __init__(
-        self, code: int, body: bytes, headers: Optional[Dict[bytes, bytes]] = None
+        self,
+        code: int,
+        body: bytes,
+        headers: Optional[Dict[bytes, bytes]] = None,
+        reason: str = "other",
     ) -> None:
         super().__init__(code, body)
         self.code = code
         self.body = body
         self.headers = headers or {}
+        self.reason = reason
 
 
 def _respond(request: StreamingRequest, refusal: _Refusal) -> bytes:
@@ -125,7 +131,7 @@ def parse_n(query: bytes, maximum: int) -> int:
         return 1
     n = _whole_number(values, maximum)
     if n is None:
-        raise _Refusal(400, messages.bad_n(values, maximum))
+        raise _Refusal(400, messages.bad_n(values, maximum), reason="bad_n")
     return n
 
 
@@ -142,7 +148,7 @@ def parse_wait(query: bytes, maximum: float) -> float:
         return maximum
     wait = _whole_number(values, 10**9)
     if wait is None:
-        raise _Refusal(400, messages.bad_wait(values))
+        raise _Refusal(400, messages.bad_wait(values), reason="bad_wait")
     return float(wait) if not maximum else min(float(wait), maximum)
 
 
@@ -155,29 +161,39 @@ def parse_path(raw: bytes) -> bytes:
         control byte, 414 when longer than L{MAX_PATH_LENGTH}.
     """
     if raw == PIPE_PREFIX.rstrip(b"/"):
-        raise _Refusal(400, messages.path_empty())
+        raise _Refusal(400, messages.path_empty(), reason="path_empty")
     if not raw.startswith(PIPE_PREFIX):
-        raise _Refusal(404, messages.not_found(raw))
+        raise _Refusal(404, messages.not_found(raw), reason="not_found")
     path = raw[len(PIPE_PREFIX) :]
     if not path:
-        raise _Refusal(400, messages.path_empty())
+        raise _Refusal(400, messages.path_empty(), reason="path_empty")
     if len(path) > MAX_PATH_LENGTH:
-        raise _Refusal(414, messages.path_too_long(len(path), MAX_PATH_LENGTH))
+        raise _Refusal(
+            414,
+            messages.path_too_long(len(path), MAX_PATH_LENGTH),
+            reason="path_too_long",
+        )
     control = _CONTROL.search(path)
     if control:
-        raise _Refusal(400, messages.path_control(control.group()[0]))
+        raise _Refusal(
+            400, messages.path_control(control.group()[0]), reason="path_control"
+        )
     return path
 
 
 def _rejection(error: Rejected) -> _Refusal:
     if isinstance(error, CountMismatch):
-        return _Refusal(400, messages.count_mismatch(error.given, error.waiting))
+        return _Refusal(
+            400,
+            messages.count_mismatch(error.given, error.waiting),
+            reason="count_mismatch",
+        )
     if isinstance(error, SenderTaken):
-        return _Refusal(409, messages.sender_taken())
+        return _Refusal(409, messages.sender_taken(), reason="sender_taken")
     if isinstance(error, ReceiversFull):
-        return _Refusal(409, messages.receivers_full(error.n))
+        return _Refusal(409, messages.receivers_full(error.n), reason="receivers_full")
     if isinstance(error, TransferRunning):
-        return _Refusal(409, messages.transfer_running())
+        return _Refusal(409, messages.transfer_running(), reason="transfer_running")
     raise AssertionError(f"unknown rejection {error!r}")
 
 
@@ -209,6 +225,7 @@ class PipeResource(Resource):
         try:
             return self._render(request)
         except _Refusal as refusal:
+            self.relay.rejections[refusal.reason] += 1
             return _respond(request, refusal)
 
     def _render(self, request: StreamingRequest) -> object:
@@ -218,7 +235,10 @@ class PipeResource(Resource):
             return self._preflight(request)
         if method not in (b"GET", b"PUT", b"POST"):
             raise _Refusal(
-                405, messages.method_not_allowed(method), {b"allow": ALLOWED_METHODS}
+                405,
+                messages.method_not_allowed(method),
+                {b"allow": ALLOWED_METHODS},
+                reason="method_not_allowed",
             )
         settings = self.relay.settings
         _, _, query = request.uri.partition(b"?")
@@ -230,7 +250,10 @@ class PipeResource(Resource):
             self.relay.admit(path, client_host(request))
         except Unavailable as unavailable:
             raise _Refusal(
-                503, unavailable.body, {b"retry-after": RETRY_AFTER}
+                503,
+                unavailable.body,
+                {b"retry-after": RETRY_AFTER},
+                reason=unavailable.reason,
             ) from None
         try:
             if method == b"GET":
@@ -264,7 +287,9 @@ class PipeResource(Resource):
             )
         except Denied as denied:
             headers = {b"www-authenticate": AUTHENTICATE} if denied.code == 401 else {}
-            raise _Refusal(denied.code, denied.body, headers) from None
+            raise _Refusal(
+                denied.code, denied.body, headers, reason=denied.reason
+            ) from None
 
     def _preflight(self, request: StreamingRequest) -> bytes:
         request.setResponseCode(204)
@@ -320,7 +345,10 @@ class _NotFound(Resource):
     isLeaf = True
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        return _respond(request, _Refusal(404, messages.not_found(request.path)))
+        return _respond(
+            request,
+            _Refusal(404, messages.not_found(request.path), reason="not_found"),
+        )
 
 
 class _Directory(Resource):
@@ -365,7 +393,10 @@ class RootResource(_Directory):
             return _respond(
                 request,
                 _Refusal(
-                    405, messages.method_not_allowed(request.method), {b"allow": b"GET"}
+                    405,
+                    messages.method_not_allowed(request.method),
+                    {b"allow": b"GET"},
+                    reason="method_not_allowed",
                 ),
             )
         return self._landing.render(request)

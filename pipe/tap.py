@@ -154,6 +154,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["metrics-listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         self["listen"].append(endpoint)
@@ -164,6 +165,15 @@ class Options(usage.Options):
         "unix:/run/pipe.sock, systemd:domain=INET:index=0. Repeatable; "
         "default: tcp:8080. tcp, tcp6, ssl and unix listeners get "
         f"backlog={DEFAULT_BACKLOG} unless the description sets a backlog."
+    )
+
+    def opt_metrics_listen(self, endpoint: str) -> None:
+        self["metrics-listen"].append(endpoint)
+
+    opt_metrics_listen.__doc__ = (
+        "Serve Prometheus metrics at /metrics on ENDPOINT (an endpoint string "
+        "as for --listen, e.g. tcp:9100:interface=127.0.0.1). Repeatable; "
+        "default: no metrics listener."
     )
 
     def opt_version(self) -> None:
@@ -313,4 +323,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     _Drain(site).setServiceParent(service)
     for description in options["listen"]:
         _Listener(reactor, description, site).setServiceParent(service)
+    if options["metrics-listen"]:
+        from ._metrics import metrics_site
+
+        metrics = metrics_site(site.relay, reactor)
+        for description in options["metrics-listen"]:
+            _Listener(reactor, description, metrics).setServiceParent(service)
     return service

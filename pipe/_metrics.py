@@ -1,0 +1,221 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+Prometheus metrics at C{/metrics}, served with C{prometheus_client}'s
+Twisted integration on a listener of their own (C{--metrics-listen}).
+
+C{prometheus_client} renders a scrape in a thread of the reactor's pool
+(it is a WSGI application); every figure comes from one snapshot of the
+relay taken in the reactor thread (C{blockingCallFromThread}), so a scrape
+never reads state that the reactor is changing.  No label holds a path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from twisted.internet.threads import blockingCallFromThread
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from . import __version__
+from ._fanout import Outcome
+from ._relay import Relay
+from ._rendezvous import Stage
+from ._stats import Histogram
+
+__all__ = ["MetricsCollector", "metrics_registry", "metrics_site"]
+
+
+def _snapshot(relay: Relay) -> Dict[str, Any]:
+    """
+    Everything a scrape shows, read in the reactor thread.
+    """
+    rendezvous = relay.rendezvous
+    senders, receivers = rendezvous.totals()
+    received, delivered = relay.live_bytes()
+
+    def copy(histogram: Histogram) -> Dict[str, Any]:
+        return {
+            "buckets": histogram.cumulative(),
+            "sum": histogram.total,
+        }
+
+    return {
+        "waiting": rendezvous.count(Stage.WAITING),
+        "running": rendezvous.count(Stage.RUNNING),
+        "senders": senders,
+        "receivers": receivers,
+        "received": received,
+        "delivered": delivered,
+        "outcomes": {o.value: relay.outcomes[o.value] for o in Outcome},
+        "rejections": dict(relay.rejections),
+        "stalled": relay.receivers_stalled,
+        "wait_timeouts": relay.wait_timeouts,
+        "wait_seconds": copy(relay.wait_seconds),
+        "transfer_seconds": copy(relay.transfer_seconds),
+        "draining": int(relay.lifecycle.value == "draining"),
+        "spent_signatures": relay.guard.spent_count if relay.guard else 0,
+    }
+
+
+#: The metrics without labels: family, name, help, snapshot key.
+_SINGLE = [
+    (GaugeMetricFamily, "txpipe_senders_connected", "Senders present.", "senders"),
+    (
+        GaugeMetricFamily,
+        "txpipe_receivers_connected",
+        "Receivers present.",
+        "receivers",
+    ),
+    (GaugeMetricFamily, "txpipe_draining", "1 while draining.", "draining"),
+    (
+        CounterMetricFamily,
+        "txpipe_received_bytes",
+        "Upload bytes received, running transfers included.",
+        "received",
+    ),
+    (
+        CounterMetricFamily,
+        "txpipe_delivered_bytes",
+        "Bytes written to receivers, summed over receivers, running transfers"
+        " included.",
+        "delivered",
+    ),
+    (
+        CounterMetricFamily,
+        "txpipe_receivers_stalled",
+        "Receivers dropped by the stall watchdog.",
+        "stalled",
+    ),
+    (
+        CounterMetricFamily,
+        "txpipe_wait_timeouts",
+        "Parties whose wait for their transfer timed out.",
+        "wait_timeouts",
+    ),
+    (
+        GaugeMetricFamily,
+        "txpipe_spent_signatures",
+        "Used signed URLs remembered until they expire.",
+        "spent_signatures",
+    ),
+]
+
+
+class MetricsCollector:
+    """
+    A C{prometheus_client} collector over a L{Relay}.
+
+    @param in_thread: whether C{collect} runs outside the reactor thread (a
+        scrape does), so the snapshot is taken in the reactor thread.
+    """
+
+    def __init__(self, relay: Relay, reactor: Any, in_thread: bool = True) -> None:
+        self._relay = relay
+        self._reactor = reactor
+        self._in_thread = in_thread
+
+    def collect(self) -> Iterator[Metric]:
+        if self._in_thread:
+            s = blockingCallFromThread(self._reactor, _snapshot, self._relay)
+        else:
+            s = _snapshot(self._relay)
+        info = GaugeMetricFamily(
+            "txpipe_info", "The txpipe version (value 1).", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        pipes = GaugeMetricFamily("txpipe_pipes", "Pipes by stage.", labels=["stage"])
+        pipes.add_metric(["waiting"], s["waiting"])
+        pipes.add_metric(["running"], s["running"])
+        yield pipes
+        for family, name, doc, key in _SINGLE:
+            yield family(name, doc, value=s[key])
+        transfers = CounterMetricFamily(
+            "txpipe_transfers", "Ended transfers by outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(s["outcomes"].items()):
+            transfers.add_metric([outcome], count)
+        yield transfers
+        rejections = CounterMetricFamily(
+            "txpipe_rejections",
+            "Refused requests by reason (the name of the error message).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s["rejections"].items()):
+            rejections.add_metric([reason], count)
+        yield rejections
+        for name, doc, key in [
+            (
+                "txpipe_wait_seconds",
+                "How long each party of a started transfer waited for it.",
+                "wait_seconds",
+            ),
+            (
+                "txpipe_transfer_duration_seconds",
+                "How long each ended transfer ran.",
+                "transfer_seconds",
+            ),
+        ]:
+            yield HistogramMetricFamily(
+                name,
+                doc,
+                buckets=s[key]["buckets"],
+                sum_value=s[key]["sum"],
+            )
+
+
+def metrics_registry(relay: Relay, reactor: Any) -> CollectorRegistry:
+    """
+    A registry holding only txpipe's collector (not the process-wide one).
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(relay, reactor))  # type: ignore[arg-type]
+    return registry
+
+
+def metrics_site(relay: Relay, reactor: Any) -> Site:
+    """
+    The site of C{--metrics-listen}: C{/metrics}, and a plain-text 404
+    for everything else.
+
+    C{prometheus_client.twisted} imports the global reactor, so this is
+    only called once the reactor is installed (by C{twistd}).
+    """
+    from prometheus_client.twisted import MetricsResource
+
+    root = _PlainNotFound()
+    root.putChild(b"metrics", MetricsResource(metrics_registry(relay, reactor)))
+    return _QuietSite(root)
+
+
+class _QuietSite(Site):
+    """
+    A site without an access log: a scrape every few seconds is no news.
+    """
+
+    def log(self, request: Any) -> None:
+        """
+        Log nothing.
+        """
+
+
+class _PlainNotFound(Resource):
+    """
+    A root whose every path but its children is a plain-text 404.
+    """
+
+    def getChild(self, name: bytes, request: Any) -> Resource:
+        return self
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"[ERROR] not found: metrics are at /metrics\n"
