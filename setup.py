@@ -35,13 +35,15 @@ setup(
         "attrs>=22.2",
         # --metrics-listen: the /metrics endpoint and its Twisted resource.
         "prometheus_client>=0.17",
+        # pipe.client and txpipe send/recv.
+        "treq>=23.11",
+        "tqdm>=4.60",
     ],
     entry_points={"console_scripts": ["txpipe = pipe._cli:main"]},
     extras_require={
         "test": [
             "pytest>=7",
             "pytest-twisted>=1.14",
-            "treq>=23.11",
             "hypothesis>=6.80",
         ],
     },

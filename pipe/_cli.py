@@ -1,12 +1,15 @@
-# -*- test-case-name: tests.test_signing -*-
+# -*- test-case-name: tests.test_cli -*-
 """
-The C{txpipe} command (console script, also C{python -m pipe}).
+The C{txpipe} command (console script, also C{python -m pipe}):
 
+    txpipe send URL [FILE|-]           stream FILE (default: stdin) to a pipe
+    txpipe recv URL [-o FILE|-]        stream a pipe to FILE (default: stdout)
     txpipe sign --secret-file FILE --scope send|receive --ttl SECONDS URL
+    txpipe serve [OPTIONS]             the server: twistd -n pipe [OPTIONS]
 
-prints URL signed for one transfer (see L{pipe.signing}).  Exit status: 0,
-or 2 for a usage error, an unusable secret file or a URL that is not a pipe
-URL, with the reason on stderr.
+Exit status: 0 success; 2 usage error (also an unusable secret file or a URL
+that is not a pipe URL); 3 refused by the server (4xx/5xx); 4 transfer
+failed or aborted; 5 wait timeout; 6 SHA-256 mismatch (C{recv --sha256}).
 """
 
 from __future__ import annotations
@@ -20,16 +23,51 @@ from .signing import KeyFileError, Scope, load_keys, sign_url
 
 __all__ = ["main"]
 
+OK = 0
 USAGE_ERROR = 2
+REJECTED = 3
+FAILED = 4
+WAIT_TIMEOUT = 5
+DIGEST_MISMATCH = 6
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="txpipe", description="Tools for txpipe, the fan-out pipe server."
+        prog="txpipe",
+        description="txpipe: fan one upload out to N receivers.",
+        epilog="Exit status: 0 ok, 2 usage, 3 refused by the server, 4 transfer "
+        "failed, 5 wait timeout, 6 SHA-256 mismatch.",
     )
     parser.add_argument("--version", action="version", version=f"txpipe {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+
+    send = commands.add_parser(
+        "send",
+        help="stream a file or standard input to a pipe",
+        description="Stream FILE (or standard input) to the pipe at URL; print "
+        "the server's summary and the SHA-256 of what was sent on stderr.",
+    )
+    send.add_argument("url", metavar="URL")
+    send.add_argument("file", metavar="FILE", nargs="?", default="-")
+    send.add_argument("--content-type", metavar="TYPE", help="what receivers get")
+    send.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
+    recv = commands.add_parser(
+        "recv",
+        help="stream a pipe to a file or standard output",
+        description="Stream the pipe at URL to FILE (or standard output); print "
+        "the SHA-256 of what was received on stderr.",
+    )
+    recv.add_argument("url", metavar="URL")
+    recv.add_argument("-o", "--output", metavar="FILE", default="-")
+    recv.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="fail (status 6) unless the data has this digest",
+    )
+    recv.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
     sign = commands.add_parser(
         "sign",
         help="print a pipe URL signed for one transfer",
@@ -62,7 +100,37 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument(
         "url", metavar="URL", help="http(s)://HOST/api/v1/pipe/<path>?n=N"
     )
+
+    commands.add_parser(
+        "serve",
+        help="run the server (twistd -n pipe)",
+        description="Run the server in the foreground, as twistd -n pipe with "
+        "the same options (txpipe serve --help lists them).",
+        add_help=False,
+    )
     return parser
+
+
+def _sign(args: argparse.Namespace) -> int:
+    try:
+        keys = load_keys(args.secret_file)
+        signed = sign_url(args.url, keys[0], args.scope, args.ttl)
+    except (KeyFileError, ValueError) as error:
+        print(f"txpipe sign: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    print(signed)
+    return OK
+
+
+def _serve(options: List[str]) -> int:
+    """
+    Run C{twistd --nodaemon --pidfile= pipe OPTIONS} in this process.
+    """
+    from twisted.scripts.twistd import run
+
+    sys.argv = ["txpipe serve", "--nodaemon", "--pidfile=", "pipe", *options]
+    run()
+    return OK
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -71,13 +139,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     @return: the exit status.
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        keys = load_keys(args.secret_file)
-        signed = sign_url(args.url, keys[0], args.scope, args.ttl)
-    except (KeyFileError, ValueError) as error:
-        print(f"txpipe sign: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    print(signed)
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return _serve(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "sign":
+        return _sign(args)
+    from ._transfer_cli import run_transfer
+
+    return run_transfer(args)
