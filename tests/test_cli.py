@@ -6,10 +6,13 @@ multi-GiB transfer through both at flat memory.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shlex
+import struct
 import sys
+import termios
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -148,6 +151,15 @@ async def test_exit_statuses(reactor: Any, tmp_path: Path) -> None:
         await server.stop()
 
 
+async def _until_status(reactor: Any, url: str, text: str) -> None:
+    for _ in range(200):
+        result = await curl(reactor, url, keep_text=True).ended
+        if text.encode() in result.text:
+            return
+        await _sleep(reactor, 0.05)
+    raise AssertionError(f"{url} never showed {text}")
+
+
 def _sleep(reactor: Any, seconds: float) -> defer.Deferred[None]:
     from twisted.internet.task import deferLater
 
@@ -200,5 +212,72 @@ async def test_two_gib_through_send_and_recv_at_flat_memory(
         )
         assert maxrss_mib(send_err) < 100, send_err
         assert maxrss_mib(recv_err) < 100, recv_err
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_progress_bar_on_a_terminal(reactor: Any, tmp_path: Path) -> None:
+    """
+    With stderr on a terminal, send shows a bar with the receivers it
+    waits for, and both show bytes; with -q, nothing but the result.
+    """
+    server, base = await serving(reactor, tmp_path)
+    try:
+        data = payload(tmp_path, 4 * 1024 * 1024)
+        url = f"{base}/tty-{os.getpid()}?n=1"
+        terminals = [os.openpty() for _ in range(3)]
+        for _, secondary in terminals:
+            size = struct.pack("HHHH", 24, 100, 0, 0)
+            fcntl.ioctl(secondary, termios.TIOCSWINSZ, size)
+        children = []
+        for (_, secondary), args in zip(
+            terminals,
+            [
+                ["send", url, str(data)],
+                ["recv", url, "-o", "/dev/null"],
+                ["recv", "x", "-q"],
+            ],
+        ):
+            child = _Child()
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            reactor.spawnProcess(
+                child,
+                sys.executable,
+                [*TXPIPE, *args],
+                env=env,
+                childFDs={0: "w", 1: "r", 2: secondary},
+            )
+            os.close(secondary)
+            children.append(child)
+            if args[0] == "send":
+                # The receiver comes once the sender waits, so that the
+                # sender's bar shows the wait.
+                status = f"{base.rsplit('/api/', 1)[0]}/api/v1/status"
+                await _until_status(reactor, status, '"senders_connected": 1')
+        codes = []
+        for child in children[:2]:
+            codes.append(await child.ended)
+        assert codes == [0, 0]
+        await children[2].ended
+        shown = []
+        for primary, _ in terminals:
+            out = bytearray()
+            os.set_blocking(primary, False)
+            while True:
+                try:
+                    chunk = os.read(primary, 65536)
+                except (BlockingIOError, OSError):
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            os.close(primary)
+            shown.append(bytes(out))
+        send_tty, recv_tty, quiet_tty = shown
+        assert b"\r" in send_tty and b"send" in send_tty, send_tty
+        assert b"waiting: 0/1 receivers" in send_tty, send_tty
+        assert b"\r" in recv_tty and b"recv" in recv_tty, recv_tty
+        assert b"\r" not in quiet_tty.replace(b"\r\n", b"\n"), quiet_tty
     finally:
         await server.stop()
