@@ -168,6 +168,11 @@ def bad_wait(values: Iterable[bytes]) -> bytes:
     return error(f"wait must be one whole number of seconds from 1, got {shown}")
 
 
+def bad_sender_response(values: Iterable[bytes]) -> bytes:
+    shown = ", ".join(show(v) for v in values)
+    return error(f"Txpipe-Sender-Response must be one of stream, deferred; got {shown}")
+
+
 def _presence(has_sender: bool, receivers: int, n: int) -> str:
     sender = "sender connected" if has_sender else "sender not connected"
     return f"{sender}, {receivers} of {n} receivers connected"

@@ -105,6 +105,23 @@ class Phase(enum.Enum):
     ENDED = "ended"
 
 
+class SenderResponse(enum.Enum):
+    """
+    How a sender's response is written (request header
+    C{Txpipe-Sender-Response}).
+
+      - C{STREAM}: C{200} as soon as the sender is registered, then progress
+        lines while it waits and transfers, then the final line.
+      - C{DEFERRED}: nothing until the transfer ends (or the sender is sent
+        away while waiting), then C{200} and the final line only.  For
+        proxies that stop forwarding a request body once the response has
+        begun (nginx's C{proxy_pass}).
+    """
+
+    STREAM = "stream"
+    DEFERRED = "deferred"
+
+
 class _Party:
     """
     What senders and receivers share: the request, the path, presence in
@@ -311,10 +328,13 @@ class Sender(_Party):
     response of progress lines.
 
     Phases (see L{Phase}): C{WAITING} from L{join} until the rendezvous calls
-    L{start}; C{TRANSFERRING} until the fan-out ends; C{ENDED}.  The
-    response begins (C{200}) when the sender is registered, the upload is
-    held paused while waiting, and a progress line is written whenever the
-    receiver count changes and every L{PROGRESS_INTERVAL} seconds.
+    L{start}; C{TRANSFERRING} until the fan-out ends; C{ENDED}.  The upload
+    is taken into the fan-out, held paused, when the sender is registered.
+    With L{SenderResponse.STREAM} the response begins (C{200}) then too, and
+    a progress line is written whenever the receiver count changes and every
+    L{PROGRESS_INTERVAL} seconds; with L{SenderResponse.DEFERRED} it begins
+    only when the sender's pipe ends (C{100 Continue}, if asked for, is sent
+    when the transfer starts).
     """
 
     log = Logger()
@@ -327,8 +347,10 @@ class Sender(_Party):
         relay: Relay,
         wait: float,
         grant: Optional[Grant] = None,
+        response: SenderResponse = SenderResponse.STREAM,
     ) -> None:
         super().__init__(request, path, n, relay, wait, grant)
+        self.response = response
         settings = relay.settings
         self.fanout = Fanout(
             self,
@@ -336,6 +358,7 @@ class Sender(_Party):
             Watchdogs(settings.stall_timeout, settings.min_rate, settings.idle_timeout),
         )
         self._opened = False
+        self._upload_taken = False
         self._receivers_present = 0
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = relay.reactor
@@ -349,17 +372,28 @@ class Sender(_Party):
         @raise pipe._rendezvous.Rejected: the path refuses this sender.
         """
         self._join(self.relay.rendezvous.join_sender)
-        if self.phase is Phase.WAITING:
+        if self.phase is not Phase.WAITING:
+            return
+        self._take_upload()
+        if self.response is SenderResponse.STREAM:
             self._open()
             self.request.write(messages.waiting(self.n, self._receivers_present))
             self._heartbeat.start(PROGRESS_INTERVAL, now=False).addErrback(
                 lambda f: self.log.failure("progress heartbeat failed", f)
             )
 
+    def _take_upload(self) -> None:
+        """
+        Take the upload, held paused, into the fan-out.  Idempotent.
+        """
+        if not self._upload_taken:
+            self._upload_taken = True
+            self.request.deliver_body(self.fanout)
+
     def _open(self) -> None:
         """
-        Send C{200} (after C{100 Continue} if asked) and take the upload,
-        held paused, into the fan-out.  Idempotent.
+        Send C{200} (after C{100 Continue} if asked) and take the upload.
+        Idempotent.
         """
         if self._opened:
             return
@@ -367,7 +401,7 @@ class Sender(_Party):
         request = self.request
         request.start_stream(b"text/plain; charset=utf-8")
         request.write(b"")
-        request.deliver_body(self.fanout)
+        self._take_upload()
 
     def _beat(self) -> None:
         if self.phase is Phase.WAITING and self.request.connected:
@@ -403,6 +437,7 @@ class Sender(_Party):
         self.relay.record(outcome, self.fanout.received, 0)
         self._log_end(outcome, 0.0)
         if self.request.connected:
+            self._open()
             self.request.write(line)
             self.request.end_abnormally(linger=True)
         for receiver in receivers:
@@ -456,10 +491,14 @@ class Sender(_Party):
         now = relay.reactor.seconds()
         for party in (self, *receivers):
             relay.wait_seconds.observe(now - party.joined_at)
-        self._open()
         self._receivers_present = len(receivers)
-        self.request.write(messages.receiver_joined(len(receivers), self.n))
-        self.request.write(messages.started(self.n))
+        if self.response is SenderResponse.STREAM:
+            self._open()
+            self.request.write(messages.receiver_joined(len(receivers), self.n))
+            self.request.write(messages.started(self.n))
+        else:
+            self._take_upload()
+            self.request.send_continue()
         for receiver in receivers:
             receiver.open(self.request)
         self.fanout.start(list(receivers))
@@ -470,7 +509,7 @@ class Sender(_Party):
         receiver = cast(Receiver, branch.outlet)
         if branch.state is BranchState.STALLED:
             self.relay.receivers_stalled += 1
-        if not self.request.connected:
+        if not self._opened or not self.request.connected:
             return
         if branch.state is BranchState.STALLED:
             line = messages.receiver_stalled(
@@ -494,6 +533,7 @@ class Sender(_Party):
         request = self.request
         if not request.connected:
             return
+        self._open()
         if outcome is Outcome.COMPLETE:
             request.write(
                 messages.done(fanout.received, fanout.completed, self.n, seconds)

@@ -117,6 +117,7 @@ class StreamingRequest(Request):
     _discarded = 0
     _abnormal_close = False
     _discard_call: Optional[IDelayedCall] = None
+    _continued = False
     _pieces: List[bytes]
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -290,6 +291,16 @@ class StreamingRequest(Request):
             and expect[0].lower() == b"100-continue"
         )
 
+    def send_continue(self) -> None:
+        """
+        Send C{100 Continue} now if the client waits for it, without
+        beginning the response (for a response that begins later, after the
+        body).  Idempotent; L{write} then does not send it again.
+        """
+        if not self._continued and not self.startedWriting and self.wants_continue():
+            self._continued = True
+            _transport_of(self.channel).write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def write(self, data: bytes) -> None:
         """
         As L{Request.write}, with two rules for the first write of a response
@@ -301,8 +312,7 @@ class StreamingRequest(Request):
         """
         if not self.startedWriting and self.body is Body.STREAMING:
             if 200 <= self.code < 300:
-                if self.wants_continue():
-                    _transport_of(self.channel).write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.send_continue()
             else:
                 self.setHeader(b"connection", b"close")
                 self.channel.persistent = False

@@ -21,7 +21,14 @@ from twisted.web.server import NOT_DONE_YET
 from . import _messages as messages
 from ._guard import Denied, Grant
 from ._landing import Landing, Version
-from ._parties import RETRY_AFTER, Receiver, Sender, client_address, client_host
+from ._parties import (
+    RETRY_AFTER,
+    Receiver,
+    Sender,
+    SenderResponse,
+    client_address,
+    client_host,
+)
 from ._relay import Lifecycle, Relay, Unavailable
 from ._rendezvous import (
     CountMismatch,
@@ -43,7 +50,7 @@ PIPE_PREFIX = b"/api/v1/pipe/"
 MAX_PATH_LENGTH = 1024
 
 ALLOWED_METHODS = b"GET, PUT, POST, OPTIONS"
-ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping"
+ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response"
 
 #: The challenge of a 401: a signed URL, not credentials in headers.
 AUTHENTICATE = b'Signed-URL realm="txpipe"'
@@ -152,6 +159,26 @@ def parse_wait(query: bytes, maximum: float) -> float:
     return float(wait) if not maximum else min(float(wait), maximum)
 
 
+def parse_sender_response(request: StreamingRequest) -> SenderResponse:
+    """
+    How a sender wants its response (request header
+    C{Txpipe-Sender-Response}: C{stream}, the default, or C{deferred}; see
+    L{SenderResponse}).
+
+    @raise _Refusal: (400) for any other value, or more than one.
+    """
+    values = request.requestHeaders.getRawHeaders(b"txpipe-sender-response")
+    if not values:
+        return SenderResponse.STREAM
+    if len(values) == 1:
+        for response in SenderResponse:
+            if values[0].strip().lower() == response.value.encode():
+                return response
+    raise _Refusal(
+        400, messages.bad_sender_response(values), reason="bad_sender_response"
+    )
+
+
 def parse_path(raw: bytes) -> bytes:
     """
     The pipe path of a raw request path: everything after L{PIPE_PREFIX},
@@ -244,7 +271,10 @@ class PipeResource(Resource):
         _, _, query = request.uri.partition(b"?")
         n = parse_n(query, settings.max_receivers)
         wait = parse_wait(query, settings.wait_timeout)
-        scope = Scope.RECEIVE if method == b"GET" else Scope.SEND
+        if method == b"GET":
+            scope, response = Scope.RECEIVE, SenderResponse.STREAM
+        else:
+            scope, response = Scope.SEND, parse_sender_response(request)
         grant = self._authenticate(scope, path, n, query)
         try:
             self.relay.admit(path, client_host(request))
@@ -259,7 +289,7 @@ class PipeResource(Resource):
             if method == b"GET":
                 Receiver(request, path, n, self.relay, wait, grant).join()
             else:
-                Sender(request, path, n, self.relay, wait, grant).join()
+                Sender(request, path, n, self.relay, wait, grant, response).join()
         except Rejected as error:
             raise _rejection(error) from None
         return NOT_DONE_YET

@@ -1,0 +1,186 @@
+"""
+C{Txpipe-Sender-Response: deferred}: a sender whose response must not begin
+before its upload is over (behind nginx, which stops forwarding a request
+body once the response has begun).  A real listening server, raw
+connections where the exact bytes on the wire matter, curl elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, List, Optional
+
+import pytest_twisted
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from .conftest import RunningServer
+from .helpers import DONE, curl, payload, sha256_of, wait_for
+
+DEFERRED = "Txpipe-Sender-Response: deferred"
+
+
+class RawSender(Protocol):
+    """
+    A sender on a raw connection that sends its request head (asking for
+    C{100 Continue}) and its body only when told to, and keeps every byte
+    the server writes.
+    """
+
+    def __init__(self, path: bytes, length: int, extra: bytes = b"") -> None:
+        self.head = (
+            b"PUT " + path + b" HTTP/1.1\r\nHost: t\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n"
+            b"Txpipe-Sender-Response: deferred\r\n"
+            + extra
+            + b"Content-Length: %d\r\n\r\n" % length
+        )
+        self.received = bytearray()
+        self.closed: defer.Deferred[bytes] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.head)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
+        self.closed.callback(bytes(self.received))
+
+
+async def connect(reactor: Any, server: RunningServer, sender: RawSender) -> None:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port)
+    await endpoint.connect(Factory.forProtocol(lambda: sender))
+
+
+def parties(server: RunningServer, path: str) -> Any:
+    return server.rendezvous.parties(path.encode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_is_written_before_the_upload(
+    reactor: Any, server: RunningServer
+) -> None:
+    """
+    While the deferred sender waits, and as receivers come, the server
+    writes nothing to it; when the transfer starts it sends only C{100
+    Continue}; after the body, C{200} and the final line alone.
+    """
+    data = bytes(range(256)) * 4096  # 1 MiB
+    path = "/api/v1/pipe/deferred?n=2"
+    sender = RawSender(path.encode(), len(data))
+    await connect(reactor, server, sender)
+    await wait_for(reactor, lambda: parties(server, "deferred") == (True, 0))
+    first = curl(reactor, server.url("deferred", "n=2"))
+    await wait_for(reactor, lambda: parties(server, "deferred") == (True, 1))
+    # A streamed response would have its 200 and two lines on the way now.
+    await task.deferLater(reactor, 0.3, lambda: None)
+    assert sender.received == b""
+
+    second = curl(reactor, server.url("deferred", "n=2"))
+    await wait_for(reactor, lambda: bool(sender.received), what="100 Continue")
+    assert bytes(sender.received) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert sender.transport is not None
+    sender.transport.write(data)
+    response = await sender.closed
+
+    results = [await first.ended, await second.ended]
+    assert [r.code for r in results] == [0, 0]
+    assert {r.digest for r in results} == {hashlib.sha256(data).hexdigest()}
+    head, _, body = response.partition(b"\r\n\r\n")[2].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), response
+    lines = [line for line in body.split(b"\r\n") if line.startswith(b"[")]
+    assert len(lines) == 1 and DONE.search(lines[0]), body
+    assert len(server.rendezvous) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferred_sender_with_curl_both_orders(
+    reactor: Any, server: RunningServer, tmp_path: Path
+) -> None:
+    data = payload(tmp_path, 8 * 1024 * 1024)
+    for order in ("sender_first", "receivers_first"):
+        url = server.url(f"curl-{order}", "n=3")
+        receivers: List[Any] = []
+        if order == "receivers_first":
+            receivers = [curl(reactor, url) for _ in range(3)]
+            await wait_for(
+                reactor, lambda u=order: parties(server, f"curl-{u}") == (False, 3)
+            )
+        sender = curl(reactor, "-H", DEFERRED, "-T", str(data), url, keep_text=True)
+        if order == "sender_first":
+            await wait_for(
+                reactor, lambda u=order: parties(server, f"curl-{u}") == (True, 0)
+            )
+            receivers = [curl(reactor, url) for _ in range(3)]
+        results = await defer.gatherResults([r.ended for r in receivers])
+        sent = await sender.ended
+        assert [r.code for r in results] == [0] * 3
+        assert {r.digest for r in results} == {sha256_of(data)}
+        assert sent.code == 0, sent
+        assert sent.text.count(b"\n") == 1 and DONE.search(sent.text), sent.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferred_sender_learns_of_a_failure(
+    reactor: Any, server: RunningServer, tmp_path: Path
+) -> None:
+    """
+    A receiver lost mid-transfer: the deferred sender's response begins
+    with the failure, its last line is the C{[ERROR]}, and curl fails.
+    """
+    data = payload(tmp_path, 48 * 1024 * 1024)
+    url = server.url("fail", "n=2")
+    good = curl(reactor, url)
+    doomed = curl(reactor, "--limit-rate", "1M", url)
+    await wait_for(reactor, lambda: parties(server, "fail") == (False, 2))
+    sender = curl(reactor, "-H", DEFERRED, "-T", str(data), url, keep_text=True)
+    await wait_for(reactor, lambda: parties(server, "fail") == (True, 2))
+    doomed.kill()
+    sent = await sender.ended
+    assert (await good.ended).code == 0
+    assert sent.code != 0
+    lines = sent.text.strip().splitlines()
+    assert lines[-1].startswith(b"[ERROR] failed: "), sent.text
+    assert not any(b"transfer started" in line for line in lines)
+    assert len(server.rendezvous) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferred_sender_that_times_out_waiting(
+    reactor: Any, server: RunningServer
+) -> None:
+    data = b"x" * 100_000
+    sender = RawSender(b"/api/v1/pipe/lonely?n=2&wait=1", len(data))
+    await connect(reactor, server, sender)
+    response = await sender.closed
+    assert response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert b"[ERROR] timed out after 1 s waiting" in response
+    assert not response.endswith(b"0\r\n\r\n"), "a failure must not end cleanly"
+    assert len(server.rendezvous) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_sender_response_is_400(reactor: Any, server: RunningServer) -> None:
+    for value in ("later", "stream, deferred"):
+        result = await curl(
+            reactor,
+            "-i",
+            "-H",
+            f"Txpipe-Sender-Response: {value}",
+            "-T",
+            "-",
+            server.url("bad"),
+            keep_text=True,
+        ).ended
+        assert result.text.startswith(b"HTTP/1.1 400"), result.text
+        last = result.text.rstrip().splitlines()[-1]
+        assert last.startswith(
+            b"[ERROR] Txpipe-Sender-Response must be one of stream, deferred; got "
+        ), last
+        assert value.encode() in last
+    assert len(server.rendezvous) == 0
