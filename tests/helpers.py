@@ -27,6 +27,35 @@ TWISTD = [
 ]
 
 
+def twistd_pipe(
+    listen: str = "tcp:0:interface=127.0.0.1", *options: str, log: str = "-"
+) -> List[str]:
+    """
+    The command line of C{twistd --nodaemon pipe} listening on C{listen},
+    logging to C{log} (a file name, C{-} for standard output, or
+    C{logger=NAME} for an observer factory).
+    """
+    logging = f"--{log}" if log.startswith("logger=") else f"--logfile={log}"
+    return [
+        *TWISTD,
+        "--nodaemon",
+        "--pidfile=",
+        logging,
+        "pipe",
+        "--listen",
+        listen,
+        *options,
+    ]
+
+
+def child_env() -> Dict[str, str]:
+    """
+    This environment without C{PYTHONPATH}, so that a child C{twistd} runs the
+    installed plugin, not the checkout.
+    """
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 class CurlResult:
     """
     What a finished curl printed and how it exited.
@@ -249,18 +278,12 @@ def start_twistd(
     checkout, is what runs).
     """
     server = TwistdServer()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    argv: List[str] = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logger={logger}" if logger else "--logfile=-",
-        "pipe",
-        "--listen",
+    argv = twistd_pipe(
         "tcp:0:interface=127.0.0.1",
         *options,
-    ]
-    reactor.spawnProcess(server, sys.executable, argv, env=env, path=str(cwd))
+        log=f"logger={logger}" if logger else "-",
+    )
+    reactor.spawnProcess(server, sys.executable, argv, env=child_env(), path=str(cwd))
     return server
 
 

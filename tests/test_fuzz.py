@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from pipe.server import Settings, make_site
 
 from .conftest import RunningServer
-from .helpers import TWISTD, raw_http, wait_for
+from .helpers import child_env, raw_http, twistd_pipe, wait_for
 from .test_end_to_end import dechunk
 
 EXAMPLES = int(os.environ.get("TXPIPE_FUZZ_EXAMPLES", "120"))
@@ -309,15 +309,8 @@ class Twistd:
 
     def __init__(self, directory: Path) -> None:
         self.log = directory / "twistd.log"
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self.process = subprocess.Popen(
-            [
-                *TWISTD,
-                "--nodaemon",
-                "--pidfile=",
-                f"--logfile={self.log}",
-                "pipe",
-                "--listen",
+            twistd_pipe(
                 "tcp:0:interface=127.0.0.1",
                 "--header-timeout",
                 "5",
@@ -325,9 +318,10 @@ class Twistd:
                 "5",
                 "--drain-timeout",
                 "1",
-            ],
+                log=str(self.log),
+            ),
             cwd=directory,
-            env=env,
+            env=child_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )

@@ -18,7 +18,15 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from pipe.signing import sign_url
 
 from .conftest import RunningServer
-from .helpers import TWISTD, curl, payload, raw_http, sha256_of, start_twistd, wait_for
+from .helpers import (
+    curl,
+    payload,
+    raw_http,
+    sha256_of,
+    start_twistd,
+    twistd_pipe,
+    wait_for,
+)
 
 KEY = b"end-to-end-signing-key-0123456789"
 
@@ -234,16 +242,7 @@ def test_twistd_refuses_to_start_with_an_open_secret_file(tmp_path: Path) -> Non
     secret.write_bytes(b"k" * 32)
     secret.chmod(0o644)
     done = subprocess.run(
-        [
-            *TWISTD,
-            "--nodaemon",
-            "--pidfile=",
-            "pipe",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--secret-file",
-            str(secret),
-        ],
+        twistd_pipe("tcp:0:interface=127.0.0.1", "--secret-file", str(secret)),
         capture_output=True,
         text=True,
         cwd=tmp_path,
