@@ -39,7 +39,11 @@ DEPLOY = ROOT / "deploy"
 PIPES = 30
 RECEIVERS = 3
 
-_MISSING = not (shutil.which("haproxy") and shutil.which("nginx"))
+# Debian installs both in sbin, which a user's PATH may lack.
+_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+HAPROXY = shutil.which("haproxy", path=_SEARCH)
+NGINX = shutil.which("nginx", path=_SEARCH)
+_MISSING = not (HAPROXY and NGINX)
 if _MISSING and os.environ.get("TXPIPE_REQUIRE_BALANCERS"):
     raise RuntimeError("tox -e balancers needs haproxy and nginx on the PATH")
 pytestmark = pytest.mark.skipif(
@@ -151,7 +155,7 @@ class Balancer:
             )
             config = self.directory / "haproxy.cfg"
             config.write_text(text)
-            argv = ["haproxy", "-db", "-f", str(config)]
+            argv = [str(HAPROXY), "-db", "-f", str(config)]
         else:
             text = (DEPLOY / "nginx.conf").read_text()
             text = text.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
@@ -168,7 +172,7 @@ class Balancer:
             config = self.directory / "nginx.conf"
             config.write_text(text)
             argv = [
-                "nginx",
+                str(NGINX),
                 "-c",
                 str(config),
                 "-p",
