@@ -136,6 +136,20 @@ def curl(
     Start C{curl -sS ARGS...}; standard input from C{stdin} (a file) or
     empty.
     """
+    return spawn(reactor, [CURL, "-sS", *args], stdin=stdin, keep_text=keep_text)
+
+
+def spawn(
+    reactor: Any,
+    argv: List[str],
+    stdin: Optional[Path] = None,
+    keep_text: bool = False,
+    cwd: Optional[Path] = None,
+) -> Curl:
+    """
+    Start C{argv} (curl, or a script that runs curls), with its output
+    collected as for curl; standard input from C{stdin} (a file) or empty.
+    """
     protocol = _CurlProtocol(keep_text)
     fds: Dict[int, Any] = {1: "r", 2: "r"}
     handle = None
@@ -145,7 +159,12 @@ def curl(
     else:
         fds[0] = "w"
     reactor.spawnProcess(
-        protocol, CURL, [CURL, "-sS", *args], env=dict(os.environ), childFDs=fds
+        protocol,
+        argv[0],
+        argv,
+        env=dict(os.environ),
+        childFDs=fds,
+        path=None if cwd is None else str(cwd),
     )
     if handle is not None:
         handle.close()
