@@ -62,6 +62,18 @@ class PipeSite(Site):
         """
         self._channels.discard(channel)
 
+    def end_keep_alive(self) -> None:
+        """
+        Stop keeping connections alive (at the start of a drain): close the
+        idle ones now, and every other one once its last response is done,
+        so that a proxy's pooled connection cannot carry a new request to a
+        server that would refuse it.
+        """
+        for channel in list(self._channels):
+            channel.persistent = False
+            if not channel.requests:
+                channel.loseConnection()
+
     def close_connections(self, grace: float = CLOSE_GRACE) -> Deferred[None]:
         """
         Close every open connection once what was written to it has been

@@ -237,9 +237,9 @@ class Options(usage.Options):
 
 class _Drain(Service):
     """
-    On stop (twistd's SIGTERM), drain the relay, then close the remaining
-    connections once their finished responses are flushed: the stop waits
-    for both.
+    On stop (twistd's SIGTERM), end keep-alive (idle connections close at
+    once), drain the relay, then close the remaining connections once their
+    finished responses are flushed: the stop waits for both.
     """
 
     def __init__(self, site: PipeSite) -> None:
@@ -247,6 +247,7 @@ class _Drain(Service):
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         super().stopService()
+        self._site.end_keep_alive()
         drained = self._site.relay.drain()
         drained.addCallback(lambda _: self._site.close_connections())
         return drained

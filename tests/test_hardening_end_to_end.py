@@ -270,3 +270,30 @@ async def test_json_logs_through_twistd_logger(reactor: Any, tmp_path: Path) -> 
     assert ends[0]["bytes"] == 5 and len(ends[0]["pipe"]) == 12
     assert b"json-secret" not in server.output
     assert any(e.get("code") == 400 for e in events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_drain_ends_keep_alive(reactor: Any, server: RunningServer) -> None:
+    """
+    At the start of a drain, an idle keep-alive connection (a proxy's pooled
+    one, say) is closed at once; one with a request in progress is closed
+    only after its response, which arrives complete.
+    """
+    idle, busy = await connect(reactor, server), await connect(reactor, server)
+    assert idle.transport is not None and busy.transport is not None
+    idle.transport.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    await wait_for(reactor, lambda: idle.received.endswith(b"ok\n"), what="healthz")
+    busy.transport.write(b"GET /api/v1/pipe/keep HTTP/1.1\r\nHost: t\r\n\r\n")
+    await wait_for(reactor, lambda: server.rendezvous.parties(b"keep") == (False, 1))
+
+    server.site.end_keep_alive()
+    # Promptly: not at some idle or header timeout of the server's.
+    idle.closed.addTimeout(5, reactor)
+    busy.closed.addTimeout(5, reactor)
+    assert (await idle.closed).count(b"HTTP/1.1 200") == 1
+    assert not busy.closed.called
+    sent = await curl(reactor, "--data-binary", "hello", server.url("keep")).ended
+    assert sent.code == 0
+    response = await busy.closed
+    assert b"content-length: 5\r\n" in response.lower()
+    assert response.endswith(b"\r\n\r\nhello")

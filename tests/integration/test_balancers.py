@@ -385,3 +385,55 @@ def test_held_back_upload_through_the_balancer(
         assert b"[INFO] done: bytes=%d receivers=3/3" % size in stdout
     finally:
         balancer.stop()
+
+
+@pytest.mark.parametrize("kind", ["haproxy", "nginx"])
+def test_a_draining_backend_finishes_its_transfers_and_gets_no_new_pipes(
+    kind: str, backends: List[Backend], tmp_path: Path
+) -> None:
+    """
+    SIGTERM to a backend while one of its pipes runs: that transfer
+    completes (the drain lets it), and a new pipe on another of its paths
+    goes to a survivor once the balancer has noticed.
+    """
+    balancer = Balancer(kind, tmp_path, backends)
+    try:
+        pipes = payloads(tmp_path, 64 * 1024)
+        run_all(balancer, pipes, tmp_path / "probe")
+        owner = {d: b for b in backends for d in b.completed_digests()}
+        victim = backends[0]
+        mine = [p for p in pipes if owner[digest(p)] is victim]
+        assert len(mine) >= 2, "the victim owns too few of 30 paths"
+        slow_path, later_path = mine[:2]
+        slow = payloads(tmp_path, 2 * 1024 * 1024, [slow_path])
+        later = payloads(tmp_path, 256 * 1024, [later_path])
+        (tmp_path / "slow").mkdir()
+        (tmp_path / "later").mkdir()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            running = pool.submit(
+                transfer,
+                balancer,
+                slow_path,
+                slow[slow_path][0],
+                tmp_path / "slow",
+                "512k",
+            )
+            wait_until(
+                lambda: victim.status()["pipes_running"] == 1, "the slow pipe to run"
+            )
+            assert victim.process is not None
+            victim.process.send_signal(signal.SIGTERM)
+            time.sleep(2.5)  # HAProxy: two failed checks; nginx: no wait needed
+            sender, receivers = transfer(
+                balancer, later_path, later[later_path][0], tmp_path / "later"
+            )
+            assert sender == 0
+            assert receivers == [(0, later[later_path][1])] * RECEIVERS
+            sender, receivers = running.result()
+        assert sender == 0, "the drain must let the running transfer finish"
+        assert receivers == [(0, slow[slow_path][1])] * RECEIVERS
+        assert victim.completed_digests().count(digest(later_path)) == 1  # the probe
+        # twistd ends by re-raising the signal that stopped it.
+        assert victim.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        balancer.stop()
