@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("url", metavar="URL")
     send.add_argument("file", metavar="FILE", nargs="?", default="-")
     send.add_argument("--content-type", metavar="TYPE", help="what receivers get")
+    send.add_argument(
+        "--deferred",
+        action="store_true",
+        help="have the server answer only after the upload (behind a proxy "
+        "such as nginx that stops forwarding it once the response begins)",
+    )
     send.add_argument("-q", "--quiet", action="store_true", help="no progress")
 
     recv = commands.add_parser(

@@ -84,6 +84,7 @@ async def _send(reactor: Any, args: argparse.Namespace) -> int:
             reactor=reactor,
             progress=bar,
             content_type=args.content_type,
+            deferred=args.deferred,
         )
     except OSError as error:
         bar.close()

@@ -341,6 +341,7 @@ def send(
     reactor: Any = None,
     progress: Optional[ProgressCallback] = None,
     content_type: Optional[str] = None,
+    deferred: bool = False,
 ) -> Deferred[SendResult]:
     """
     Stream C{source} to the pipe at C{url} (with C{PUT}).
@@ -351,11 +352,17 @@ def send(
     @param progress: called with a L{Progress} after each chunk sent and
         each receiver count the server reports.
     @param content_type: the C{Content-Type} receivers get.
+    @param deferred: ask for the server's answer only after the upload
+        (C{Txpipe-Sender-Response: deferred}), for a proxy that stops
+        forwarding the body once the response has begun; no receiver counts
+        are reported then.
     @return: fires with a L{SendResult} when every receiver got every
         byte; fails with L{PipeRejected}, L{WaitTimeout} or
         L{TransferFailed}.
     """
-    return ensureDeferred(_send(url, source, _reactor(reactor), progress, content_type))
+    return ensureDeferred(
+        _send(url, source, _reactor(reactor), progress, content_type, deferred)
+    )
 
 
 class _SendState:
@@ -437,6 +444,7 @@ async def _send(
     reactor: Any,
     progress: Optional[ProgressCallback],
     content_type: Optional[str],
+    deferred: bool,
 ) -> SendResult:
     state = _SendState(progress)
     opened: Optional[IO[bytes]] = None
@@ -451,7 +459,11 @@ async def _send(
             file = source  # type: ignore[assignment]
         producer = _FileProducer(reactor, file, state.chunk_sent)
     state.total = None if producer.length is UNKNOWN_LENGTH else producer.length
-    headers = Headers({"Content-Type": [content_type]} if content_type else {})
+    headers = Headers()
+    if content_type:
+        headers.setRawHeaders("Content-Type", [content_type])
+    if deferred:
+        headers.setRawHeaders("Txpipe-Sender-Response", ["deferred"])
     try:
         try:
             response = await treq.request(

@@ -120,6 +120,24 @@ async def test_send_and_recv(reactor: Any, tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_send_deferred(reactor: Any, tmp_path: Path) -> None:
+    """C{--deferred}: the same transfer, answered after the upload."""
+    server, base = await serving(reactor, tmp_path)
+    try:
+        data = payload(tmp_path, 1024 * 1024)
+        url = f"{base}/cli-deferred-{os.getpid()}"
+        sender = txpipe(reactor, "send", "--deferred", url, str(data))
+        receiver = txpipe(reactor, "recv", url, "--sha256", sha256_of(data))
+        code, _, err = await ended(sender)
+        assert code == 0, err
+        assert re.search(rb"^\[INFO\] done: bytes=1048576 receivers=1/1", err, re.M)
+        code, _, err = await ended(receiver)
+        assert code == 0, err
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_exit_statuses(reactor: Any, tmp_path: Path) -> None:
     server, base = await serving(reactor, tmp_path)
     try:

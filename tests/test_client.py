@@ -12,6 +12,7 @@ from typing import Any, List
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import Factory
@@ -180,3 +181,26 @@ async def test_sender_fails_when_a_receiver_is_lost(
         await sending
     assert failed.value.reason.startswith("[ERROR] failed:")
     assert (await other).bytes == data.stat().st_size
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferred_send_gets_only_the_summary(
+    reactor: Any, server: RunningServer
+) -> None:
+    """
+    C{deferred=True}: the server answers after the upload, with the final
+    line alone (no progress lines, so no receiver counts).
+    """
+    url = server.url("client/deferred", "n=2")
+    sending = send(url, io.BytesIO(b"d" * 300_000), reactor=reactor, deferred=True)
+    await wait_for(
+        reactor, lambda: server.rendezvous.parties(b"client/deferred") == (True, 0)
+    )
+    sinks = [io.BytesIO(), io.BytesIO()]
+    results = await defer.gatherResults(
+        [receive(url, sink, reactor=reactor) for sink in sinks]
+    )
+    result = await sending
+    assert [r.bytes for r in results] == [300_000, 300_000]
+    assert result.lines == [result.summary]
+    assert result.summary.startswith("[INFO] done: bytes=300000 receivers=2/2")
