@@ -138,12 +138,10 @@ class Balancer(ChildServer):
         text = re.sub(servers, "", text, flags=re.M)
         text = text[: first.start()] + ours + text[first.start() :]
         config.write_text(text)
-        self.process = subprocess.Popen(
-            argv,
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=open(directory / "errors.log", "wb"),
-        )
+        with open(directory / "errors.log", "wb") as errors:
+            self.process = subprocess.Popen(
+                argv, cwd=directory, stdout=subprocess.DEVNULL, stderr=errors
+            )
         deadline = time.monotonic() + 20
         while not answers(self.port):
             if time.monotonic() > deadline or self.process.poll() is not None:

@@ -358,7 +358,6 @@ class Sender(_Party):
             Watchdogs(settings.stall_timeout, settings.min_rate, settings.idle_timeout),
         )
         self._opened = False
-        self._upload_taken = False
         self._receivers_present = 0
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = relay.reactor
@@ -384,16 +383,15 @@ class Sender(_Party):
 
     def _take_upload(self) -> None:
         """
-        Take the upload, held paused, into the fan-out.  Idempotent.
+        Take the upload, held paused, into the fan-out, unless it is there
+        already (the fan-out has it as its transport).
         """
-        if not self._upload_taken:
-            self._upload_taken = True
+        if self.fanout.transport is None:
             self.request.deliver_body(self.fanout)
 
     def _open(self) -> None:
         """
-        Send C{200} (after C{100 Continue} if asked) and take the upload.
-        Idempotent.
+        Send C{200} (after C{100 Continue} if asked).  Idempotent.
         """
         if self._opened:
             return
@@ -401,7 +399,6 @@ class Sender(_Party):
         request = self.request
         request.start_stream(b"text/plain; charset=utf-8")
         request.write(b"")
-        self._take_upload()
 
     def _beat(self) -> None:
         if self.phase is Phase.WAITING and self.request.connected:
@@ -492,12 +489,12 @@ class Sender(_Party):
         for party in (self, *receivers):
             relay.wait_seconds.observe(now - party.joined_at)
         self._receivers_present = len(receivers)
+        self._take_upload()
         if self.response is SenderResponse.STREAM:
             self._open()
             self.request.write(messages.receiver_joined(len(receivers), self.n))
             self.request.write(messages.started(self.n))
         else:
-            self._take_upload()
             self.request.send_continue()
         for receiver in receivers:
             receiver.open(self.request)

@@ -171,9 +171,10 @@ def parse_sender_response(request: StreamingRequest) -> SenderResponse:
     if not values:
         return SenderResponse.STREAM
     if len(values) == 1:
-        for response in SenderResponse:
-            if values[0].strip().lower() == response.value.encode():
-                return response
+        try:
+            return SenderResponse(values[0].strip().lower().decode("ascii"))
+        except ValueError:  # not ASCII, or not a SenderResponse
+            pass
     raise _Refusal(
         400, messages.bad_sender_response(values), reason="bad_sender_response"
     )

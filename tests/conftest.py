@@ -30,6 +30,10 @@ class RunningServer:
     def rendezvous(self) -> Any:
         return self.site.pipes.rendezvous
 
+    def parties(self, path: str) -> Any:
+        """Whether C{path} has a sender, and how many receivers it has."""
+        return self.rendezvous.parties(path.encode())
+
     def url(self, path: str, query: str = "") -> str:
         return f"{self.base}/{path}" + (f"?{query}" if query else "")
 

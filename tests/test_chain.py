@@ -35,10 +35,6 @@ def relay(reactor: Any, tmp_path: Path, first: str, second: str) -> Any:
     return spawn(reactor, ["/bin/sh", str(script), first, second], cwd=tmp_path)
 
 
-def parties(server: RunningServer, path: str) -> Any:
-    return server.rendezvous.parties(path.encode())
-
-
 @pytest_twisted.ensureDeferred
 async def test_relay_carries_every_byte(
     reactor: Any, server: RunningServer, tmp_path: Path
@@ -48,7 +44,7 @@ async def test_relay_carries_every_byte(
     local = curl(reactor, home)
     far = [curl(reactor, remote), curl(reactor, remote)]
     chain = relay(reactor, tmp_path, home, remote)
-    await wait_for(reactor, lambda: parties(server, "home") == (False, 2))
+    await wait_for(reactor, lambda: server.parties("home") == (False, 2))
     sender = curl(reactor, "-fsS", "-T", str(data), home, keep_text=True)
     results = await defer.gatherResults([local.ended, *(r.ended for r in far)])
     assert [r.code for r in results] == [0, 0, 0]
@@ -70,9 +66,9 @@ async def test_a_failed_first_pipe_fails_the_second(
     home, remote = server.url("home2", "n=1"), server.url("remote2", "n=2")
     far = [curl(reactor, remote), curl(reactor, remote)]
     chain = relay(reactor, tmp_path, home, remote)
-    await wait_for(reactor, lambda: parties(server, "home2") == (False, 1))
+    await wait_for(reactor, lambda: server.parties("home2") == (False, 1))
     sender = curl(reactor, "--limit-rate", "4M", "-T", str(data), home)
-    await wait_for(reactor, lambda: parties(server, "remote2") == (True, 2))
+    await wait_for(reactor, lambda: server.parties("remote2") == (True, 2))
     await wait_for(
         reactor,
         lambda: server.site.relay.live_bytes()[1] > 4 * 1024 * 1024,

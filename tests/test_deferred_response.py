@@ -9,56 +9,34 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List
 
 import pytest_twisted
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 
 from .conftest import RunningServer
 from .helpers import DONE, curl, payload, sha256_of, wait_for
+from .test_hardening_end_to_end import RawClient, connect
 
 DEFERRED = "Txpipe-Sender-Response: deferred"
 
 
-class RawSender(Protocol):
+async def deferred_sender(
+    reactor: Any, server: RunningServer, target: bytes, length: int
+) -> RawClient:
     """
-    A sender on a raw connection that sends its request head (asking for
-    C{100 Continue}) and its body only when told to, and keeps every byte
-    the server writes.
+    A deferred sender on a raw connection: its request head (asking for
+    C{100 Continue}) is sent, its body only when the test writes it.
     """
-
-    def __init__(self, path: bytes, length: int, extra: bytes = b"") -> None:
-        self.head = (
-            b"PUT " + path + b" HTTP/1.1\r\nHost: t\r\n"
-            b"Expect: 100-continue\r\nConnection: close\r\n"
-            b"Txpipe-Sender-Response: deferred\r\n"
-            + extra
-            + b"Content-Length: %d\r\n\r\n" % length
-        )
-        self.received = bytearray()
-        self.closed: defer.Deferred[bytes] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.head)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Optional[Failure] = None) -> None:
-        self.closed.callback(bytes(self.received))
-
-
-async def connect(reactor: Any, server: RunningServer, sender: RawSender) -> None:
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port)
-    await endpoint.connect(Factory.forProtocol(lambda: sender))
-
-
-def parties(server: RunningServer, path: str) -> Any:
-    return server.rendezvous.parties(path.encode())
+    sender = await connect(reactor, server)
+    assert sender.transport is not None
+    sender.transport.write(
+        b"PUT " + target + b" HTTP/1.1\r\nHost: t\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n"
+        b"Txpipe-Sender-Response: deferred\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+    return sender
 
 
 @pytest_twisted.ensureDeferred
@@ -72,11 +50,10 @@ async def test_nothing_is_written_before_the_upload(
     """
     data = bytes(range(256)) * 4096  # 1 MiB
     path = "/api/v1/pipe/deferred?n=2"
-    sender = RawSender(path.encode(), len(data))
-    await connect(reactor, server, sender)
-    await wait_for(reactor, lambda: parties(server, "deferred") == (True, 0))
+    sender = await deferred_sender(reactor, server, path.encode(), len(data))
+    await wait_for(reactor, lambda: server.parties("deferred") == (True, 0))
     first = curl(reactor, server.url("deferred", "n=2"))
-    await wait_for(reactor, lambda: parties(server, "deferred") == (True, 1))
+    await wait_for(reactor, lambda: server.parties("deferred") == (True, 1))
     # A streamed response would have its 200 and two lines on the way now.
     await task.deferLater(reactor, 0.3, lambda: None)
     assert sender.received == b""
@@ -109,12 +86,12 @@ async def test_deferred_sender_with_curl_both_orders(
         if order == "receivers_first":
             receivers = [curl(reactor, url) for _ in range(3)]
             await wait_for(
-                reactor, lambda u=order: parties(server, f"curl-{u}") == (False, 3)
+                reactor, lambda u=order: server.parties(f"curl-{u}") == (False, 3)
             )
         sender = curl(reactor, "-H", DEFERRED, "-T", str(data), url, keep_text=True)
         if order == "sender_first":
             await wait_for(
-                reactor, lambda u=order: parties(server, f"curl-{u}") == (True, 0)
+                reactor, lambda u=order: server.parties(f"curl-{u}") == (True, 0)
             )
             receivers = [curl(reactor, url) for _ in range(3)]
         results = await defer.gatherResults([r.ended for r in receivers])
@@ -137,9 +114,9 @@ async def test_deferred_sender_learns_of_a_failure(
     url = server.url("fail", "n=2")
     good = curl(reactor, url)
     doomed = curl(reactor, "--limit-rate", "1M", url)
-    await wait_for(reactor, lambda: parties(server, "fail") == (False, 2))
+    await wait_for(reactor, lambda: server.parties("fail") == (False, 2))
     sender = curl(reactor, "-H", DEFERRED, "-T", str(data), url, keep_text=True)
-    await wait_for(reactor, lambda: parties(server, "fail") == (True, 2))
+    await wait_for(reactor, lambda: server.parties("fail") == (True, 2))
     doomed.kill()
     sent = await sender.ended
     assert (await good.ended).code == 0
@@ -155,8 +132,9 @@ async def test_deferred_sender_that_times_out_waiting(
     reactor: Any, server: RunningServer
 ) -> None:
     data = b"x" * 100_000
-    sender = RawSender(b"/api/v1/pipe/lonely?n=2&wait=1", len(data))
-    await connect(reactor, server, sender)
+    sender = await deferred_sender(
+        reactor, server, b"/api/v1/pipe/lonely?n=2&wait=1", len(data)
+    )
     response = await sender.closed
     assert response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
     assert b"[ERROR] timed out after 1 s waiting" in response

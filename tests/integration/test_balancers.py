@@ -189,6 +189,17 @@ class Balancer:
     def url(self, path: str, query: str = f"n={RECEIVERS}") -> str:
         return f"http://127.0.0.1:{self.port}/api/v1/pipe/{path}?{query}"
 
+    def wait_until_down(self, backend: Backend) -> None:
+        """
+        Wait until the balancer no longer sends new pipes to C{backend}:
+        HAProxy logs it when its health checks take a server out; nginx
+        (no active checks) skips a backend on its first refused connection,
+        so there is nothing to wait for.
+        """
+        if self.kind == "haproxy":
+            down = f"Server txpipe/{backend.name} is DOWN"
+            wait_until(lambda: down in self.output.read_text(), down)
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -206,13 +217,15 @@ def transfer(
     limit: Optional[str] = None,
 ) -> Tuple[int, List[Tuple[int, str]]]:
     """
-    One pipe: RECEIVERS curl receivers, then one curl sender (uploading at
+    One pipe: RECEIVERS curl receivers and one curl sender, started
+    together in no particular order (txpipe takes either), (uploading at
     C{limit} bytes per second if given, so that the transfer is still
     running seconds later: no buffer on the way can hold what has not been
     sent), all through the balancer.  Returns the sender's exit status and
     each receiver's (exit status, SHA-256 of what it got).
     """
     url = balancer.url(path)
+    workdir.mkdir(exist_ok=True)
     outs = [workdir / f"{digest(path)}-{i}.out" for i in range(RECEIVERS)]
     rate = ["--limit-rate", limit] if limit else []
     receivers = [
@@ -221,7 +234,6 @@ def transfer(
         )
         for o in outs
     ]
-    time.sleep(0.2)
     sender = subprocess.run(
         ["curl", "-sS", "-f", *rate, "-T", str(payload), "-o", "/dev/null", url],
         stderr=subprocess.DEVNULL,
@@ -256,13 +268,17 @@ def run_all(
     workdir: Path,
     limit: Optional[str] = None,
 ) -> Dict[str, Tuple[int, List[Tuple[int, str]]]]:
-    workdir.mkdir(exist_ok=True)
     with ThreadPoolExecutor(max_workers=PIPES) as pool:
         futures = {
             path: pool.submit(transfer, balancer, path, file, workdir, limit)
             for path, (file, _) in pipes.items()
         }
         return {path: future.result() for path, future in futures.items()}
+
+
+def owners(backends: List[Backend]) -> Dict[str, Backend]:
+    """The backend that completed each path digest's transfers."""
+    return {done: b for b in backends for done in b.completed_digests()}
 
 
 def _kill_after(backend: Backend, seconds: float) -> None:
@@ -280,68 +296,86 @@ def backends(tmp_path: Path) -> Iterator[List[Backend]]:
         backend.stop()
 
 
-@pytest.mark.parametrize("kind", ["haproxy", "nginx"])
+@pytest.fixture(params=["haproxy", "nginx"])
+def balancer(
+    request: pytest.FixtureRequest, backends: List[Backend], tmp_path: Path
+) -> Iterator[Balancer]:
+    """Each balancer in turn, running its deploy/ file in front of backends."""
+    started = Balancer(request.param, tmp_path, backends)
+    yield started
+    started.stop()
+
+
 def test_sharding_through_the_balancer(
-    kind: str, backends: List[Backend], tmp_path: Path
+    balancer: Balancer, backends: List[Backend], tmp_path: Path
 ) -> None:
-    balancer = Balancer(kind, tmp_path, backends)
-    try:
-        # 1. Thirty pipes at once: every byte right, all backends used.
-        pipes = payloads(tmp_path, 256 * 1024)
-        results = run_all(balancer, pipes, tmp_path / "round1")
-        for path, (sender, receivers) in results.items():
+    # 1. Thirty pipes at once: every byte right, all backends used.
+    pipes = payloads(tmp_path, 256 * 1024)
+    results = run_all(balancer, pipes, tmp_path / "round1")
+    for path, (sender, receivers) in results.items():
+        assert sender == 0, (path, sender)
+        assert receivers == [(0, pipes[path][1])] * RECEIVERS, path
+    owner = owners(backends)
+    for backend in backends:
+        assert backend.status()["transfers"]["complete"] > 0, backend.name  # type: ignore[index]
+    assert {digest(p) for p in pipes} <= set(owner), "a transfer was logged nowhere"
+
+    # 2. Slow senders; one backend killed mid-run: only its pipes fail.
+    victim = backends[1]
+    mine = {p for p in pipes if owner[digest(p)] is victim}
+    assert mine and len(mine) < PIPES
+    with ThreadPoolExecutor(max_workers=1) as killer:
+        killed = killer.submit(_kill_after, victim, 2.0)
+        slow = payloads(tmp_path, 1024 * 1024, list(pipes))
+        results = run_all(balancer, slow, tmp_path / "round2", limit="200k")
+        killed.result()
+    for path, (sender, receivers) in results.items():
+        if path in mine:
+            assert sender != 0, (path, "its backend died: the sender must fail")
+            assert all(code != 0 for code, _ in receivers), (path, receivers)
+        else:
             assert sender == 0, (path, sender)
-            assert receivers == [(0, pipes[path][1])] * RECEIVERS, path
-        owner: Dict[str, Backend] = {}
-        for backend in backends:
-            for done in backend.completed_digests():
-                owner[done] = backend
-            assert backend.status()["transfers"]["complete"] > 0, backend.name  # type: ignore[index]
-        assert {digest(p) for p in pipes} <= set(owner), "a transfer was logged nowhere"
+            assert receivers == [(0, slow[path][1])] * RECEIVERS, path
 
-        # 2. Slow senders; one backend killed mid-run: only its pipes fail.
-        victim = backends[1]
-        mine = {p for p in pipes if owner[digest(p)] is victim}
-        assert mine and len(mine) < PIPES
-        with ThreadPoolExecutor(max_workers=1) as killer:
-            killed = killer.submit(_kill_after, victim, 2.0)
-            slow = payloads(tmp_path, 1024 * 1024, list(pipes))
-            results = run_all(balancer, slow, tmp_path / "round2", limit="200k")
-            killed.result()
-        for path, (sender, receivers) in results.items():
-            if path in mine:
-                assert sender != 0, (path, "its backend died: the sender must fail")
-                assert all(code != 0 for code, _ in receivers), (path, receivers)
-            else:
-                assert sender == 0, (path, sender)
-                assert receivers == [(0, slow[path][1])] * RECEIVERS, path
-
-        # 3. The same paths again: the dead backend's paths go to survivors.
-        if kind == "haproxy":
-            time.sleep(2.5)  # two failed health checks mark it down
-        before = {
-            b.name: len(b.completed_digests()) for b in backends if b is not victim
-        }
-        results = run_all(balancer, pipes, tmp_path / "round3")
-        for path, (sender, receivers) in results.items():
-            assert sender == 0, (path, sender)
-            assert receivers == [(0, pipes[path][1])] * RECEIVERS, path
-        moved = set()
-        for backend in backends:
-            if backend is not victim:
-                for done in backend.completed_digests()[before[backend.name] :]:
-                    moved.add(done)
-                    # Consistent hashing: a survivor's own paths stay put.
-                    if owner[done] is not victim:
-                        assert owner[done] is backend, (done, backend.name)
-        assert {digest(p) for p in mine} <= moved
-    finally:
-        balancer.stop()
+    # 3. The same paths again: the dead backend's paths go to survivors.
+    balancer.wait_until_down(victim)
+    before = {b.name: len(b.completed_digests()) for b in backends if b is not victim}
+    results = run_all(balancer, pipes, tmp_path / "round3")
+    for path, (sender, receivers) in results.items():
+        assert sender == 0, (path, sender)
+        assert receivers == [(0, pipes[path][1])] * RECEIVERS, path
+    moved = set()
+    for backend in backends:
+        if backend is not victim:
+            for done in backend.completed_digests()[before[backend.name] :]:
+                moved.add(done)
+                # Consistent hashing: a survivor's own paths stay put.
+                if owner[done] is not victim:
+                    assert owner[done] is backend, (done, backend.name)
+    assert {digest(p) for p in mine} <= moved
 
 
-@pytest.mark.parametrize("kind", ["haproxy", "nginx"])
+def writes_settled(pid: int, quiet: float = 0.5) -> Callable[[], bool]:
+    """
+    A check that holds once process C{pid} has written nothing for
+    C{quiet} seconds (C{wchar} in /proc/PID/io): an upload stuck behind
+    full buffers.
+    """
+    last: List[Tuple[int, float]] = []
+
+    def check() -> bool:
+        text = Path(f"/proc/{pid}/io").read_text()
+        written = int(re.search(r"^wchar: (\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        now = time.monotonic()
+        if not last or last[0][0] != written:
+            last[:] = [(written, now)]
+        return now - last[0][1] >= quiet
+
+    return check
+
+
 def test_held_back_upload_through_the_balancer(
-    kind: str, backends: List[Backend], tmp_path: Path
+    balancer: Balancer, backends: List[Backend], tmp_path: Path
 ) -> None:
     """
     An upload far bigger than the socket buffers on the way, held back by
@@ -350,90 +384,74 @@ def test_held_back_upload_through_the_balancer(
     the response has begun (nginx does not: deploy/nginx.conf asks txpipe
     to defer the sender's response) and every byte must arrive.
     """
-    balancer = Balancer(kind, tmp_path, backends)
-    try:
-        size = 24 * 1024 * 1024
-        data = os.urandom(size)
-        upload = tmp_path / "upload"
-        upload.write_bytes(data)
-        url = balancer.url("held/" + secrets.token_hex(4))
-        sender = subprocess.Popen(
-            ["curl", "-sS", "-f", "--max-time", "60", "-T", str(upload), url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+    size = 24 * 1024 * 1024
+    data = os.urandom(size)
+    upload = tmp_path / "upload"
+    upload.write_bytes(data)
+    url = balancer.url("held/" + secrets.token_hex(4))
+    sender = subprocess.Popen(
+        ["curl", "-sS", "-f", "--max-time", "60", "-T", str(upload), url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(
+        lambda: any(b.status()["pipes_waiting"] == 1 for b in backends),
+        "the sender to wait",
+    )
+    wait_until(writes_settled(sender.pid), "the upload to fill every buffer")
+    rates = [["--limit-rate", "6M"], [], []]
+    outs = [tmp_path / f"out{i}" for i in range(RECEIVERS)]
+    receivers = [
+        subprocess.Popen(
+            ["curl", "-sS", "-f", "--max-time", "60", *rate, "-o", str(out), url]
         )
-        wait_until(
-            lambda: any(b.status()["pipes_waiting"] == 1 for b in backends),
-            "the sender to wait",
-        )
-        time.sleep(1.0)  # let the upload fill every buffer on the way
-        rates = [["--limit-rate", "6M"], [], []]
-        outs = [tmp_path / f"out{i}" for i in range(RECEIVERS)]
-        receivers = [
-            subprocess.Popen(
-                ["curl", "-sS", "-f", "--max-time", "60", *rate, "-o", str(out), url]
-            )
-            for rate, out in zip(rates, outs)
-        ]
-        codes = [r.wait(timeout=90) for r in receivers]
-        stdout, stderr = sender.communicate(timeout=90)
-        assert sender.returncode == 0, (stdout, stderr)
-        assert codes == [0] * RECEIVERS
-        expected = hashlib.sha256(data).hexdigest()
-        for out in outs:
-            assert hashlib.sha256(out.read_bytes()).hexdigest() == expected
-        assert b"[INFO] done: bytes=%d receivers=3/3" % size in stdout
-    finally:
-        balancer.stop()
+        for rate, out in zip(rates, outs)
+    ]
+    codes = [r.wait(timeout=90) for r in receivers]
+    stdout, stderr = sender.communicate(timeout=90)
+    assert sender.returncode == 0, (stdout, stderr)
+    assert codes == [0] * RECEIVERS
+    expected = hashlib.sha256(data).hexdigest()
+    for out in outs:
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == expected
+    assert b"[INFO] done: bytes=%d receivers=3/3" % size in stdout
 
 
-@pytest.mark.parametrize("kind", ["haproxy", "nginx"])
 def test_a_draining_backend_finishes_its_transfers_and_gets_no_new_pipes(
-    kind: str, backends: List[Backend], tmp_path: Path
+    balancer: Balancer, backends: List[Backend], tmp_path: Path
 ) -> None:
     """
     SIGTERM to a backend while one of its pipes runs: that transfer
     completes (the drain lets it), and a new pipe on another of its paths
     goes to a survivor once the balancer has noticed.
     """
-    balancer = Balancer(kind, tmp_path, backends)
-    try:
-        pipes = payloads(tmp_path, 64 * 1024)
-        run_all(balancer, pipes, tmp_path / "probe")
-        owner = {d: b for b in backends for d in b.completed_digests()}
-        victim = backends[0]
-        mine = [p for p in pipes if owner[digest(p)] is victim]
-        assert len(mine) >= 2, "the victim owns too few of 30 paths"
-        slow_path, later_path = mine[:2]
-        slow = payloads(tmp_path, 2 * 1024 * 1024, [slow_path])
-        later = payloads(tmp_path, 256 * 1024, [later_path])
-        (tmp_path / "slow").mkdir()
-        (tmp_path / "later").mkdir()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            running = pool.submit(
-                transfer,
-                balancer,
-                slow_path,
-                slow[slow_path][0],
-                tmp_path / "slow",
-                "512k",
-            )
-            wait_until(
-                lambda: victim.status()["pipes_running"] == 1, "the slow pipe to run"
-            )
-            assert victim.process is not None
-            victim.process.send_signal(signal.SIGTERM)
-            time.sleep(2.5)  # HAProxy: two failed checks; nginx: no wait needed
-            sender, receivers = transfer(
-                balancer, later_path, later[later_path][0], tmp_path / "later"
-            )
-            assert sender == 0
-            assert receivers == [(0, later[later_path][1])] * RECEIVERS
-            sender, receivers = running.result()
-        assert sender == 0, "the drain must let the running transfer finish"
-        assert receivers == [(0, slow[slow_path][1])] * RECEIVERS
-        assert victim.completed_digests().count(digest(later_path)) == 1  # the probe
-        # twistd ends by re-raising the signal that stopped it.
-        assert victim.process.wait(timeout=30) in (0, -signal.SIGTERM)
-    finally:
-        balancer.stop()
+    pipes = payloads(tmp_path, 64 * 1024)
+    run_all(balancer, pipes, tmp_path / "probe")
+    owner = owners(backends)
+    victim = backends[0]
+    mine = [p for p in pipes if owner[digest(p)] is victim]
+    assert len(mine) >= 2, "the victim owns too few of 30 paths"
+    slow_path, later_path = mine[:2]
+    slow = payloads(tmp_path, 2 * 1024 * 1024, [slow_path])
+    later = payloads(tmp_path, 256 * 1024, [later_path])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(
+            transfer, balancer, slow_path, slow[slow_path][0], tmp_path / "slow", "512k"
+        )
+        wait_until(
+            lambda: victim.status()["pipes_running"] == 1, "the slow pipe to run"
+        )
+        assert victim.process is not None
+        victim.process.send_signal(signal.SIGTERM)
+        balancer.wait_until_down(victim)
+        sender, receivers = transfer(
+            balancer, later_path, later[later_path][0], tmp_path / "later"
+        )
+        assert sender == 0
+        assert receivers == [(0, later[later_path][1])] * RECEIVERS
+        sender, receivers = running.result()
+    assert sender == 0, "the drain must let the running transfer finish"
+    assert receivers == [(0, slow[slow_path][1])] * RECEIVERS
+    assert victim.completed_digests().count(digest(later_path)) == 1  # the probe
+    # twistd ends by re-raising the signal that stopped it.
+    assert victim.process.wait(timeout=30) in (0, -signal.SIGTERM)
