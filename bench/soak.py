@@ -2,9 +2,11 @@
 """
 Soak: run a real C{twistd -n pipe} with short timeouts for a bounded time
 under a mix of normal transfers, crashed senders, crashed and stalled
-receivers, wait timeouts, idle senders and rejections; then check that the
-server holds no pipe and no party, and that its RSS is within a few MiB of
-where it started.
+receivers, receivers that stop reading or die at the very end (after the
+server wrote the last byte, before they took it), wait timeouts, idle
+senders and rejections; then check that the server holds no pipe and no
+party, that its RSS is within a few MiB of where it started, and that no
+sender was told "done" for a receiver that never took its last bytes.
 
     python bench/soak.py                 # 120 s, prints numbers
     python bench/soak.py --duration 60 --check   # exit 1 if a check fails
@@ -19,6 +21,7 @@ import json
 import os
 import random
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -79,6 +82,74 @@ def scenario_stalled_receiver(base: str, payload: Path, tag: str, port: int) -> 
     held.close()
 
 
+#: Senders told "done" although a receiver never took its last bytes.
+VIOLATIONS: List[str] = []
+
+
+def _held_receiver(port: int, tag: str, n: int) -> socket.socket:
+    """
+    A receiver with a small receive buffer that reads nothing until told:
+    the kernels hold what the server wrote to it.
+    """
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    held.connect(("127.0.0.1", port))
+    held.sendall(f"GET /api/v1/pipe/{tag}?n={n} HTTP/1.1\r\nHost: s\r\n\r\n".encode())
+    return held
+
+
+def _read(sock: socket.socket, count: int) -> None:
+    sock.settimeout(10)
+    got = 0
+    while got < count:
+        data = sock.recv(min(65536, count - got))
+        if not data:
+            return
+        got += len(data)
+
+
+def scenario_receiver_stops_at_the_end(
+    base: str, payload: Path, tag: str, port: int
+) -> None:
+    """
+    A receiver reads all but the last megabytes, then stops: the server
+    has written everything, the stall timeout drops the receiver, and the
+    sender must fail.
+    """
+    url = f"{base}/{tag}?n=2"
+    held = _held_receiver(port, tag, 2)
+    good = curl(url)
+    sender = curl("-T", str(payload), url)
+    try:
+        _read(held, payload.stat().st_size - 2 * 1024 * 1024)
+    except OSError:
+        pass
+    if sender.wait() == 0:
+        VIOLATIONS.append(f"{tag}: done although a receiver stopped at the end")
+    good.wait()
+    held.close()
+
+
+def scenario_receiver_dies_after_the_last_byte(
+    base: str, payload: Path, tag: str, port: int
+) -> None:
+    """
+    The server writes a 1 MiB response into the kernels at once; the
+    receiver dies (reset) before taking it: the sender must fail.
+    """
+    url = f"{base}/{tag}?n=2"
+    small = payload.with_name("small.bin")
+    held = _held_receiver(port, tag, 2)
+    good = curl(url)
+    sender = curl("-T", str(small), url)
+    time.sleep(0.3)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    held.close()
+    if sender.wait() == 0:
+        VIOLATIONS.append(f"{tag}: done although a receiver died before the end")
+    good.wait()
+
+
 def scenario_wait_timeout(base: str, payload: Path, tag: str) -> None:
     curl(f"{base}/{tag}?n=2&wait=1").wait()
     curl("-T", str(payload), f"{base}/{tag}s?n=2&wait=1").wait()
@@ -124,6 +195,7 @@ def main() -> None:
         payload.write_bytes(os.urandom(4 * 1024 * 1024))
         # Crash scenarios need an upload that outlasts the kernel's buffers.
         payload.with_name("big.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+        payload.with_name("small.bin").write_bytes(os.urandom(1024 * 1024))
         server = Server(
             workdir,
             [
@@ -144,6 +216,10 @@ def main() -> None:
             lambda tag: scenario_crashed_sender(base, payload, tag),
             lambda tag: scenario_crashed_receiver(base, payload, tag),
             lambda tag: scenario_stalled_receiver(base, payload, tag, port),
+            lambda tag: scenario_receiver_stops_at_the_end(base, payload, tag, port),
+            lambda tag: scenario_receiver_dies_after_the_last_byte(
+                base, payload, tag, port
+            ),
             lambda tag: scenario_wait_timeout(base, payload, tag),
             lambda tag: scenario_idle_sender(base, payload, tag, port),
             lambda tag: scenario_rejections(base, payload, tag),
@@ -200,6 +276,7 @@ def main() -> None:
         "senders_connected": status["senders_connected"],
         "receivers_connected": status["receivers_connected"],
         "transfers": status["transfers"],
+        "false_successes": VIOLATIONS,
     }
     print(json.dumps(result, indent=2))
     ok = (
@@ -209,6 +286,7 @@ def main() -> None:
         and status["receivers_connected"] == 0
         and growth_mib <= 8
         and sum(counts) > 0
+        and not VIOLATIONS
     )
     print("soak:", "ok" if ok else "FAILED")
     if args.check and not ok:

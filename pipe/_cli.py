@@ -10,6 +10,7 @@ The C{txpipe} command (console script, also C{python -m pipe}):
 Exit status: 0 success; 2 usage error (also an unusable secret file or a URL
 that is not a pipe URL); 3 refused by the server (4xx/5xx); 4 transfer
 failed or aborted; 5 wait timeout; 6 SHA-256 mismatch (C{recv --sha256}).
+C{txpipe serve} exits 1 when it cannot listen.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ REJECTED = 3
 FAILED = 4
 WAIT_TIMEOUT = 5
 DIGEST_MISMATCH = 6
+SERVER_FAILED = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,8 +136,14 @@ def _serve(options: List[str]) -> int:
     """
     from twisted.scripts.twistd import run
 
+    from .tap import ListenFailed
+
     sys.argv = ["txpipe serve", "--nodaemon", "--pidfile=", "pipe", *options]
-    run()
+    try:
+        run()
+    except ListenFailed:
+        # The reason is on stderr already.
+        return SERVER_FAILED
     return OK
 
 

@@ -10,9 +10,15 @@ producer, so that Twisted's flow control of every receiver connection reaches
 the one upload: the upload is paused while any branch is paused and resumed
 when none is.
 
+When the upload is complete, every receiver's response is finished, but the
+transfer is complete only when each receiver's connection has acknowledged
+every byte (L{State.SETTLING}): until then the last megabytes may sit in
+the kernels' buffers, and a receiver that dies now has not got them.
+
 Two watchdogs run during a transfer: a receiver that takes no bytes for the
 stall timeout while data waits for it (or, with a minimum rate, takes them
-too slowly) is dropped, and an upload that delivers nothing for the idle
+too slowly), or that acknowledges nothing for the stall timeout while it
+settles, is dropped; and an upload that delivers nothing for the idle
 timeout while the fan-out wants data aborts the transfer.
 """
 
@@ -44,7 +50,7 @@ class Outcome(enum.Enum):
     """
     How a transfer ended.
 
-      - C{COMPLETE}: every receiver got every byte.
+      - C{COMPLETE}: every receiver's connection acknowledged every byte.
       - C{RECEIVER_LOST}: a receiver disconnected before the end.
       - C{RECEIVER_STALLED}: a receiver was dropped for taking no bytes (or
         too few) for the stall timeout.
@@ -53,6 +59,7 @@ class Outcome(enum.Enum):
       - C{WAIT_TIMEOUT}: the transfer never started (used by the parties).
       - C{IDLE_TIMEOUT}: the sender delivered nothing for the idle timeout.
       - C{DRAINED}: the server shut down before the transfer ended.
+      - C{SERVER_ERROR}: an unexpected error in the server failed it.
     """
 
     COMPLETE = "complete"
@@ -62,12 +69,19 @@ class Outcome(enum.Enum):
     WAIT_TIMEOUT = "wait_timeout"
     IDLE_TIMEOUT = "idle_timeout"
     DRAINED = "drained"
+    SERVER_ERROR = "server_error"
 
 
 class Outlet(Protocol):
     """
     One receiver, as the fan-out sees it: an L{IConsumer} that can also be
     finished or aborted, and that knows how much it has not sent yet.
+
+    After L{finish}, the outlet reports the delivery of its response to its
+    branch: L{Branch.acknowledged} once the receiver's connection has
+    acknowledged every byte (at once where that cannot be known),
+    L{Branch.acknowledging} when it acknowledged more, and
+    L{Branch.stopProducing} if the connection ends first.
     """
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
@@ -80,11 +94,18 @@ class Outlet(Protocol):
         """See L{twisted.internet.interfaces.IConsumer.write}."""
 
     def finish(self) -> None:
-        """The last byte was written: end the response normally."""
+        """The last byte was written: end the response normally, and report
+        its delivery (see above); may report it before returning."""
 
     def abort(self) -> None:
         """The stream is truncated: end the response so that the client
-        can never take it for complete (reset the connection)."""
+        can never take it for complete (reset the connection).  Also after
+        L{finish}, to drop a receiver that stopped acknowledging."""
+
+    def settle(self) -> None:
+        """The fan-out is done with this receiver (its branch reached its
+        final state): stop reporting, release what watches the connection.
+        Called once per branch."""
 
     def pending(self) -> Optional[int]:
         """Bytes written but not yet taken by the connection, or L{None}
@@ -117,27 +138,44 @@ class State(enum.Enum):
                                                     C{ENDED} (upload lost)
     C{HOLDING_COMPLETE} ended, all of it held       C{ENDED} (L{Fanout.start}
                                                     delivers it and finishes)
-    C{STREAMING}        relayed; paused while any   C{ENDED}
-                        branch is paused
+    C{STREAMING}        relayed; paused while any   C{SETTLING} (body ended),
+                        branch is paused            C{ENDED}
+    C{SETTLING}         complete; every response    C{ENDED} (no branch is
+                        finished, waiting for their C{WRITTEN} any more)
+                        acknowledgement
     C{ENDED}            stopped or done             -
     ==================  ==========================  ==========================
+
+    While holding, the upload is read (and held) up to L{HOLD_LIMIT} bytes
+    and paused past that: a sender that disconnects while it waits is seen
+    at once, not at the next write to it.
     """
 
     HOLDING = "holding"
     HOLDING_COMPLETE = "holding_complete"
     STREAMING = "streaming"
+    SETTLING = "settling"
     ENDED = "ended"
+
+
+#: How much of a waiting sender's upload is read and held before it is
+#: paused (one more socket read may come on top).
+HOLD_LIMIT = 256 * 1024
 
 
 class BranchState(enum.Enum):
     """
-    The states of a L{Branch}: C{ACTIVE} until it is C{FINISHED} (every
-    byte), C{LOST} (the receiver went away), C{STALLED} (dropped by the
-    stall watchdog) or C{ABORTED} (the transfer failed as a whole).
+    The states of a L{Branch}: C{ACTIVE} while data is relayed to it;
+    C{WRITTEN} when its response is finished and the receiver's connection
+    has not acknowledged all of it yet; then C{DELIVERED} (every byte
+    acknowledged), C{LOST} (the receiver went away before that), C{STALLED}
+    (dropped by the stall watchdog) or C{ABORTED} (the transfer failed as
+    a whole).  C{ACTIVE} may also go straight to any of the last four.
     """
 
     ACTIVE = "active"
-    FINISHED = "finished"
+    WRITTEN = "written"
+    DELIVERED = "delivered"
     LOST = "lost"
     STALLED = "stalled"
     ABORTED = "aborted"
@@ -171,7 +209,9 @@ class Branch:
     The receiver's connection calls L{pauseProducing} when its write buffer
     is full and L{resumeProducing} when it has drained; either may happen
     synchronously inside L{Outlet.write}.  L{stopProducing} means the
-    receiver is gone; after it, the branch takes no more data.
+    receiver is gone; after it, the branch takes no more data.  After
+    L{Outlet.finish}, the outlet calls L{acknowledging} and
+    L{acknowledged} (or L{stopProducing}) as its connection takes the rest.
 
     @ivar index: the receiver's number, from 1, in arrival order.
     @ivar outlet: the receiver.
@@ -201,6 +241,20 @@ class Branch:
     def stopProducing(self) -> None:
         self._fanout.lose_branch(self)
 
+    def acknowledging(self) -> None:
+        """
+        The receiver's connection acknowledged more of the finished
+        response.
+        """
+        if self.state is BranchState.WRITTEN:
+            self.progress_at = self._fanout.clock.seconds()
+
+    def acknowledged(self) -> None:
+        """
+        The receiver's connection acknowledged every byte of the response.
+        """
+        self._fanout._branch_delivered(self)
+
     def __repr__(self) -> str:
         return f"<Branch {self.index} {self.state.value} sent={self.sent}>"
 
@@ -209,9 +263,8 @@ class Fanout(_TwistedProtocol):
     """
     Relay one upload to N outlets, pacing it by the slowest.
 
-    The upload's producer (C{self.transport}) is paused from the moment the
-    body is delivered here until L{start}; bytes that Twisted had already
-    read are held (at most one socket read).  See L{State}.
+    Until L{start}, the upload is read and held up to L{HOLD_LIMIT} bytes,
+    then paused.  See L{State}.
 
     @ivar state: see L{State}.
     @ivar received: bytes of the upload received so far.
@@ -240,6 +293,8 @@ class Fanout(_TwistedProtocol):
         self._held: List[bytes] = []
         # Insertion-ordered, with O(1) removal: a receiver lost in the middle
         # of a relay pass must not be written to by the rest of that pass.
+        # The ACTIVE branches while streaming, the WRITTEN ones while
+        # settling.
         self._active: Dict[Branch, None] = {}
         self._paused: Set[Branch] = set()
         self._last_data = 0.0
@@ -250,10 +305,9 @@ class Fanout(_TwistedProtocol):
 
     def connectionMade(self) -> None:
         """
-        The upload is connected: hold it until L{start}.
+        The upload is connected: it is read and held until L{start} (see
+        L{HOLD_LIMIT}).
         """
-        assert self.transport is not None
-        self.transport.pauseProducing()
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -266,6 +320,9 @@ class Fanout(_TwistedProtocol):
             self._relay(data)
         elif self.state is State.HOLDING:
             self._held.append(data)
+            if self.received >= HOLD_LIMIT:
+                assert self.transport is not None
+                self.transport.pauseProducing()
         elif self.state is State.ENDED:
             # The transfer failed; the sender is being cut off.
             pass
@@ -291,8 +348,8 @@ class Fanout(_TwistedProtocol):
                 self._finish_all()
             else:
                 self.abort(Outcome.SENDER_LOST)
-        # In ENDED the failure is already known; HOLDING_COMPLETE cannot be
-        # lost again.
+        # In SETTLING the body was complete, and in ENDED the end is known;
+        # HOLDING_COMPLETE cannot be lost again.
 
     # The transfer.
 
@@ -310,6 +367,13 @@ class Fanout(_TwistedProtocol):
         self.branches = [Branch(self, i, o, now) for i, o in enumerate(outlets, 1)]
         self._active = dict.fromkeys(self.branches)
         self.state = State.STREAMING
+        stall = self.watchdogs.stall_timeout
+        if stall:
+            self._stall_check = LoopingCall(self._check_stalls)
+            self._stall_check.clock = self.clock
+            self._stall_check.start(min(1.0, stall / 4), now=False).addErrback(
+                lambda f: self.log.failure("stall check failed", f)
+            )
         for branch in self.branches:
             branch.outlet.registerProducer(branch, True)
         held, self._held = self._held, []
@@ -322,13 +386,6 @@ class Fanout(_TwistedProtocol):
         if complete:
             self._finish_all()
             return
-        stall = self.watchdogs.stall_timeout
-        if stall:
-            self._stall_check = LoopingCall(self._check_stalls)
-            self._stall_check.clock = self.clock
-            self._stall_check.start(min(1.0, stall / 4), now=False).addErrback(
-                lambda f: self.log.failure("stall check failed", f)
-            )
         if not self._paused:
             assert self.transport is not None
             self.transport.resumeProducing()
@@ -344,11 +401,11 @@ class Fanout(_TwistedProtocol):
                 branch.outlet.write(data)
 
     def _branch_paused(self, branch: Branch) -> None:
-        if branch not in self._active:
+        if branch not in self._active or self.state is not State.STREAMING:
             return
         first = not self._paused
         self._paused.add(branch)
-        if first and self.state is State.STREAMING:
+        if first:
             self._disarm_idle()
             assert self.transport is not None
             self.transport.pauseProducing()
@@ -371,7 +428,8 @@ class Fanout(_TwistedProtocol):
     ) -> None:
         """
         The receiver of C{branch} is gone (C{state} C{LOST}) or dropped
-        (C{STALLED}).  The others go on; when none is left, the upload is
+        (C{STALLED}), while streaming or before its connection acknowledged
+        everything.  The others go on; when none is left, the upload is
         stopped.  Idempotent.
         """
         if branch not in self._active:
@@ -379,6 +437,11 @@ class Fanout(_TwistedProtocol):
         del self._active[branch]
         self._paused.discard(branch)
         branch.state = state
+        branch.outlet.settle()
+        if self.state is State.SETTLING:
+            self._listener.branch_lost(branch)
+            self._settle_if_done()
+            return
         if self.state is not State.STREAMING:
             return
         self._listener.branch_lost(branch)
@@ -394,11 +457,11 @@ class Fanout(_TwistedProtocol):
 
     def abort(self, outcome: Outcome) -> None:
         """
-        End a running transfer as a failure: every receiver still active is
-        aborted (reset) and the upload is stopped.  Does nothing unless
-        streaming.
+        End a running transfer as a failure: every receiver still active or
+        settling is aborted (reset) and the upload is stopped.  Does nothing
+        unless streaming or settling.
         """
-        if self.state is not State.STREAMING:
+        if self.state not in (State.STREAMING, State.SETTLING):
             return
         active, self._active = list(self._active), {}
         self._paused.clear()
@@ -407,6 +470,7 @@ class Fanout(_TwistedProtocol):
             branch.state = BranchState.ABORTED
             branch.outlet.unregisterProducer()
             branch.outlet.abort()
+            branch.outlet.settle()
         if outcome is not Outcome.SENDER_LOST:
             assert self.transport is not None
             self.transport.stopProducing()
@@ -418,15 +482,41 @@ class Fanout(_TwistedProtocol):
         return Outcome.RECEIVER_LOST
 
     def _finish_all(self) -> None:
-        active, self._active = list(self._active), {}
+        """
+        The upload is complete: finish every active receiver's response and
+        settle, waiting for each one's acknowledgement (which may come
+        while this runs).
+        """
+        written = list(self._active)
         self._paused.clear()
-        for branch in active:
-            branch.state = BranchState.FINISHED
-        failed = len(active) < len(self.branches)
+        self._disarm_idle()
+        self.state = State.SETTLING
+        now = self.clock.seconds()
+        for branch in written:
+            branch.state = BranchState.WRITTEN
+            branch.progress_at = now
+        for branch in written:
+            if branch.state is BranchState.WRITTEN:
+                branch.outlet.unregisterProducer()
+                branch.outlet.finish()
+        self._settle_if_done()
+
+    def _branch_delivered(self, branch: Branch) -> None:
+        if branch.state is not BranchState.WRITTEN or branch not in self._active:
+            return
+        del self._active[branch]
+        branch.state = BranchState.DELIVERED
+        branch.outlet.settle()
+        self._settle_if_done()
+
+    def _settle_if_done(self) -> None:
+        """
+        End the transfer once no branch waits for its acknowledgement.
+        """
+        if self.state is not State.SETTLING or self._active:
+            return
+        failed = any(b.state is not BranchState.DELIVERED for b in self.branches)
         self._end(self._failure_outcome() if failed else Outcome.COMPLETE)
-        for branch in active:
-            branch.outlet.unregisterProducer()
-            branch.outlet.finish()
         self._listener.fanout_ended(self)
 
     def _end(self, outcome: Outcome) -> None:
@@ -445,9 +535,9 @@ class Fanout(_TwistedProtocol):
     @property
     def completed(self) -> int:
         """
-        The number of receivers whose response was finished with every byte.
+        The number of receivers whose connection acknowledged every byte.
         """
-        return sum(1 for b in self.branches if b.state is BranchState.FINISHED)
+        return sum(1 for b in self.branches if b.state is BranchState.DELIVERED)
 
     @property
     def delivered(self) -> int:
@@ -484,34 +574,47 @@ class Fanout(_TwistedProtocol):
         Drop every receiver that has taken no bytes for the stall timeout
         while data waits for it, or (with a minimum rate) took fewer than
         C{min_rate} bytes per second over the last stall window while data
-        waited.  Runs while the upload is paused, too: that is when a stalled
-        receiver holds everybody back.
+        waited; while settling, every receiver whose connection acknowledged
+        nothing for the stall timeout.  Runs while the upload is paused,
+        too: that is when a stalled receiver holds everybody back.
         """
         now = self.clock.seconds()
         stall = self.watchdogs.stall_timeout
-        min_rate = self.watchdogs.min_rate
         for branch in tuple(self._active):
             if branch not in self._active:
                 continue
-            pending = branch.outlet.pending()
-            if pending is None:
-                # The connection cannot say: a paused branch has data
-                # waiting, and only a resume shows progress.
-                pending = 1 if branch in self._paused else 0
-                taken = branch.taken if pending else branch.sent
+            if branch.state is BranchState.WRITTEN:
+                stalled = now - branch.progress_at >= stall
             else:
-                taken = branch.sent - pending
-            if taken > branch.taken or not pending:
-                branch.taken = taken
-                branch.progress_at = now
-            stalled = now - branch.progress_at >= stall
-            if not stalled and min_rate and now - branch.window_at >= stall:
-                rate = (taken - branch.window_taken) / (now - branch.window_at)
-                stalled = bool(pending) and rate < min_rate
-                branch.window_at, branch.window_taken = now, taken
+                stalled = self._taking_too_little(branch, now)
             if stalled:
                 branch.outlet.unregisterProducer()
                 branch.outlet.abort()
                 self.lose_branch(branch, BranchState.STALLED)
-                if self.state is not State.STREAMING:
+                if self.state not in (State.STREAMING, State.SETTLING):
                     return
+
+    def _taking_too_little(self, branch: Branch, now: float) -> bool:
+        """
+        Whether an active branch has taken no bytes for the stall timeout
+        while data waited for it (or too few, with a minimum rate).
+        """
+        stall = self.watchdogs.stall_timeout
+        min_rate = self.watchdogs.min_rate
+        pending = branch.outlet.pending()
+        if pending is None:
+            # The connection cannot say: a paused branch has data
+            # waiting, and only a resume shows progress.
+            pending = 1 if branch in self._paused else 0
+            taken = branch.taken if pending else branch.sent
+        else:
+            taken = branch.sent - pending
+        if taken > branch.taken or not pending:
+            branch.taken = taken
+            branch.progress_at = now
+        stalled = now - branch.progress_at >= stall
+        if not stalled and min_rate and now - branch.window_at >= stall:
+            rate = (taken - branch.window_taken) / (now - branch.window_at)
+            stalled = bool(pending) and rate < min_rate
+            branch.window_at, branch.window_taken = now, taken
+        return stalled

@@ -134,6 +134,15 @@ def receiver_lost(index: int, address: str, sent: int) -> bytes:
     return info(f"receiver {index} ({address}) disconnected after {size(sent)}")
 
 
+def receiver_lost_unacknowledged(
+    index: int, address: str, unacknowledged: int
+) -> bytes:
+    return info(
+        f"receiver {index} ({address}) disconnected before acknowledging"
+        f" the last {size(unacknowledged)}"
+    )
+
+
 def done(count: int, ok: int, n: int, seconds: float) -> bytes:
     rate = count / seconds / 1e6 if seconds > 0 else 0.0
     return info(

@@ -50,6 +50,7 @@ def _snapshot(relay: Relay) -> Dict[str, Any]:
     return {
         "waiting": rendezvous.count(Stage.WAITING),
         "running": rendezvous.count(Stage.RUNNING),
+        "settling": relay.settling_count(),
         "senders": senders,
         "receivers": receivers,
         "received": received,
@@ -136,6 +137,12 @@ class MetricsCollector:
         pipes.add_metric(["waiting"], s["waiting"])
         pipes.add_metric(["running"], s["running"])
         yield pipes
+        yield GaugeMetricFamily(
+            "txpipe_pipes_settling",
+            "Running pipes whose upload is complete, waiting for receivers to"
+            " acknowledge the last bytes.",
+            value=s["settling"],
+        )
         for family, name, doc, key in _SINGLE:
             yield family(name, doc, value=s[key])
         transfers = CounterMetricFamily(

@@ -21,12 +21,13 @@ from twisted.python.failure import Failure
 
 from . import _messages as messages
 from ._channel import pending_bytes
-from ._fanout import Branch, BranchState, Fanout, Outcome, Watchdogs
+from ._fanout import Branch, BranchState, Fanout, Outcome, State, Watchdogs
 from ._guard import Grant
 from ._relay import Relay
-from ._rendezvous import Rejected
+from ._rendezvous import Rejected, Stage
 
 if TYPE_CHECKING:
+    from ._channel import StreamingChannel
     from ._request import StreamingRequest
 
 __all__ = ["PROGRESS_INTERVAL", "Receiver", "Sender"]
@@ -206,15 +207,26 @@ class _Party:
     def transferred(self) -> Tuple[int, int]:
         return (0, 0)
 
+    def settling(self) -> bool:
+        return False
+
 
 class Receiver(_Party):
     """
-    One receiver: the L{pipe._fanout.Outlet} over its request.
+    One receiver: the L{pipe._fanout.Outlet} over its request, and the
+    L{pipe._channel.DeliveryWatcher} of its response once finished.
 
     @ivar branch: the fan-out branch feeding this receiver, once started.
+    @ivar undelivered_bytes: when its connection ended after the response
+        was finished but before the peer acknowledged all of it, how many
+        bytes were never acknowledged.
     """
 
     branch: Optional[Branch] = None
+    undelivered_bytes: Optional[int] = None
+    # The connection, kept from the moment the response is finished (the
+    # request forgets it then) until the delivery is settled.
+    _channel: Optional[StreamingChannel] = None
 
     def join(self) -> None:
         """
@@ -303,19 +315,55 @@ class Receiver(_Party):
         self.request.write(data)
 
     def finish(self) -> None:
-        self._end()
-        if self.request.connected:
-            self.request.finish()
+        """
+        End the response, then watch its delivery: the branch hears
+        L{Branch.acknowledged} once the client's TCP has every byte.  The
+        watch begins before the response ends, so that a close the end
+        starts (HTTP/1.0, C{Connection: close}) waits for the answer.
+        """
+        request = self.request
+        if not request.connected:
+            self._end()
+            return
+        channel = self._channel = cast("StreamingChannel", request.channel)
+        channel.watch_delivery(self)
+        request.finish()
+        channel.check_delivery()
 
     def abort(self) -> None:
         self._end()
-        self.request.abort()
+        channel = self._channel
+        if channel is not None:
+            channel.reset()
+        else:
+            self.request.abort()
+
+    def settle(self) -> None:
+        self._end()
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.unwatch_delivery(self)
 
     def pending(self) -> Optional[int]:
         channel = self.request.channel
         if channel is None:
             return 0
         return pending_bytes(channel.transport)
+
+    # DeliveryWatcher
+
+    def delivery_progress(self) -> None:
+        if self.branch is not None:
+            self.branch.acknowledging()
+
+    def delivered(self) -> None:
+        if self.branch is not None:
+            self.branch.acknowledged()
+
+    def undelivered(self, unacknowledged: int) -> None:
+        self.undelivered_bytes = unacknowledged
+        if self.branch is not None:
+            self.branch.stopProducing()
 
 
 #: The C{Retry-After} of a 503, in seconds.
@@ -469,6 +517,9 @@ class Sender(_Party):
             return (self.fanout.received, self.fanout.delivered)
         return (0, 0)
 
+    def settling(self) -> bool:
+        return self.phase is Phase.TRANSFERRING and self.fanout.state is State.SETTLING
+
     def receivers_changed(self, connected: int, n: int) -> None:
         previous, self._receivers_present = self._receivers_present, connected
         if not self._opened or not self.request.connected:
@@ -479,6 +530,17 @@ class Sender(_Party):
             self.request.write(messages.receiver_left(connected, n))
 
     def start(self, receivers: List[Receiver]) -> None:
+        """
+        Exactly C{n} receivers are here: start the transfer.  Whatever goes
+        wrong on the way fails this transfer alone (see L{_start_failed});
+        it never leaves the path taken or a party counted.
+        """
+        try:
+            self._start(receivers)
+        except Exception:
+            self._start_failed(receivers, Failure())
+
+    def _start(self, receivers: List[Receiver]) -> None:
         self.phase = Phase.TRANSFERRING
         self._stop_waiting()
         if self._heartbeat.running:
@@ -500,6 +562,40 @@ class Sender(_Party):
             receiver.open(self.request)
         self.fanout.start(list(receivers))
 
+    def _start_failed(self, receivers: List[Receiver], failure: Failure) -> None:
+        """
+        An unexpected error while starting the transfer: log it, then fail
+        the transfer as a whole (every party gets an C{[ERROR]} line or a
+        reset), free the path and the party counts.  Each step is attempted
+        on its own, so one more error cannot leave the rest undone.
+        """
+        pipe = path_for_log(self.path, self.relay)
+        self.log.failure("starting the transfer of {pipe} failed", failure, pipe=pipe)
+        fanout = self.fanout
+        if fanout.state in (State.STREAMING, State.SETTLING):
+            # The fan-out ends it the usual way, through fanout_ended.
+            _attempt(self.log, pipe, fanout.abort, Outcome.SERVER_ERROR)
+        rendezvous = self.relay.rendezvous
+        if rendezvous.stage(self.path) is not Stage.RUNNING:
+            return
+        _attempt(self.log, pipe, rendezvous.release, self.path)
+        self._end()
+        self.relay.record(Outcome.SERVER_ERROR, fanout.received, 0)
+        for receiver in receivers:
+            _attempt(self.log, pipe, receiver.abort)
+        request = self.request
+        if request.connected and not request.finished:
+            _attempt(self.log, pipe, self._open)
+            _attempt(
+                self.log,
+                pipe,
+                request.write,
+                messages.failed(fanout.received, 0, self.n, _INTERNAL_ERROR),
+            )
+            _attempt(self.log, pipe, request.end_abnormally)
+        elif request.connected:
+            _attempt(self.log, pipe, request.abort)
+
     # FanoutListener
 
     def branch_lost(self, branch: Branch) -> None:
@@ -514,6 +610,10 @@ class Sender(_Party):
                 receiver.address,
                 branch.sent,
                 self.relay.settings.stall_timeout,
+            )
+        elif receiver.undelivered_bytes is not None:
+            line = messages.receiver_lost_unacknowledged(
+                branch.index, receiver.address, receiver.undelivered_bytes
             )
         else:
             line = messages.receiver_lost(branch.index, receiver.address, branch.sent)
@@ -564,12 +664,28 @@ class Sender(_Party):
         )
 
 
+#: The reason a sender's last line gives for an unexpected server error.
+_INTERNAL_ERROR = "an internal error in the server (see its log)"
+
+
+def _attempt(log: Logger, pipe: str, step: Callable[..., object], *args: Any) -> None:
+    """
+    Run one step of failing a transfer; log an error it raises and go on.
+    """
+    try:
+        step(*args)
+    except Exception:
+        log.failure("failing the transfer of {pipe}: a step failed", pipe=pipe)
+
+
 def _why(fanout: Fanout, sender: Sender) -> str:
     """
     The reason a transfer failed, for the sender's last line.
     """
     outcome = fanout.outcome
     settings = sender.relay.settings
+    if outcome is Outcome.SERVER_ERROR:
+        return _INTERNAL_ERROR
     if outcome is Outcome.SENDER_LOST:
         return f"the upload ended early after {fanout.received} bytes"
     if outcome is Outcome.IDLE_TIMEOUT:

@@ -22,7 +22,11 @@ from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings
 from ._stats import DURATION_BUCKETS, WAIT_BUCKETS, Histogram
 
-__all__ = ["Lifecycle", "Party", "Relay", "Unavailable"]
+__all__ = ["DRAIN_GRACE", "Lifecycle", "Party", "Relay", "Unavailable"]
+
+#: The hard deadline of a drain is C{drain_timeout} plus this many seconds:
+#: after it, shutdown goes on even if a party is somehow still present.
+DRAIN_GRACE = 5.0
 
 
 class Unavailable(Exception):
@@ -67,6 +71,10 @@ class Party(Protocol):
     def transferred(self) -> Tuple[int, int]:
         """Bytes received and delivered so far by a running transfer's
         sender; (0, 0) for everyone else."""
+
+    def settling(self) -> bool:
+        """Whether this is the sender of a transfer whose upload is complete
+        and that waits for its receivers to acknowledge the last bytes."""
 
 
 class Relay:
@@ -200,7 +208,8 @@ class Relay:
         Stop taking parties, send waiting ones away, give running transfers
         L{Settings.drain_timeout} seconds, then abort what is left.
 
-        @return: fires when no party is left.
+        @return: fires when no party is left, or at the latest
+            L{DRAIN_GRACE} seconds after the abort.
         """
         if self._drained is not None:
             return self._drained
@@ -228,7 +237,29 @@ class Relay:
             "drain timeout: aborting {parties} parties", parties=len(self._parties)
         )
         for party in list(self._parties):
-            party.abort_transfer(Outcome.DRAINED)
+            try:
+                party.abort_transfer(Outcome.DRAINED)
+            except Exception:
+                self.log.failure("aborting a party on drain failed")
+        if self._parties:
+            self._drain_call = self.reactor.callLater(  # type: ignore[attr-defined]
+                DRAIN_GRACE, self._give_up
+            )
+
+    def _give_up(self) -> None:
+        """
+        The hard deadline of a drain: parties are still present after their
+        transfers were aborted (which should not happen); stop waiting for
+        them, so that shutdown always ends.
+        """
+        self._drain_call = None
+        self.log.error(
+            "drain deadline: {parties} parties still present {grace} s after"
+            " their transfers were aborted; shutting down anyway",
+            parties=len(self._parties),
+            grace=DRAIN_GRACE,
+        )
+        self._finish_drain()
 
     def _finish_drain(self) -> None:
         call, self._drain_call = self._drain_call, None
@@ -253,6 +284,13 @@ class Relay:
             delivered += more_delivered
         return received, delivered
 
+    def settling_count(self) -> int:
+        """
+        The number of running transfers that wait for their receivers'
+        acknowledgement of the last bytes.
+        """
+        return sum(1 for party in self._parties if party.settling())
+
     def status(self) -> Dict[str, Any]:
         """
         The C{/api/v1/status} document (no paths: a path is a credential).
@@ -265,6 +303,7 @@ class Relay:
             "state": self.lifecycle.value,
             "pipes_waiting": rendezvous.count(Stage.WAITING),
             "pipes_running": rendezvous.count(Stage.RUNNING),
+            "pipes_settling": self.settling_count(),
             "senders_connected": senders,
             "receivers_connected": receivers,
             "bytes_received": self.bytes_received,

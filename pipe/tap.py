@@ -5,21 +5,25 @@ C{twistd pipe}: options and service.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+import sys
+from typing import Any, List, Optional
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from . import __version__
 from ._settings import Settings
 from .server import PipeSite, make_site
 from .signing import KeyFileError, load_keys
 
-__all__ = ["Options", "makeService"]
+__all__ = ["ListenFailed", "Options", "makeService"]
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -253,9 +257,24 @@ class _Drain(Service):
         return drained
 
 
+class ListenFailed(Exception):
+    """
+    A listener could not listen: the server must not run without it.
+    """
+
+
 class _Listener(Service):
     """
     Listen on one endpoint while running; log the bound address.
+
+    A server that cannot listen must not look healthy to its supervisor:
+    as with L{twisted.application.strports.service}, a listen that fails at
+    once (a port in use, a missing certificate) raises L{ListenFailed} from
+    the start of the service, so C{twistd} exits with status 1 before the
+    reactor runs; one that fails later stops the reactor and makes the
+    process exit with status 1.  Either way the reason is written to
+    standard error.  Listening happens in L{privilegedStartService}, before
+    C{twistd} drops privileges (ports below 1024).
     """
 
     log = Logger()
@@ -266,12 +285,31 @@ class _Listener(Service):
         self._factory = factory
         self._port: Optional[IListeningPort] = None
         self._starting: Optional[Deferred[Any]] = None
+        self._synchronous: List[Failure] = []
+        self._listening_now = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
 
     def startService(self) -> None:
         super().startService()
+        if self._starting is None:
+            self._listen()
+
+    def _listen(self) -> None:
         endpoint = serverFromString(self._reactor, with_backlog(self._description))
-        self._starting = endpoint.listen(self._factory)
-        self._starting.addCallbacks(self._listening, self._failed)
+        self._listening_now = True
+        try:
+            self._starting = endpoint.listen(self._factory)
+            self._starting.addCallbacks(self._listening, self._failed)
+        finally:
+            self._listening_now = False
+        if self._synchronous:
+            reason = self._synchronous[0]
+            raise ListenFailed(
+                f"cannot listen on {self._description}: {reason.getErrorMessage()}"
+            )
 
     def _listening(self, port: IListeningPort) -> None:
         self._port = port
@@ -283,11 +321,21 @@ class _Listener(Service):
             port=getattr(host, "port", None),
         )
 
-    def _failed(self, reason: Any) -> None:
-        self.log.failure(
-            "cannot listen on {endpoint}", reason, endpoint=self._description
+    def _failed(self, reason: Failure) -> None:
+        message = f"cannot listen on {self._description}: {reason.getErrorMessage()}"
+        self.log.error(
+            "cannot listen on {endpoint}: {reason}",
+            endpoint=self._description,
+            reason=reason.getErrorMessage(),
         )
-        self._reactor.stop()
+        _to_stderr(f"twistd pipe: {message}")
+        if self._listening_now:
+            self._synchronous.append(reason)
+            return
+        # Too late to refuse to start: stop, and exit with a failure status.
+        reactor = self._reactor
+        reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        reactor.callWhenRunning(_stop, reactor)
 
     def stopService(self) -> Optional[Deferred[None]]:  # type: ignore[override]
         super().stopService()
@@ -295,6 +343,41 @@ class _Listener(Service):
             port, self._port = self._port, None
             return port.stopListening()  # type: ignore[return-value]
         return None
+
+
+def _to_stderr(line: str) -> None:
+    """
+    Write C{line} to the process's real standard error (twistd may have
+    redirected C{sys.stderr} into the log).
+    """
+    stream = sys.__stderr__
+    if stream is not None:
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _stop(reactor: Any) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
+
+
+def _exit_failed() -> None:
+    """
+    End the process with status 1 once the reactor has shut down (twistd
+    has no way to return a status of its own).
+    """
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(1)
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:

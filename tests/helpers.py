@@ -145,10 +145,12 @@ def spawn(
     stdin: Optional[Path] = None,
     keep_text: bool = False,
     cwd: Optional[Path] = None,
+    env: Optional[Dict[str, str]] = None,
 ) -> Curl:
     """
     Start C{argv} (curl, or a script that runs curls), with its output
-    collected as for curl; standard input from C{stdin} (a file) or empty.
+    collected as for curl; standard input from C{stdin} (a file) or empty;
+    this environment unless C{env} is given.
     """
     protocol = _CurlProtocol(keep_text)
     fds: Dict[int, Any] = {1: "r", 2: "r"}
@@ -162,7 +164,7 @@ def spawn(
         protocol,
         argv[0],
         argv,
-        env=dict(os.environ),
+        env=dict(os.environ) if env is None else env,
         childFDs=fds,
         path=None if cwd is None else str(cwd),
     )
@@ -336,3 +338,150 @@ def raw_http(
     connecting.addErrback(done.errback)
     done.addTimeout(timeout, reactor)
     return done
+
+
+async def server_status(reactor: Any, port: int) -> Dict[str, Any]:
+    """
+    The server's C{/api/v1/status} document.
+    """
+    import treq
+
+    response = await treq.get(f"http://127.0.0.1:{port}/api/v1/status", reactor=reactor)
+    document: Dict[str, Any] = await response.json()
+    return document
+
+
+async def wait_for_status(
+    reactor: Any,
+    port: int,
+    condition: Callable[[Dict[str, Any]], bool],
+    timeout: float = 15.0,
+    what: str = "status",
+) -> Dict[str, Any]:
+    """
+    Poll the server's status every 5 ms until C{condition} holds for it;
+    fail after C{timeout} seconds.  Returns the document that satisfied it.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        document = await server_status(reactor, port)
+        if condition(document):
+            return document
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {document}")
+        await task.deferLater(reactor, 0.005, lambda: None)
+
+
+class RawReceiver:
+    """
+    A receiver on a plain socket with a small receive buffer, read only as
+    the test says: the kernel buffers between the server and it are then
+    known, and it can stop reading, or die, at any byte.
+
+    @ivar head: the response's status line and headers, once read.
+    @ivar body: the response body read so far (chunked framing included).
+    @ivar eof: the stream ended (closed or reset).
+    @ivar was_reset: the server reset the connection.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        n: int = 1,
+        rcvbuf: int = 32 * 1024,
+        version: bytes = b"HTTP/1.1",
+    ) -> None:
+        import socket
+
+        self.sock = sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(
+            b"GET /api/v1/pipe/%s?n=%d %s\r\nHost: t\r\n\r\n"
+            % (path.encode(), n, version)
+        )
+        sock.setblocking(False)
+        self._raw = bytearray()
+        self.head = b""
+        self.body = bytearray()
+        self.eof = False
+        self.was_reset = False
+
+    def queued(self) -> int:
+        """
+        Bytes waiting in this socket's receive buffer (C{FIONREAD}).
+        """
+        import fcntl
+        import struct
+        import termios
+
+        value: int = struct.unpack(
+            "i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0" * 4)
+        )[0]
+        return value
+
+    def read(self, limit: int = 1 << 30) -> int:
+        """
+        Read what is available now, at most C{limit} body bytes; return how
+        many body bytes were read.  Notes the end of the stream.
+        """
+        before = len(self.body)
+        while len(self.body) - before < limit and not self.eof:
+            want = max(1, limit - (len(self.body) - before))
+            try:
+                data = self.sock.recv(min(want, 65536))
+            except BlockingIOError:
+                break
+            except ConnectionResetError:
+                self.eof = self.was_reset = True
+                break
+            if not data:
+                self.eof = True
+                break
+            if self.head:
+                self.body += data
+            else:
+                self._raw += data
+                head, sep, rest = bytes(self._raw).partition(b"\r\n\r\n")
+                if sep:
+                    self.head = head
+                    self.body += rest
+        return len(self.body) - before
+
+    async def read_at(self, reactor: Any, total: int, rate: float) -> None:
+        """
+        Read until C{total} body bytes are in, at about C{rate} bytes per
+        second (in steps of 50 ms).
+        """
+        step = 0.05
+        while len(self.body) < total and not self.eof:
+            self.read(max(1, int(rate * step)))
+            await task.deferLater(reactor, step, lambda: None)
+
+    async def read_all(self, reactor: Any, total: int, timeout: float = 30) -> None:
+        """
+        Read at full speed until C{total} body bytes are in (or the end),
+        and not more.
+        """
+        deadline = reactor.seconds() + timeout
+        while len(self.body) < total and not self.eof:
+            self.read(total - len(self.body))
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"only {len(self.body)} of {total} bytes arrived")
+            await task.deferLater(reactor, 0.002, lambda: None)
+
+    def reset(self) -> None:
+        """
+        Die: close with a reset (as a killed process with unread data).
+        """
+        import socket
+        import struct
+
+        self.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()

@@ -23,7 +23,14 @@ from twisted.python.failure import Failure
 
 from pipe import __version__
 
-from .helpers import TwistdServer, curl, payload, sha256_of, start_twistd
+from .helpers import (
+    TwistdServer,
+    curl,
+    payload,
+    sha256_of,
+    start_twistd,
+    wait_for_status,
+)
 
 #: Runs the txpipe command and reports its own peak RSS (KiB) on stderr.
 TXPIPE = [
@@ -48,7 +55,11 @@ class _Child(ProcessProtocol):
         self.err += data
 
     def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(reason.value.exitCode or 0)
+        # A child killed by a signal has no exit code: report -signal, never
+        # a success.
+        value = reason.value
+        code = value.exitCode
+        self.ended.callback(code if code is not None else -(value.signal or 1))
 
 
 def run(
@@ -140,6 +151,8 @@ async def test_send_deferred(reactor: Any, tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_exit_statuses(reactor: Any, tmp_path: Path) -> None:
     server, base = await serving(reactor, tmp_path)
+    port = server.port
+    assert port is not None
     try:
         code, _, err = await ended(txpipe(reactor, "recv", f"{base}/x?n=0"))
         assert code == 3 and b"400: [ERROR] n must be" in err
@@ -157,31 +170,17 @@ async def test_exit_statuses(reactor: Any, tmp_path: Path) -> None:
 
         # A receiver that goes away mid-transfer: the sender fails (4).
         slow = curl(reactor, "--limit-rate", "100k", "-o", "/dev/null", f"{base}/w")
-        await _sleep(reactor, 0.5)
+        await wait_for_status(reactor, port, lambda d: d["receivers_connected"] == 1)
         big = payload(tmp_path, 32 * 1024 * 1024, "big.bin")
         sending = txpipe(reactor, "send", f"{base}/w", str(big))
-        await _sleep(reactor, 1.5)
+        # At 100 KiB/s, 32 MiB take minutes: once it runs, it is mid-way.
+        await wait_for_status(reactor, port, lambda d: d["pipes_running"] == 1)
         slow.kill()
         code, _, err = await ended(sending)
         assert code == 4, err
         assert b"[ERROR] failed:" in err or b"the connection ended" in err
     finally:
         await server.stop()
-
-
-async def _until_status(reactor: Any, url: str, text: str) -> None:
-    for _ in range(200):
-        result = await curl(reactor, url, keep_text=True).ended
-        if text.encode() in result.text:
-            return
-        await _sleep(reactor, 0.05)
-    raise AssertionError(f"{url} never showed {text}")
-
-
-def _sleep(reactor: Any, seconds: float) -> defer.Deferred[None]:
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -271,8 +270,10 @@ async def test_progress_bar_on_a_terminal(reactor: Any, tmp_path: Path) -> None:
             if args[0] == "send":
                 # The receiver comes once the sender waits, so that the
                 # sender's bar shows the wait.
-                status = f"{base.rsplit('/api/', 1)[0]}/api/v1/status"
-                await _until_status(reactor, status, '"senders_connected": 1')
+                assert server.port is not None
+                await wait_for_status(
+                    reactor, server.port, lambda d: d["senders_connected"] == 1
+                )
         codes = []
         for child in children[:2]:
             codes.append(await child.ended)

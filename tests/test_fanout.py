@@ -15,7 +15,15 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface.verify import verifyObject
 
-from pipe._fanout import Branch, BranchState, Fanout, Outcome, State, Watchdogs
+from pipe._fanout import (
+    HOLD_LIMIT,
+    Branch,
+    BranchState,
+    Fanout,
+    Outcome,
+    State,
+    Watchdogs,
+)
 
 
 class Upload:
@@ -39,14 +47,22 @@ class Upload:
 
 
 class Outlet:
-    def __init__(self) -> None:
+    """
+    A fake receiver.  Its connection acknowledges a finished response at
+    once unless C{acknowledge} is false; then the test drives the branch.
+    """
+
+    def __init__(self, acknowledge: bool = True) -> None:
         self.data = bytearray()
         self.producer: Optional[Branch] = None
+        self.branch: Optional[Branch] = None
         self.end: Optional[str] = None
+        self.acknowledge = acknowledge
+        self.settled = 0
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         assert streaming
-        self.producer = producer
+        self.producer = self.branch = producer
 
     def unregisterProducer(self) -> None:
         self.producer = None
@@ -56,10 +72,17 @@ class Outlet:
         self.data += data
 
     def finish(self) -> None:
+        assert self.producer is None, "unregister before finish"
         self.end = "finished"
+        if self.acknowledge:
+            assert self.branch is not None
+            self.branch.acknowledged()
 
     def abort(self) -> None:
         self.end = "aborted"
+
+    def settle(self) -> None:
+        self.settled += 1
 
     def pending(self) -> Optional[int]:
         return self.buffered
@@ -101,7 +124,6 @@ def test_branch_provides_push_producer() -> None:
 
 def test_upload_is_held_until_start_and_held_bytes_are_relayed() -> None:
     fanout, upload, outlets, listener = make(2)
-    assert upload.state == "paused"
     fanout.dataReceived(b"early")
     assert fanout.state is State.HOLDING
     fanout.start(outlets)
@@ -114,6 +136,23 @@ def test_upload_is_held_until_start_and_held_bytes_are_relayed() -> None:
     assert fanout.outcome is Outcome.COMPLETE
     assert fanout.completed == 2
     assert all(o.producer is None for o in outlets)
+    assert [o.settled for o in outlets] == [1, 1]
+
+
+def test_waiting_upload_is_read_up_to_the_hold_limit_then_paused() -> None:
+    """
+    While it waits, a sender's upload is read (so that its disconnect is
+    seen at once) and held, up to HOLD_LIMIT bytes; then it is paused.
+    """
+    fanout, upload, outlets, _ = make(1)
+    assert upload.state == "producing"
+    fanout.dataReceived(b"x" * (HOLD_LIMIT - 1))
+    assert upload.state == "producing"
+    fanout.dataReceived(b"x")
+    assert upload.state == "paused"
+    fanout.start(outlets)
+    assert upload.state == "producing"
+    assert len(outlets[0].data) == HOLD_LIMIT
 
 
 def test_body_complete_before_start_is_delivered_on_start() -> None:
@@ -332,7 +371,6 @@ def test_idle_upload_aborts_but_paused_time_does_not_count() -> None:
 
 def test_abort_ends_a_running_transfer_once() -> None:
     fanout, upload, outlets, listener, _ = make_watched(2)
-    assert upload.state == "paused"
     fanout.start(outlets)
     fanout.abort(Outcome.DRAINED)
     fanout.abort(Outcome.DRAINED)
@@ -340,3 +378,117 @@ def test_abort_ends_a_running_transfer_once() -> None:
     assert listener.ended == [fanout]
     assert fanout.outcome is Outcome.DRAINED
     assert all(b.state is BranchState.ABORTED for b in fanout.branches)
+    assert upload.state == "stopped"
+
+
+# Settling: a finished response counts only once acknowledged.
+
+
+def make_settling(n: int = 2, **watchdogs: Any) -> Any:
+    """
+    A fan-out whose upload is complete and whose receivers have not yet
+    acknowledged their finished responses.
+    """
+    fanout, upload, _, listener, clock = make_watched(n, **watchdogs)
+    outlets = [Outlet(acknowledge=False) for _ in range(n)]
+    fanout.start(outlets)
+    fanout.dataReceived(b"payload")
+    fanout.connectionLost(DONE)
+    return fanout, upload, outlets, listener, clock
+
+
+def test_transfer_is_complete_only_when_every_receiver_acknowledged() -> None:
+    fanout, _, outlets, listener, _ = make_settling(2)
+    assert fanout.state is State.SETTLING
+    assert [o.end for o in outlets] == ["finished"] * 2
+    assert [b.state for b in fanout.branches] == [BranchState.WRITTEN] * 2
+    assert listener.ended == []
+    fanout.branches[1].acknowledged()
+    assert listener.ended == []
+    assert fanout.completed == 1
+    fanout.branches[0].acknowledged()
+    assert listener.ended == [fanout]
+    assert fanout.outcome is Outcome.COMPLETE
+    assert fanout.completed == 2
+    assert [o.settled for o in outlets] == [1, 1]
+
+
+def test_receiver_lost_before_acknowledging_fails_the_transfer() -> None:
+    fanout, _, outlets, listener, _ = make_settling(3)
+    fanout.branches[0].acknowledged()
+    fanout.branches[1].stopProducing()
+    assert listener.lost == [2]
+    assert listener.ended == []
+    fanout.branches[2].acknowledged()
+    assert fanout.outcome is Outcome.RECEIVER_LOST
+    assert fanout.completed == 2
+    assert fanout.branches[1].state is BranchState.LOST
+    assert [o.settled for o in outlets] == [1, 1, 1]
+    # A late report changes nothing.
+    fanout.branches[1].acknowledged()
+    assert fanout.completed == 2
+    assert listener.ended == [fanout]
+
+
+def test_acknowledgement_during_finish_is_handled() -> None:
+    """
+    An outlet may report its delivery before finish() returns, for some
+    receivers and not others; the transfer ends once, when the last one
+    acknowledges.
+    """
+    fanout, _, _, listener, _ = make_watched(3)
+    outlets = [Outlet(), Outlet(acknowledge=False), Outlet()]
+    fanout.start(outlets)
+    fanout.connectionLost(DONE)
+    assert fanout.state is State.SETTLING
+    assert fanout.completed == 2
+    fanout.branches[1].acknowledged()
+    assert listener.ended == [fanout]
+    assert fanout.outcome is Outcome.COMPLETE
+
+
+def test_every_receiver_acknowledging_at_once_completes_at_once() -> None:
+    fanout, _, outlets, listener = make(2)
+    fanout.start(outlets)
+    fanout.connectionLost(DONE)
+    assert listener.ended == [fanout]
+    assert fanout.outcome is Outcome.COMPLETE
+
+
+def test_receiver_acknowledging_nothing_for_the_stall_timeout_is_dropped() -> None:
+    fanout, _, outlets, listener, clock = make_settling(2, stall_timeout=10)
+    fanout.branches[1].acknowledged()
+    clock.pump([1] * 5)
+    fanout.branches[0].acknowledging()
+    clock.pump([1] * 9)
+    assert fanout.branches[0].state is BranchState.WRITTEN, "progress 9 s ago"
+    clock.pump([1] * 2)
+    assert fanout.branches[0].state is BranchState.STALLED
+    assert outlets[0].end == "aborted", "reset on purpose"
+    assert listener.lost == [1]
+    assert fanout.outcome is Outcome.RECEIVER_STALLED
+    assert listener.ended == [fanout]
+
+
+def test_abort_while_settling_resets_who_has_not_acknowledged() -> None:
+    fanout, upload, outlets, listener, _ = make_settling(2)
+    fanout.branches[0].acknowledged()
+    fanout.abort(Outcome.DRAINED)
+    assert fanout.outcome is Outcome.DRAINED
+    assert [o.end for o in outlets] == ["finished", "aborted"]
+    assert [b.state for b in fanout.branches] == [
+        BranchState.DELIVERED,
+        BranchState.ABORTED,
+    ]
+    assert listener.ended == [fanout]
+    assert [o.settled for o in outlets] == [1, 1]
+    assert upload.state == "stopped"
+
+
+def test_branch_lost_mid_transfer_is_settled_once() -> None:
+    fanout, _, outlets, _ = make(2)
+    fanout.start(outlets)
+    outlets[0].producer.stopProducing()
+    outlets[0].branch.stopProducing()
+    fanout.connectionLost(DONE)
+    assert [o.settled for o in outlets] == [1, 1]

@@ -42,6 +42,10 @@ STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 #: hangs up (an early disconnect for requests that are still waiting).
 QUIET = 0.1
 
+#: How long to wait for an answer that is late: more than the server's
+#: header timeout, after which it closes a connection it did not answer.
+SLOW = 10.0
+
 
 # Smuggling and framing, deterministic.
 
@@ -386,9 +390,24 @@ def send_and_hang_up(server: Twistd, data: bytes, cut: Optional[int]) -> bytes:
             return b""
         if cut is not None:
             return b""
-        return read_all(sock, quiet=QUIET)
+        answer = read_all(sock, quiet=QUIET)
+        if answer or is_waiting_party(server):
+            return answer
+        # Neither an answer nor a party: a slow answer is still an answer
+        # (and a 5xx in it must be seen), so wait for it or for the close.
+        return read_all(sock, quiet=SLOW)
     finally:
         sock.close()
+
+
+def is_waiting_party(server: Twistd) -> bool:
+    """
+    Whether the server holds a party besides the transfer alongside (whose
+    sender and receiver are always there): the example's request is then
+    waiting for its pipe, and silence is its answer.
+    """
+    status = server.status()
+    return bool(status["senders_connected"] + status["receivers_connected"] > 2)
 
 
 class Alongside:

@@ -14,6 +14,8 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 
 from pipe._fanout import Outcome
+from pipe._parties import Receiver
+from pipe._relay import DRAIN_GRACE
 from pipe._request import DISCARD_SECONDS
 from pipe.server import PipeSite, Settings, make_site
 
@@ -391,3 +393,75 @@ def test_transfer_finishing_inside_the_join_leaves_no_party(
     assert r.body() == (b"" if empty else b"hello")
     assert site.relay.party_count == 0
     assert site.relay.drain().called
+
+
+# The safety nets: a failed start, and the drain's hard deadline.
+
+
+class _Stuck:
+    """A party that never leaves, whatever it is told (a bug elsewhere)."""
+
+    def is_waiting(self) -> bool:
+        return False
+
+    def shut_down(self) -> None:
+        pass
+
+    def abort_transfer(self, outcome: Outcome) -> None:
+        pass
+
+    def transferred(self) -> Any:
+        return (0, 0)
+
+    def settling(self) -> bool:
+        return False
+
+
+def test_drain_has_a_hard_deadline_even_if_a_party_never_leaves(
+    clock: Clock, events: Any
+) -> None:
+    site = site_with(clock, drain_timeout=60)
+    site.relay.enter(_Stuck(), "10.0.0.1")
+    drained = site.relay.drain()
+    clock.advance(60)
+    assert not drained.called
+    clock.advance(DRAIN_GRACE)
+    assert drained.called
+    assert any("drain deadline" in str(e.get("log_format")) for e in events)
+
+
+@pytest.mark.parametrize("where", ["open", "registerProducer"])
+def test_an_error_starting_a_transfer_fails_it_and_frees_the_path(
+    clock: Clock, events: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """
+    Whatever raises while a transfer starts (here: opening a receiver's
+    response, or registering its branch once the fan-out streams), the
+    transfer fails as a whole, every party hears it, the path and the party
+    counts are free, and the traceback is logged.
+    """
+    site = site_with(clock)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(Receiver, where, broken)
+    receivers = [get(site, b"p", 2), get(site, b"p", 2)]
+    sender = Peer(site)
+    sender.send(put_head(b"p", 2, length=3) + b"abc")
+    assert b"[ERROR] failed: bytes=" in sender.output()
+    assert b"an internal error in the server" in sender.output()
+    assert not sender.output().endswith(b"0\r\n\r\n"), "an abnormal end"
+    assert all(r.transport.disconnected for r in receivers), "reset"
+    assert site.pipes.rendezvous.stage(b"p") is None
+    assert site.relay.party_count == 0
+    assert site.relay.outcomes[Outcome.SERVER_ERROR.value] == 1
+    assert any("injected" in str(e.get("log_failure", "")) for e in events), (
+        "the traceback is logged"
+    )
+    monkeypatch.undo()
+    again = [get(site, b"p", 1)]
+    sender = Peer(site)
+    sender.send(put_head(b"p", 1, length=3) + b"xyz")
+    assert again[0].body() == b"xyz"
+    assert b"[INFO] done: bytes=3 receivers=1/1" in sender.output()

@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 
 from pipe import _request
 from pipe._channel import _ReadGate
+from pipe._fanout import HOLD_LIMIT
 from pipe._request import DISCARD_LIMIT, DISCARD_SECONDS
 from pipe.server import PipeSite, Settings, make_site
 
@@ -143,18 +144,20 @@ def test_sender_paused_while_any_receiver_paused(site: PipeSite) -> None:
     assert len(site.pipes.rendezvous) == 0
 
 
-def test_sender_first_is_held_paused_and_early_bytes_are_kept(site: PipeSite) -> None:
+def test_sender_first_is_read_while_waiting_and_early_bytes_are_kept(
+    site: PipeSite,
+) -> None:
     """
     A sender that connects first without C{Expect} sends body bytes with its
-    headers; they arrive while the upload is paused and must not be lost.
+    headers; its upload is still read while it waits (up to the hold
+    limit), so that its disconnect would be seen, and nothing read is lost.
     """
     sender = Peer(site)
     sender.send(put_head(length=0) + chunk(b"early bytes "))
-    assert sender.transport.producerState == "paused"
+    assert sender.transport.producerState == "producing"
     assert b"HTTP/1.1 200 OK" in sender.output()
     assert b"[INFO] waiting for 2 receivers (0 connected)" in sender.output()
     r1 = get(site)
-    assert sender.transport.producerState == "paused"
     assert b"receiver connected (1 of 2)" in sender.output()
     r2 = get(site)
     assert sender.transport.producerState == "producing"
@@ -172,8 +175,8 @@ def test_channel_resuming_for_its_own_reasons_keeps_a_waiting_upload_paused(
     transport; that must not resume an upload held for receivers.
     """
     sender = Peer(site)
-    sender.send(put_head(length=100))
-    assert sender.transport.producerState == "paused"
+    sender.send(put_head(length=HOLD_LIMIT + 100) + b"x" * HOLD_LIMIT)
+    assert sender.transport.producerState == "paused", "held at the limit"
     sender.channel.pauseProducing()
     sender.channel.resumeProducing()
     assert sender.transport.producerState == "paused"
@@ -245,7 +248,7 @@ def test_rejected_sender_mid_upload_gets_its_status_then_a_bounded_discard(
     assert second.output() == out, "nothing more is written"
     # The first sender is undisturbed.
     assert not first.transport.disconnecting
-    assert first.transport.producerState == "paused"
+    assert first.transport.producerState == "producing", "read while waiting"
 
 
 def test_rejected_sender_is_closed_after_the_discard_time(

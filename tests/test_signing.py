@@ -86,6 +86,51 @@ def test_sign_url_adds_expiry_scope_and_hmac_of_the_canonical_form() -> None:
     assert len(p["sig"]) == 43
 
 
+#: Known answers for the wire format in docs/protocol.md, computed from the
+#: documented recipe alone (HMAC-SHA256 of "txpipe-url-v1\n<scope>\n<path>\n
+#: <n>\n<expires>", unpadded base64url), not from this package: they pin the
+#: format, so that a change of it cannot pass unnoticed.
+VECTOR_KEY = b"0123456789abcdef0123456789abcdef"
+VECTORS = [
+    (
+        "send",
+        "ci/run-42/build.tar",
+        30,
+        1796000000,
+        "ggMa_4an3-txMneFG4XqiIzE9-NxBfrVvazZ6uHu2Nw",
+    ),
+    (
+        "receive",
+        "ci/run-42/build.tar",
+        30,
+        1796000000,
+        "6esIb_77hexObHY4zW2dlx-v6tJAD2-r4g-2opSIhDY",
+    ),
+    ("send", "p%20q", 1, 1800000600, "BCUyI9fy37uceXm9i9LiRPBX4allVUAKCp0aw4zbTwc"),
+]
+
+
+@pytest.mark.parametrize(("scope", "path", "n", "expires", "sig"), VECTORS)
+def test_signatures_match_the_documented_test_vectors(
+    scope: str, path: str, n: int, expires: int, sig: str
+) -> None:
+    assert (
+        signature(VECTOR_KEY, canonical(Scope(scope), path.encode(), n, expires)) == sig
+    )
+    query = f"?n={n}" if n != 1 else ""
+    signed = sign_url(
+        f"https://pipe.example/api/v1/pipe/{path}{query}",
+        VECTOR_KEY,
+        scope,
+        ttl=1000,
+        now=expires - 1000.0,
+    )
+    expected = {"expires": str(expires), "scope": scope, "sig": sig}
+    if n != 1:
+        expected["n"] = str(n)
+    assert params(signed) == expected
+
+
 def test_sign_url_replaces_an_earlier_signature_and_defaults_n_to_1() -> None:
     first = sign_url(BASE + "p", KEY, Scope.RECEIVE, 10, now=NOW)
     again = sign_url(first, KEY, Scope.SEND, 20, now=NOW)

@@ -6,9 +6,11 @@ as a real C{twistd} process (memory and disk use measured from /proc).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 import pytest
 import pytest_twisted
@@ -16,11 +18,23 @@ from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from pipe import __version__
-from pipe.tap import DEFAULT_BACKLOG, Options, makeService, with_backlog
+from pipe.tap import DEFAULT_BACKLOG, Options, _Listener, makeService, with_backlog
 
-from .helpers import DONE, TWISTD, curl, payload, sha256_of, start_twistd, wait_for
+from .helpers import (
+    DONE,
+    TWISTD,
+    child_env,
+    curl,
+    payload,
+    sha256_of,
+    spawn,
+    start_twistd,
+    twistd_pipe,
+    wait_for,
+)
 
 
 def test_defaults() -> None:
@@ -172,3 +186,72 @@ def test_twistd_pipe_version(tmp_path: Path) -> None:
 async def test_wait_for_helper_fails_on_timeout(reactor: Any) -> None:
     with pytest.raises(AssertionError):
         await wait_for(reactor, lambda: False, timeout=0.05)
+
+
+@pytest.fixture
+def taken_port() -> Any:
+    """A loopback port that something else listens on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "twistd --listen",
+        "twistd --metrics-listen",
+        "txpipe serve --listen",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_listener_that_cannot_listen_stops_the_server(
+    reactor: Any, tmp_path: Path, taken_port: int, command: str
+) -> None:
+    """
+    A taken port makes the server exit with status 1, the reason on
+    standard error, instead of running healthy with nothing to serve.
+    """
+    taken = f"tcp:{taken_port}:interface=127.0.0.1"
+    free = "tcp:0:interface=127.0.0.1"
+    program, option = command.rsplit(" ", 1)
+    if program == "twistd":
+        argv = twistd_pipe(taken if option == "--listen" else free)
+        if option == "--metrics-listen":
+            argv += ["--metrics-listen", taken]
+    else:
+        argv = [sys.executable, "-m", "pipe", "serve", "--listen", taken]
+    child = spawn(reactor, argv, cwd=tmp_path, env=child_env(), keep_text=True)
+    child.ended.addTimeout(60, reactor)
+    result = await child.ended
+    assert result.code == 1, result
+    assert f"cannot listen on {taken}".encode() in result.stderr, result
+
+
+def test_a_listener_failing_after_start_stops_the_reactor_with_status_1() -> None:
+    """
+    An endpoint that fails only once the reactor runs (none of Twisted's
+    own do) stops the reactor, and the process then exits with status 1.
+    """
+
+    class Reactor:
+        def __init__(self) -> None:
+            self.triggers: List[Any] = []
+            self.when_running: List[Any] = []
+
+        def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+            self.triggers.append((phase, event, f))
+
+        def callWhenRunning(self, f: Any, *args: Any) -> None:
+            self.when_running.append(f)
+
+    fake = Reactor()
+    listener = _Listener(fake, "tcp:1", object())
+    listener._failed(Failure(OSError("address in use")))
+    assert [(phase, event) for phase, event, _ in fake.triggers] == [
+        ("after", "shutdown")
+    ]
+    assert fake.triggers[0][2].__name__ == "_exit_failed"
+    assert len(fake.when_running) == 1

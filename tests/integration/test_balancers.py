@@ -281,8 +281,15 @@ def owners(backends: List[Backend]) -> Dict[str, Backend]:
     return {done: b for b in backends for done in b.completed_digests()}
 
 
-def _kill_after(backend: Backend, seconds: float) -> None:
-    time.sleep(seconds)
+def _kill_when_running(backend: Backend, pipes: int) -> None:
+    """
+    Kill C{backend} once its C{pipes} rate-limited transfers all run: each
+    takes seconds, so they are then mid-way.
+    """
+    wait_until(
+        lambda: backend.status()["pipes_running"] == pipes,  # type: ignore[index]
+        f"{pipes} pipes running on {backend.name}",
+    )
     backend.kill()
 
 
@@ -325,7 +332,7 @@ def test_sharding_through_the_balancer(
     mine = {p for p in pipes if owner[digest(p)] is victim}
     assert mine and len(mine) < PIPES
     with ThreadPoolExecutor(max_workers=1) as killer:
-        killed = killer.submit(_kill_after, victim, 2.0)
+        killed = killer.submit(_kill_when_running, victim, len(mine))
         slow = payloads(tmp_path, 1024 * 1024, list(pipes))
         results = run_all(balancer, slow, tmp_path / "round2", limit="200k")
         killed.result()
