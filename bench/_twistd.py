@@ -113,17 +113,29 @@ class ChildServer:
 
 
 class Server(ChildServer):
-    """A C{twistd -n pipe} child process on a free loopback port."""
+    """
+    A C{twistd -n pipe} child process on a free loopback port, run by
+    C{python} (another environment's interpreter runs the txpipe installed
+    there: a baseline to compare with).
+    """
 
     name = "txpipe"
     prefix = "/api/v1/pipe/"
 
-    def __init__(self, workdir: Path, options: Optional[List[str]] = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        options: Optional[List[str]] = None,
+        python: str = sys.executable,
+        name: str = "txpipe",
+    ) -> None:
         super().__init__()
+        self.name = name
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self.process = subprocess.Popen(
             [
-                *TWISTD,
+                python,
+                *TWISTD[1:],
                 "--nodaemon",
                 "--pidfile=",
                 "--logfile=-",

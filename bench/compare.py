@@ -10,12 +10,18 @@ the machine hits both.  It measures; it asserts nothing: the exit status is
     python bench/compare.py --quick              # a smoke run, under 2 minutes
     python bench/compare.py --only tiny,scale --json /tmp/compare.jsonl
     python bench/compare.py --no-peer            # txpipe alone
+    python bench/compare.py --no-peer --baseline /tmp/old/bin/python
+                                                 # before/after, interleaved
 
 Options: C{--reps K} (fanout, throttled, tiny; default 3), C{--concurrent-reps
-K} (default 20), C{--only NAME[,NAME]}, C{--quick} (sizes cut to 32 MiB,
-16 MiB, 1 GiB, 200 tiny transfers, 2,000 waiting and n=200 in C{scale}, one
-repetition, two of C{concurrent}), C{--no-peer}, C{--json FILE} (the same
-JSON lines, also to FILE).
+K} (default 20), C{--scale-reps K} (default 1), C{--only NAME[,NAME]},
+C{--quick} (sizes cut to 32 MiB, 16 MiB, 1 GiB, 200 tiny transfers, 2,000
+waiting and n=200 in C{scale}, one repetition, two of C{concurrent}),
+C{--no-peer}, C{--json FILE} (the same JSON lines, also to FILE),
+C{--baseline PYTHON} (also run the txpipe installed for that interpreter,
+e.g. a venv with the previous commit, as C{txpipe-baseline}, interleaved;
+the table adds C{txpipe/base}).  Servers take turns at going first, one
+repetition to the next.
 
 The peer is installed once, outside git (C{bench/peer/} is ignored):
 
@@ -138,6 +144,8 @@ PEER = BENCH / "peer" / "node_modules" / ".bin" / "piping-server"
 PEER_INSTALL = "mkdir -p bench/peer && cd bench/peer && npm install piping-server@1"
 TXPIPE = "txpipe"
 PEER_NAME = "piping-server"
+#: With C{--baseline PYTHON}: txpipe as installed for that interpreter.
+BASELINE = "txpipe-baseline"
 
 Params = Dict[str, Any]
 Metrics = Dict[str, Any]
@@ -490,6 +498,10 @@ class Bench:
         server: ChildServer
         if kind == TXPIPE:
             server = Server(self.workdir, txpipe_options)
+        elif kind == BASELINE:
+            server = Server(
+                self.workdir, txpipe_options, python=self.args.baseline, name=BASELINE
+            )
         else:
             server = PipingServer()
         self.started.append(server)
@@ -1095,7 +1107,7 @@ SCENARIOS = [
             {"part": "waiting", "receivers": 2000 if a.quick else 10_000},
             {"part": "fanout", "receivers": 200 if a.quick else 1000, "size_mib": 1},
         ],
-        lambda a: 1,
+        lambda a: a.scale_reps,
         [
             ("rss_before_mib", "RSS before MiB"),
             ("rss_held_mib", "RSS held MiB"),
@@ -1144,12 +1156,15 @@ def run_scenario(
 ) -> None:
     """
     Every repetition of every parameter set on every server, interleaved:
-    repetition, then parameter set, then server.
+    repetition, then parameter set, then server, the servers' order turned
+    round on every other repetition (what the first run pays for, such as
+    the client's first large allocations, falls on each in turn).
     """
     param_sets = scenario.param_sets(bench.args)
     for rep in range(scenario.reps(bench.args)):
+        kinds = bench.kinds if rep % 2 == 0 else bench.kinds[::-1]
         for params in param_sets:
-            for kind in bench.kinds:
+            for kind in kinds:
                 if scenario.fresh:
                     server = bench.start(kind, scenario.txpipe_options)
                 else:
@@ -1221,18 +1236,21 @@ def summarize(bench: Bench, scenarios: List[Scenario]) -> List[Dict[str, Any]]:
                     "params": json.loads(key),
                     "servers": servers,
                     "ratio": ratios(scenario, servers),
+                    "ratio_baseline": ratios(scenario, servers, BASELINE),
                 }
             )
     return summaries
 
 
-def ratios(scenario: Scenario, servers: Dict[str, Any]) -> Dict[str, float]:
-    """txpipe's median over piping-server's, where both are non-zero."""
+def ratios(
+    scenario: Scenario, servers: Dict[str, Any], other: str = PEER_NAME
+) -> Dict[str, float]:
+    """txpipe's median over C{other}'s, where both are non-zero."""
     result = {}
-    if TXPIPE in servers and PEER_NAME in servers:
+    if TXPIPE in servers and other in servers:
         for metric, _ in scenario.summary:
             ours = servers[TXPIPE].get(metric)
-            theirs = servers[PEER_NAME].get(metric)
+            theirs = servers[other].get(metric)
             if ours and theirs and ours["median"] and theirs["median"]:
                 result[metric] = round(ours["median"] / theirs["median"], 2)
     return result
@@ -1251,8 +1269,10 @@ def print_table(summaries: List[Dict[str, Any]], scenarios: List[Scenario]) -> N
     header = f"  {'metric':<18}" + "".join(
         f"{k + ' median (min..max)':>34}" for k in kinds
     )
-    if len(kinds) == 2:
-        header += f"{'txpipe/peer':>13}"
+    others = [k for k in kinds if k != TXPIPE]
+    header += "".join(
+        f"{'txpipe/' + ('base' if k == BASELINE else 'peer'):>15}" for k in others
+    )
     for summary in summaries:
         params = " ".join(f"{k}={v}" for k, v in summary["params"].items())
         print(f"== {summary['scenario']}  {params}")
@@ -1276,9 +1296,10 @@ def print_table(summaries: List[Dict[str, Any]], scenarios: List[Scenario]) -> N
                     else "-"
                 )
             row = f"  {label:<18}" + "".join(f"{c:>34}" for c in cells)
-            if len(kinds) == 2:
-                ratio = summary["ratio"].get(metric)
-                row += f"{'-' if ratio is None else f'{ratio:.2f}':>13}"
+            for k in others:
+                key = "ratio_baseline" if k == BASELINE else "ratio"
+                ratio = summary[key].get(metric)
+                row += f"{'-' if ratio is None else f'{ratio:.2f}':>15}"
             print(row)
         for k in kinds:
             if "failure_kinds" in servers[k]:
@@ -1295,12 +1316,18 @@ def raise_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def versions() -> Dict[str, str]:
+def versions(baseline: Optional[str] = None) -> Dict[str, str]:
     found = {"python": sys.version.split()[0]}
     try:
         found[TXPIPE] = importlib.metadata.version("txpipe")
     except importlib.metadata.PackageNotFoundError:
         found[TXPIPE] = "?"
+    if baseline:
+        found[BASELINE] = subprocess.run(
+            [baseline, "-c", "import pipe; print(pipe.__file__, pipe.__version__)"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     package = BENCH / "peer" / "node_modules" / "piping-server" / "package.json"
     if package.exists():
         found[PEER_NAME] = json.loads(package.read_text())["version"]
@@ -1316,13 +1343,22 @@ def parse_args() -> argparse.Namespace:
         "--concurrent-reps", type=int, help="repetitions of concurrent (20)"
     )
     parser.add_argument(
+        "--scale-reps", type=int, default=1, help="repetitions of scale (1)"
+    )
+    parser.add_argument(
         "--only",
         help="comma-separated scenarios: " + ",".join(s.name for s in SCENARIOS),
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller sizes, fewer repetitions"
     )
-    parser.add_argument("--no-peer", action="store_true", help="txpipe only")
+    parser.add_argument("--no-peer", action="store_true", help="no piping-server")
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also run, interleaved, the txpipe installed for this interpreter "
+        "(a venv with an earlier version): before/after in one run",
+    )
     parser.add_argument("--json", help="also write the JSON lines to this file")
     args = parser.parse_args()
     if args.reps is None:
@@ -1356,6 +1392,8 @@ def main() -> None:
         raise SystemExit(2)
     raise_file_limit()
     kinds = [TXPIPE] if args.no_peer else [TXPIPE, PEER_NAME]
+    if args.baseline:
+        kinds.append(BASELINE)
     shm = Path("/dev/shm")
     json_file = open(args.json, "w") if args.json else None
     try:
@@ -1378,7 +1416,7 @@ def run_all(bench: Bench, scenarios: List[Scenario]) -> None:
     bench.write(
         {
             "info": {
-                "versions": versions(),
+                "versions": versions(bench.args.baseline),
                 "cpus": os.cpu_count(),
                 "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 "workdir": str(bench.workdir),

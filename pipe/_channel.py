@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.internet.tcp import Connection
@@ -29,10 +30,10 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from . import _tcp
+from ._delivery import Delivery, DeliveryWatcher, Linger
 
 __all__ = [
     "UPLOAD_READ_SIZE",
-    "DeliveryWatcher",
     "StreamingChannel",
     "pending_bytes",
     "reset_connection",
@@ -104,14 +105,14 @@ def pending_bytes(transport: Any) -> Optional[int]:
 
 def _tcp_socket(transport: Any) -> Optional[socket.socket]:
     """
-    The socket under C{transport}, through wrapping transports (TLS), or
-    L{None}.
+    The TCP socket under C{transport}, through wrapping transports (TLS),
+    or L{None} (no socket, or not TCP: a Unix socket).
     """
     layer = transport
     while layer is not None:
         sock = getattr(layer, "socket", None)
         if isinstance(sock, socket.socket):
-            return sock
+            return sock if _tcp.is_tcp(sock) else None
         layer = getattr(layer, "transport", None)
     return None
 
@@ -201,214 +202,9 @@ class _ReadGate:
         self._producer.unregisterProducer()  # type: ignore[attr-defined]
 
 
-#: How soon after a response ends its acknowledgement is checked again, and
-#: the longest interval between checks: the interval doubles from the first
-#: to the last, so a receiver on loopback is seen at once and one draining
-#: megabytes over a slow link costs a few checks a second.
-DELIVERY_CHECK_FIRST = 0.001
-DELIVERY_CHECK_MAX = 0.25
-
-
-class DeliveryWatcher(Protocol):
-    """
-    Who waits for a connection's peer to acknowledge what was written to it
-    (see L{StreamingChannel.watch_delivery}).  Each watcher hears
-    L{delivery_progress} any number of times, then exactly one of
-    L{delivered} and L{undelivered}, unless it stops watching first.
-    """
-
-    def delivery_progress(self) -> None:
-        """The peer acknowledged more bytes; some are still unacknowledged."""
-
-    def delivered(self) -> None:
-        """The peer's TCP acknowledged every byte written before the watch
-        began (or the platform cannot tell, and every byte was written)."""
-
-    def undelivered(self, unacknowledged: int) -> None:
-        """The connection ended with C{unacknowledged} bytes the peer never
-        acknowledged."""
-
-
-class _Delivery:
-    """
-    The wait of one connection for its peer's acknowledgement of what was
-    written to it, on behalf of its L{DeliveryWatcher}s.
-
-    Each watcher waits for the bytes written before its first check: on
-    Linux, for the stream position they end at (see L{pipe._tcp.position});
-    where only the send queue can be read, for the queue to be empty.  The
-    first check is made by whoever wrote the last byte
-    (L{StreamingChannel.check_delivery}); later ones after intervals growing
-    from L{DELIVERY_CHECK_FIRST} to L{DELIVERY_CHECK_MAX}, until no watcher
-    is left.  While it waits it keeps a duplicate of the socket's
-    descriptor, so that when the connection ends (the peer reset or closed
-    it, or it was aborted) the kernel can still be asked how far the peer
-    got.
-
-    @ivar watchers: each watcher, with the stream position its bytes end at
-        (L{None} before its first check, or where positions are unknown).
-    @ivar ended: set once no watcher is left to answer.
-    """
-
-    def __init__(self, channel: StreamingChannel) -> None:
-        self._channel = channel
-        self.watchers: Dict[DeliveryWatcher, Optional[int]] = {}
-        self.ended = False
-        self._progress: Optional[int] = None
-        self._interval = DELIVERY_CHECK_FIRST
-        self._call: Optional[IDelayedCall] = None
-        self._queue: Optional[socket.socket] = None
-
-    def check(self) -> None:
-        """
-        Answer every watcher whose bytes are all acknowledged (every one,
-        where that cannot be known), and check again later for the rest.
-        """
-        self._call = None
-        if self.ended:
-            return
-        channel = self._channel
-        position = channel.delivery_position()
-        if position is None:
-            unacknowledged = channel.unacknowledged()
-            if not unacknowledged:
-                self._answer(lambda target: True)
-                return
-            progress = -unacknowledged
-        else:
-            progress, end = position
-            for watcher, target in list(self.watchers.items()):
-                if target is None:
-                    self.watchers[watcher] = end
-            self._answer(lambda target: target is not None and target <= progress)
-            if self.ended:
-                return
-        if self._queue is None:
-            self._queue = _tcp.duplicate(channel.tcp_socket)
-        if self._progress is not None and progress > self._progress:
-            for watcher in list(self.watchers):
-                if watcher in self.watchers:
-                    watcher.delivery_progress()
-        self._progress = progress
-        if not self.ended:
-            self._call = channel.callLater(self._interval, self.check)
-            self._interval = min(self._interval * 2, DELIVERY_CHECK_MAX)
-
-    def connection_lost(self, buffered: int) -> None:
-        """
-        The connection ended, with C{buffered} bytes still in Twisted's
-        buffer: ask the kernel, through the duplicate descriptor, how far
-        the peer got, and answer every watcher.  Without a duplicate (no
-        descriptor was left) nothing proves delivery.
-        """
-        if self.ended:
-            return
-        acknowledged = _tcp.acknowledged(self._queue)
-        unacknowledged = _tcp.unacknowledged(self._queue)
-        watchers = list(self.watchers.items())
-        self.watchers.clear()
-        self._end()
-        for watcher, target in watchers:
-            if acknowledged is not None and target is not None:
-                missing = target - acknowledged
-            elif unacknowledged is not None:
-                missing = unacknowledged + buffered
-            else:
-                missing = 1
-            if missing <= 0:
-                watcher.delivered()
-            else:
-                watcher.undelivered(missing)
-
-    def remove(self, watcher: DeliveryWatcher) -> None:
-        """
-        C{watcher} stops watching; with none left, the wait ends.
-        """
-        self.watchers.pop(watcher, None)
-        if not self.watchers and not self.ended:
-            self._end()
-
-    def _answer(self, done: Callable[[Optional[int]], bool]) -> None:
-        """
-        Tell every watcher whose target is C{done} that it is delivered;
-        end the wait when none is left.
-        """
-        answered = [w for w, target in self.watchers.items() if done(target)]
-        for watcher in answered:
-            del self.watchers[watcher]
-        if not self.watchers:
-            self._end()
-        for watcher in answered:
-            watcher.delivered()
-
-    def _end(self) -> None:
-        """
-        Stop checking and close the duplicate descriptor (before calling
-        out: a reset on purpose is only sent when the last descriptor of
-        the socket closes).
-        """
-        self.ended = True
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            queue.close()
-        self._channel.delivery_ended(self)
-
-
-class _KeepAlive:
-    """
-    The channel's own L{DeliveryWatcher} after a response on a keep-alive
-    connection: the timers that wait for the next request start when the
-    peer has acknowledged the whole response (L{delivered}).
-
-    A peer that acknowledges nothing for the site's C{header_timeout} (60 s
-    when that is off) while nobody else waits for the delivery is taken to
-    be gone: the connection is closed (gracefully; Twisted's idle timeout
-    then bounds how long an unreadable buffer may keep it).
-    """
-
-    _NO_LIMIT_GIVE_UP = 60.0
-
-    def __init__(self, channel: StreamingChannel) -> None:
-        self._channel = channel
-        limit = getattr(getattr(channel, "site", None), "header_timeout", 0)
-        self._limit = limit or self._NO_LIMIT_GIVE_UP
-        self._call: Optional[IDelayedCall] = channel.callLater(
-            self._limit, self._no_progress
-        )
-
-    def stop(self) -> None:
-        """
-        Stop waiting (the connection ended, or another response ended).
-        """
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        self._channel.unwatch_delivery(self)
-
-    def delivery_progress(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.reset(self._limit)
-
-    def delivered(self) -> None:
-        self.stop()
-        self._channel.next_request_timers()
-
-    def undelivered(self, unacknowledged: int) -> None:
-        self.stop()
-
-    def _no_progress(self) -> None:
-        self._call = None
-        delivery = self._channel._delivery
-        if delivery is not None and any(w is not self for w in delivery.watchers):
-            # A transfer waits for this delivery and has its own stall
-            # timeout: it decides.
-            self._call = self._channel.callLater(self._limit, self._no_progress)
-            return
-        self.stop()
-        self._channel.close_stuck()
+#: How long a peer may acknowledge nothing of a finished response, with
+#: nobody else waiting for it, when the site has no header timeout.
+STUCK_PEER_TIMEOUT = 60.0
 
 
 class StreamingChannel(HTTPChannel):
@@ -437,12 +233,11 @@ class StreamingChannel(HTTPChannel):
         L{dataReceived});
       - the end of a response is not the end of its delivery: whoever needs
         to know when the peer's TCP has acknowledged every byte asks
-        L{watch_delivery}; a close asked for meanwhile (HTTP/1.0,
-        C{Connection: close}) half-closes at once (FIN after the last byte)
-        and closes fully only when the watchers have their answer, and the
-        header and idle timers of a keep-alive connection start only once
-        its last response is acknowledged (see L{_KeepAlive}), so that no
-        timer resets a connection whose response is still in flight.
+        L{watch_delivery} (also across the connection's own close: a close
+        stays Twisted's graceful one, FIN after the last byte, and the wait
+        goes on through a duplicate descriptor); the header and idle timers
+        of a keep-alive connection start only once its last response is
+        acknowledged, so that no timer resets a response still in flight.
     """
 
     _log = Logger()
@@ -451,9 +246,8 @@ class StreamingChannel(HTTPChannel):
     _socket: Optional[socket.socket] = None
     _tcp: Optional[socket.socket] = None
     _unflushed: Any = None
-    _delivery: Optional[_Delivery] = None
-    _keep_alive: Optional[_KeepAlive] = None
-    _closing_after_delivery = False
+    _delivery: Optional[Delivery] = None
+    _keep_alive: Optional[Linger] = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -491,12 +285,11 @@ class StreamingChannel(HTTPChannel):
         """
         A response is complete.  On a keep-alive connection, the header and
         idle timers for the next request start only when the peer has
-        acknowledged all of it (see L{_KeepAlive}); a close (not keep-alive)
-        waits for the watchers of its delivery (see L{loseConnection}).
+        acknowledged all of it (see L{Linger}).
         """
         if isinstance(self.transport, Connection):
             self.transport.bufferSize = Connection.bufferSize
-        # Twisted would restart its idle timeout now; _KeepAlive does it.
+        # Twisted would restart its idle timeout now; next_request_timers does.
         self._savedTimeOut = None
         super().requestDone(request)
         if not self.persistent or self.transport is None:
@@ -504,18 +297,29 @@ class StreamingChannel(HTTPChannel):
         keep_alive, self._keep_alive = self._keep_alive, None
         if keep_alive is not None:
             keep_alive.stop()
-        if self._delivery is None and self._all_acknowledged():
+        if self._delivery is None and self.all_acknowledged():
             self.next_request_timers()
             return
-        self._keep_alive = keep_alive = _KeepAlive(self)
+        self._keep_alive = keep_alive = Linger(
+            self, self._give_up_after(), self.next_request_timers, self._close_stuck
+        )
         self.watch_delivery(keep_alive)
         self.check_delivery()
+        if self._keep_alive is keep_alive:
+            keep_alive.start()
+
+    def _give_up_after(self) -> float:
+        """
+        How long a peer may acknowledge nothing of a finished response,
+        with nobody else waiting for it, before it is taken to be stuck.
+        """
+        limit = getattr(getattr(self, "site", None), "header_timeout", 0)
+        return float(limit or STUCK_PEER_TIMEOUT)
 
     def next_request_timers(self) -> None:
         """
-        Start the timers that wait for the next request (called by
-        L{_KeepAlive} once the last response is acknowledged), unless one
-        is already being handled.
+        Start the timers that wait for the next request (once the last
+        response is acknowledged), unless one is already being handled.
         """
         self._keep_alive = None
         if self.transport is None or self.requests:
@@ -524,11 +328,11 @@ class StreamingChannel(HTTPChannel):
             self.setTimeout(self.timeOut)
         self._await_headers()
 
-    def close_stuck(self) -> None:
+    def _close_stuck(self) -> None:
         """
         Close a keep-alive connection whose peer stopped acknowledging its
-        last response (called by L{_KeepAlive}): gracefully, with Twisted's
-        idle timeout running again to abort it if even that never ends.
+        last response: gracefully, with Twisted's idle timeout running
+        again to abort it if even that never ends.
         """
         self._keep_alive = None
         self._log.info(
@@ -559,6 +363,27 @@ class StreamingChannel(HTTPChannel):
             return None
         return kernel + (pending_bytes(self.transport) or 0)
 
+    def seconds(self) -> float:
+        """
+        The time now, on the site's clock.
+        """
+        reactor = getattr(getattr(self, "site", None), "reactor", None)
+        return float(reactor.seconds()) if reactor is not None else 0.0
+
+    def all_acknowledged(self) -> bool:
+        """
+        Whether the peer has acknowledged everything written (also where
+        that cannot be known).  One system call.
+        """
+        return not self.unacknowledged()
+
+    def acknowledged(self) -> Optional[int]:
+        """
+        Bytes the peer has acknowledged since the connection began (L{None}
+        where the platform cannot tell).
+        """
+        return _tcp.acknowledged(self._tcp)
+
     def delivery_position(self) -> Optional[Tuple[int, int]]:
         """
         Where this connection's byte stream stands: C{(acknowledged, end)},
@@ -573,29 +398,23 @@ class StreamingChannel(HTTPChannel):
         acknowledged, written = position
         return acknowledged, written + (pending_bytes(self.transport) or 0)
 
-    def _all_acknowledged(self) -> bool:
-        """
-        Whether the peer has acknowledged everything written (also where
-        that cannot be known).
-        """
-        position = self.delivery_position()
-        if position is not None:
-            return position[0] >= position[1]
-        return not self.unacknowledged()
-
-    def watch_delivery(self, watcher: DeliveryWatcher) -> None:
+    def watch_delivery(
+        self, watcher: DeliveryWatcher, pace: Optional[float] = None
+    ) -> None:
         """
         Tell C{watcher} when the peer has acknowledged every byte written
-        to this connection, or when the connection ends first (see
-        L{DeliveryWatcher}).  The answer comes from L{check_delivery} (the
-        caller calls it once it has written everything) and the checks it
-        schedules, never from this call; until then a close of the
-        connection is held back (see L{loseConnection}).
+        to this connection (by the next L{check_delivery}), or when the
+        connection ends first (see L{DeliveryWatcher}).  The answer comes
+        from L{check_delivery}, which the caller calls once everything is
+        written, from the checks it schedules, and from the peer's close.
+
+        @param pace: how fast the peer has been taking data (bytes per
+            second), if known (see L{Delivery.watch}).
         """
         delivery = self._delivery
         if delivery is None:
-            self._delivery = delivery = _Delivery(self)
-        delivery.watchers[watcher] = None
+            self._delivery = delivery = Delivery(self)
+        delivery.watch(watcher, pace)
 
     def unwatch_delivery(self, watcher: DeliveryWatcher) -> None:
         """
@@ -604,6 +423,13 @@ class StreamingChannel(HTTPChannel):
         delivery = self._delivery
         if delivery is not None:
             delivery.remove(watcher)
+
+    def other_watchers(self, watcher: DeliveryWatcher) -> bool:
+        """
+        Whether anybody but C{watcher} waits for this connection's delivery.
+        """
+        delivery = self._delivery
+        return delivery is not None and any(w is not watcher for w in delivery.watchers)
 
     def check_delivery(self) -> None:
         """
@@ -614,57 +440,45 @@ class StreamingChannel(HTTPChannel):
         if delivery is not None:
             delivery.check()
 
-    def delivery_ended(self, delivery: _Delivery) -> None:
+    def delivery_ended(self, delivery: Delivery) -> None:
         """
-        Called by L{_Delivery} when it has its answer or lost its watchers:
-        a close that waited for it happens now.
+        Called by L{Delivery} when it has answered every watcher or lost
+        them all.
         """
         if self._delivery is delivery:
             self._delivery = None
-        if self._closing_after_delivery and self._delivery is None:
-            self._closing_after_delivery = False
-            self.loseConnection()
-
-    def loseConnection(self) -> None:
-        """
-        Close the connection once what was written is sent; while someone
-        waits for its delivery (L{watch_delivery}), half-close at once on
-        plain TCP (FIN after the last byte, so a client reading to the end
-        of the connection sees it, while the socket stays open to count
-        acknowledgements and see a reset) and close fully when the wait
-        ends.
-        """
-        if self._delivery is None or self.transport is None:
-            super().loseConnection()
-            return
-        if self._closing_after_delivery:
-            return
-        self._closing_after_delivery = True
-        lose_write = getattr(self.transport, "loseWriteConnection", None)
-        if lose_write is not None and self._socket is not None:
-            lose_write()
 
     def reset(self) -> None:
         """
         Reset the connection (see L{reset_connection}), even after its last
-        response ended: the transfer it belongs to is failed on purpose.
+        response ended, or after it was closed while its delivery was still
+        watched: the transfer it belongs to is failed on purpose.
         """
+        self._stop_keep_alive()
         delivery = self._delivery
         if delivery is not None:
-            # The duplicate descriptor must go first, or no reset is sent.
-            for watcher in list(delivery.watchers):
-                delivery.remove(watcher)
+            # The duplicate descriptor goes with a reset of its own, or the
+            # one below would not be sent.
+            delivery.reset()
         if self.transport is not None:
             reset_connection(self.transport)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._headers_done()
+    def _stop_keep_alive(self) -> None:
         keep_alive, self._keep_alive = self._keep_alive, None
         if keep_alive is not None:
             keep_alive.stop()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._headers_done()
+        self._stop_keep_alive()
         delivery = self._delivery
         if delivery is not None:
-            delivery.connection_lost(pending_bytes(self.transport) or 0)
+            # Closed by this side, gracefully (a close after the response):
+            # the kernel goes on delivering, and the wait with it.
+            ours = reason.check(ConnectionDone) is not None and bool(
+                getattr(self.transport, "disconnecting", False)
+            )
+            delivery.connection_lost(pending_bytes(self.transport) or 0, ours)
         super().connectionLost(reason)
         closed = getattr(getattr(self, "site", None), "channel_closed", None)
         if closed is not None:
@@ -674,12 +488,8 @@ class StreamingChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         """
         Parse C{data}, then hand the body pieces it held to the request's
-        body protocol at once (see L{StreamingRequest.flush_body}).  Once
-        the connection is closing (half-closed, waiting for the delivery of
-        its last response), whatever the peer sends is dropped.
+        body protocol at once (see L{StreamingRequest.flush_body}).
         """
-        if self._closing_after_delivery:
-            return
         super().dataReceived(data)
         self.flush_body()
 

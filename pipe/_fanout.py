@@ -217,8 +217,12 @@ class Branch:
     @ivar outlet: the receiver.
     @ivar state: see L{BranchState}.
     @ivar sent: bytes written to the receiver so far.
+    @ivar started_at: when the transfer started.
     @ivar taken: bytes the receiver's connection had taken when last seen.
-    @ivar progress_at: when C{taken} last grew, or nothing was waiting.
+    @ivar progress_at: when C{taken} last grew, or nothing was waiting; once
+        C{WRITTEN}, when the connection last acknowledged more.
+    @ivar left: once C{WRITTEN}, what the connection had not acknowledged
+        at the last stall check.
     """
 
     def __init__(self, fanout: Fanout, index: int, outlet: Outlet, now: float) -> None:
@@ -228,9 +232,10 @@ class Branch:
         self.state = BranchState.ACTIVE
         self.sent = 0
         self.taken = 0
-        self.progress_at = now
+        self.started_at = self.progress_at = now
         self.window_at = now
         self.window_taken = 0
+        self.left: Optional[int] = None
 
     def pauseProducing(self) -> None:
         self._fanout._branch_paused(self)
@@ -584,6 +589,12 @@ class Fanout(_TwistedProtocol):
             if branch not in self._active:
                 continue
             if branch.state is BranchState.WRITTEN:
+                if now - branch.progress_at >= stall / 2:
+                    # No progress reported lately: ask the connection.
+                    left = branch.outlet.pending()
+                    if left is not None and (branch.left is None or left < branch.left):
+                        branch.progress_at = now
+                    branch.left = left
                 stalled = now - branch.progress_at >= stall
             else:
                 stalled = self._taking_too_little(branch, now)

@@ -316,19 +316,33 @@ class Receiver(_Party):
 
     def finish(self) -> None:
         """
-        End the response, then watch its delivery: the branch hears
-        L{Branch.acknowledged} once the client's TCP has every byte.  The
-        watch begins before the response ends, so that a close the end
-        starts (HTTP/1.0, C{Connection: close}) waits for the answer.
+        End the response and watch its delivery: the branch hears
+        L{Branch.acknowledged} once the client's TCP has every byte (maybe
+        before this returns).  The watch begins before the response ends,
+        so that what the end starts (a close, the keep-alive timers) shares
+        its checks.
         """
         request = self.request
         if not request.connected:
-            self._end()
+            # Lost already (normally reported by the request's errback).
+            if self.branch is not None:
+                self.branch.stopProducing()
             return
         channel = self._channel = cast("StreamingChannel", request.channel)
-        channel.watch_delivery(self)
+        channel.watch_delivery(self, self._pace())
         request.finish()
         channel.check_delivery()
+
+    def _pace(self) -> Optional[float]:
+        """
+        How fast this receiver took the transfer's data so far (bytes per
+        second), if known.
+        """
+        branch = self.branch
+        if branch is None:
+            return None
+        elapsed = self.relay.reactor.seconds() - branch.started_at
+        return branch.sent / elapsed if elapsed > 0 and branch.sent else None
 
     def abort(self) -> None:
         self._end()
@@ -345,6 +359,14 @@ class Receiver(_Party):
             channel.unwatch_delivery(self)
 
     def pending(self) -> Optional[int]:
+        """
+        Bytes written that the connection has not taken yet: what Twisted
+        buffers while streaming; once the response is finished, also what
+        the kernel holds unacknowledged (L{None}: cannot be known).
+        """
+        finished = self._channel
+        if finished is not None:
+            return finished.unacknowledged()
         channel = self.request.channel
         if channel is None:
             return 0

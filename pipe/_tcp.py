@@ -14,8 +14,9 @@ megabytes can wait in the two kernels' buffers).
   - L{position}: on Linux, where the connection's byte stream stands: how
     many bytes the peer has acknowledged since the connection began
     (C{tcpi_bytes_acked} of C{TCP_INFO}) and how many were handed to the
-    kernel.  A position names a byte of the stream, so "every byte up to
-    the end of this response" stays exact when more is written later (the
+    kernel (from the same C{TCP_INFO}), in one system call.  A position
+    names a byte of the stream, so "every byte up to the end of this
+    response" stays exact when more is written later (the
     next response on a keep-alive connection, or the TLS layer's
     C{close_notify}).
 
@@ -31,7 +32,15 @@ import struct
 import sys
 from typing import Callable, Optional, Tuple
 
-__all__ = ["SUPPORTED", "acknowledged", "duplicate", "position", "unacknowledged"]
+__all__ = [
+    "SUPPORTED",
+    "acknowledged",
+    "acknowledged_or_reset",
+    "duplicate",
+    "is_tcp",
+    "position",
+    "unacknowledged",
+]
 
 _INT = b"\0\0\0\0"
 _TCP_FAMILIES = {socket.AF_INET, socket.AF_INET6}
@@ -84,11 +93,11 @@ SUPPORTED = _read is not None
 
 def unacknowledged(sock: Optional[socket.socket]) -> Optional[int]:
     """
-    The number of bytes written to C{sock} that its peer's TCP has not
-    acknowledged (sent or not), or L{None} when that cannot be known: not
-    a TCP socket, an unsupported platform, or a socket already closed.
+    The number of bytes written to the TCP socket C{sock} that its peer's
+    TCP has not acknowledged (sent or not), or L{None} when that cannot be
+    known: no socket, an unsupported platform, or a socket already closed.
     """
-    if sock is None or _read is None or sock.family not in _TCP_FAMILIES:
+    if sock is None or _read is None:
         return None
     try:
         return _read(sock)
@@ -96,28 +105,38 @@ def unacknowledged(sock: Optional[socket.socket]) -> Optional[int]:
         return None
 
 
-def _tcp_info_reader() -> Optional[Callable[[socket.socket], int]]:
-    """
-    Linux's cumulative acknowledged byte count (C{tcpi_bytes_acked}, a
-    64-bit field at offset 120 of C{struct tcp_info}, since Linux 4.1).
-    """
-    if not sys.platform.startswith("linux") or not hasattr(socket, "TCP_INFO"):
-        return None
-    option = socket.TCP_INFO
-    size = _BYTES_ACKED + 8
-
-    def bytes_acked(sock: socket.socket) -> int:
-        info = sock.getsockopt(socket.IPPROTO_TCP, option, size)
-        if len(info) < size:
-            raise OSError("TCP_INFO has no tcpi_bytes_acked (Linux before 4.1)")
-        value: int = struct.unpack_from("Q", info, _BYTES_ACKED)[0]
-        return value
-
-    return bytes_acked
-
-
+# Offsets in Linux's struct tcp_info (include/uapi/linux/tcp.h), which only
+# ever grows: tcpi_bytes_acked (u64, Linux 4.1), tcpi_notsent_bytes (u32,
+# 4.6), tcpi_bytes_sent and tcpi_bytes_retrans (u64, 4.19).
 _BYTES_ACKED = 120
-_acked = _tcp_info_reader()
+_NOTSENT_BYTES = 144
+_BYTES_SENT = 200
+_BYTES_RETRANS = 208
+_TCP_INFO_SIZE = _BYTES_RETRANS + 8
+
+
+def _tcp_info(sock: socket.socket) -> bytes:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+
+
+_LINUX = sys.platform.startswith("linux") and hasattr(socket, "TCP_INFO")
+
+#: tcpi_state of a connection that is over (reset, or closed on both sides).
+_TCP_CLOSE = 7
+
+
+def _read_info(sock: Optional[socket.socket]) -> Optional[bytes]:
+    """
+    C{TCP_INFO} of C{sock} up to C{tcpi_bytes_retrans}, or L{None} where it
+    holds no acknowledged count (not Linux 4.1+, no socket, closed).
+    """
+    if sock is None or not _LINUX:
+        return None
+    try:
+        info = _tcp_info(sock)
+    except (OSError, ValueError):
+        return None
+    return info if len(info) >= _BYTES_ACKED + 8 else None
 
 
 def acknowledged(sock: Optional[socket.socket]) -> Optional[int]:
@@ -125,12 +144,23 @@ def acknowledged(sock: Optional[socket.socket]) -> Optional[int]:
     How many bytes the peer of the TCP socket C{sock} has acknowledged since
     the connection began, or L{None} when that cannot be known.
     """
-    if sock is None or _acked is None or sock.family not in _TCP_FAMILIES:
+    state = acknowledged_or_reset(sock)
+    return None if state is None else state[0]
+
+
+def acknowledged_or_reset(sock: Optional[socket.socket]) -> Optional[Tuple[int, bool]]:
+    """
+    On Linux, the peer's acknowledged count of the TCP socket C{sock} (see
+    L{acknowledged}), and whether the connection is over (C{TCP_CLOSE}: it
+    was reset, or both sides closed): one consistent read, for a socket
+    this side has closed but still holds (see L{duplicate}).  L{None} when
+    that cannot be known.
+    """
+    info = _read_info(sock)
+    if info is None:
         return None
-    try:
-        return _acked(sock)
-    except (OSError, ValueError):
-        return None
+    value: int = struct.unpack_from("Q", info, _BYTES_ACKED)[0]
+    return value, info[0] == _TCP_CLOSE
 
 
 def position(sock: Optional[socket.socket]) -> Optional[Tuple[int, int]]:
@@ -140,10 +170,31 @@ def position(sock: Optional[socket.socket]) -> Optional[Tuple[int, int]]:
     the kernel since the connection began; L{None} when that cannot be
     known.
 
-    The two come from two system calls, and an acknowledgement may arrive
-    between them; the acknowledged count is read on both sides of the
-    send queue's, until it did not move (writes cannot interleave: the
-    caller is the only writer).
+    One C{TCP_INFO} read is one consistent snapshot: what was written is
+    what was sent, less what was sent again, plus what is not sent yet
+    (the same as the acknowledged count plus C{SIOCOUTQ}, read at once).
+    Before Linux 4.19 the send queue is read beside it, between two
+    acknowledged counts, until they agree.
+    """
+    info = _read_info(sock)
+    if info is None:
+        return None
+    if len(info) >= _TCP_INFO_SIZE:
+        acked, sent, again = (
+            struct.unpack_from("Q", info, offset)[0]
+            for offset in (_BYTES_ACKED, _BYTES_SENT, _BYTES_RETRANS)
+        )
+        unsent: int = struct.unpack_from("I", info, _NOTSENT_BYTES)[0]
+        return acked, sent - again + unsent
+    assert sock is not None
+    return _position_in_steps(sock)
+
+
+def _position_in_steps(sock: socket.socket) -> Optional[Tuple[int, int]]:
+    """
+    L{position} from the acknowledged count and the send queue (two system
+    calls, and an acknowledgement may arrive between them): the count is
+    read on both sides of the queue, until it did not move.
     """
     before = queued = 0
     for _ in range(8):
@@ -158,6 +209,15 @@ def position(sock: Optional[socket.socket]) -> Optional[Tuple[int, int]]:
     # When acknowledgements kept arriving, the queue was read after the
     # first count: the sum can then only fall short of what was written.
     return before, before + queued
+
+
+def is_tcp(sock: socket.socket) -> bool:
+    """
+    Whether C{sock} is a TCP socket, the only kind the other functions of
+    this module may be given (they do not check: a socket's family is
+    costly to read).
+    """
+    return sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
 
 
 def duplicate(sock: Optional[socket.socket]) -> Optional[socket.socket]:

@@ -17,12 +17,19 @@ import hashlib
 import socket
 import struct
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import pytest_twisted
+from twisted.internet.task import Clock
 
 from pipe import _tcp
+from pipe._delivery import (
+    DELIVERY_CHECK_LONGEST,
+    DELIVERY_CHECK_MAX,
+    Delivery,
+    Linger,
+)
 
 from .helpers import (
     DONE,
@@ -124,11 +131,17 @@ async def test_done_waits_until_the_receiver_has_every_byte(
     held.receiver.close()
 
 
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
 @pytest_twisted.ensureDeferred
 async def test_receiver_that_dies_before_acknowledging_fails_the_sender(
-    reactor: Any, twistd: Any, tmp_path: Path
+    reactor: Any, twistd: Any, tmp_path: Path, version: bytes
 ) -> None:
-    held = await held_transfer(reactor, twistd, tmp_path, "dies")
+    """
+    The server has written everything (its kernel holds most of it) and the
+    receiver dies.  Over HTTP/1.0 the server has also closed the connection
+    already (gracefully): the reset is seen through the descriptor it kept.
+    """
+    held = await held_transfer(reactor, twistd, tmp_path, "dies", version=version)
     await held.receiver.read_all(reactor, 512 * 1024)
     await wait_for_status(reactor, held.port, settling, what="settling")
     held.receiver.reset()
@@ -196,9 +209,10 @@ async def test_http10_receiver_sees_the_end_at_once_and_counts_when_acknowledged
     reactor: Any, twistd: Any, tmp_path: Path
 ) -> None:
     """
-    A close-delimited (HTTP/1.0) response: the connection is half-closed
-    after the last byte, so the receiver reads to its end, and the sender
-    is done only once the receiver has everything.
+    A close-delimited (HTTP/1.0) response: the connection is closed
+    gracefully after the last byte (the receiver reads to its end while the
+    kernel still holds most of it), and the sender is done only once the
+    receiver has everything: the server keeps counting after its close.
     """
     held = await held_transfer(reactor, twistd, tmp_path, "old", version=b"HTTP/1.0")
     await wait_for_status(reactor, held.port, settling, what="settling")
@@ -336,6 +350,7 @@ def test_position_and_duplicate_read_a_real_connection() -> None:
     assert total == written
     assert 0 < acknowledged < written
     assert _tcp.unacknowledged(sock) == written - acknowledged
+    assert _tcp._position_in_steps(sock) == position, "both ways agree"
     copy = _tcp.duplicate(sock)
     assert copy is not None
     sock.close()
@@ -348,9 +363,251 @@ def test_position_and_duplicate_read_a_real_connection() -> None:
 
 
 def test_unix_sockets_are_not_counted() -> None:
+    """
+    A Unix socket's send queue empties when the peer reads, or dies: it
+    says nothing about delivery, and the channel never asks it.
+    """
+    from pipe._channel import _tcp_socket
+
+    class Transport:
+        def __init__(self, sock: socket.socket) -> None:
+            self.socket = sock
+
     left, right = socket.socketpair()
-    assert _tcp.unacknowledged(left) is None
-    assert _tcp.position(left) is None
-    assert _tcp.duplicate(left) is None
-    left.close()
-    right.close()
+    assert not _tcp.is_tcp(left)
+    assert _tcp_socket(Transport(left)) is None
+    tcp = socket.socket()
+    assert _tcp.is_tcp(tcp)
+    assert _tcp_socket(Transport(tcp)) is tcp
+    for sock in (left, right, tcp):
+        sock.close()
+
+
+# The wait itself, on a fake connection and a Clock.
+
+
+class Clocked:
+    """A fake channel's clock."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+
+    def callLater(self, delay: float, f: Any, *args: Any) -> Any:
+        return self.clock.callLater(delay, f, *args)
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+
+class FakeConnection(Clocked):
+    """
+    A connection whose kernel counts the test sets: C{written} bytes
+    handed to it, C{acked} of them acknowledged (L{None}: positions
+    unknown, only the queue can be read).
+    """
+
+    tcp_socket = None
+
+    def __init__(self, positions: bool = True) -> None:
+        super().__init__()
+        self.written = 0
+        self.acked = 0
+        self.positions = positions
+        self.ended: List[Delivery] = []
+
+    def unacknowledged(self) -> Optional[int]:
+        return self.written - self.acked
+
+    def delivery_position(self) -> Optional[Tuple[int, int]]:
+        return (self.acked, self.written) if self.positions else None
+
+    def acknowledged(self) -> Optional[int]:
+        return self.acked if self.positions else None
+
+    def delivery_ended(self, delivery: Delivery) -> None:
+        self.ended.append(delivery)
+
+
+def waiting(written: int = 100, positions: bool = True) -> Any:
+    """
+    A fake connection with C{written} bytes unacknowledged, and a delivery
+    with one watcher, checked once.
+    """
+    connection = FakeConnection(positions)
+    delivery = Delivery(connection)  # type: ignore[arg-type]
+    watcher = Watcher()
+    connection.written = written
+    delivery.watch(watcher)
+    delivery.check()
+    return connection, delivery, watcher
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.heard: List[str] = []
+
+    def delivery_progress(self) -> None:
+        self.heard.append("progress")
+
+    def delivered(self) -> None:
+        self.heard.append("delivered")
+
+    def undelivered(self, unacknowledged: int) -> None:
+        self.heard.append(f"undelivered {unacknowledged}")
+
+
+def test_everything_acknowledged_answers_at_once() -> None:
+    connection = FakeConnection()
+    connection.written = connection.acked = 100
+    delivery = Delivery(connection)  # type: ignore[arg-type]
+    watcher = Watcher()
+    delivery.watch(watcher)
+    delivery.check()
+    assert watcher.heard == ["delivered"]
+    assert connection.ended == [delivery]
+    assert not connection.clock.getDelayedCalls(), "no timer left"
+
+
+def test_each_watcher_waits_only_for_the_bytes_before_its_first_check() -> None:
+    """
+    Bytes written after a watcher's first check (the next response, a TLS
+    close_notify) never hold it back.
+    """
+    connection = FakeConnection()
+    delivery = Delivery(connection)  # type: ignore[arg-type]
+    first, second = Watcher(), Watcher()
+    connection.written = 1000
+    delivery.watch(first)
+    delivery.check()
+    connection.written = 1500
+    delivery.watch(second)
+    delivery.check()
+    connection.acked = 1000
+    connection.clock.advance(DELIVERY_CHECK_MAX)
+    assert first.heard == ["delivered"]
+    assert "delivered" not in second.heard
+    connection.acked = 1500
+    connection.clock.advance(DELIVERY_CHECK_MAX)
+    assert second.heard[-1] == "delivered"
+    assert connection.ended == [delivery]
+
+
+def test_checks_back_off_until_progress_then_follow_the_pace() -> None:
+    """
+    Without progress the checks back off (1 ms doubling to 250 ms); once
+    the peer's pace is known, the next check comes when about half of what
+    is left should be in, at most 2 s later: a slow receiver costs a few
+    checks, a fast one is seen soon.
+    """
+    connection, _, watcher = waiting(100_000)
+
+    def next_delay() -> float:
+        (call,) = connection.clock.getDelayedCalls()
+        return round(call.getTime() - connection.clock.seconds(), 4)
+
+    delays = []
+    for _ in range(10):
+        delays.append(next_delay())
+        connection.clock.advance(delays[-1])
+    assert delays == [
+        0.001,
+        0.002,
+        0.004,
+        0.008,
+        0.016,
+        0.032,
+        0.064,
+        0.128,
+        0.25,
+        0.25,
+    ]
+    # 20,000 bytes in 250 ms: 80 kB/s, 80,000 left: 1 s, check in 0.5 s.
+    connection.acked = 20_000
+    connection.clock.advance(next_delay())
+    assert watcher.heard == ["progress"]
+    assert next_delay() == 0.5
+    # A crawl: 1 byte in 0.5 s would take days; the next check is 2 s away.
+    connection.acked = 20_001
+    connection.clock.advance(next_delay())
+    assert next_delay() == DELIVERY_CHECK_LONGEST
+    connection.acked = 100_000
+    connection.clock.advance(next_delay())
+    assert watcher.heard == ["progress", "progress", "delivered"]
+    assert not connection.clock.getDelayedCalls()
+
+
+def test_where_only_the_queue_can_be_read_it_must_drain() -> None:
+    connection, _, watcher = waiting(positions=False)
+    connection.acked = 60
+    connection.clock.advance(DELIVERY_CHECK_MAX)
+    assert watcher.heard == ["progress"]
+    connection.acked = 100
+    connection.clock.advance(DELIVERY_CHECK_MAX)
+    assert watcher.heard == ["progress", "delivered"]
+
+
+def test_a_connection_lost_without_a_descriptor_proves_nothing() -> None:
+    connection, delivery, watcher = waiting()
+    delivery.connection_lost(0)
+    assert watcher.heard == ["undelivered 1"]
+    assert not connection.clock.getDelayedCalls()
+
+
+def test_removing_the_last_watcher_ends_the_wait() -> None:
+    connection, delivery, watcher = waiting()
+    delivery.remove(watcher)
+    assert connection.ended == [delivery]
+    assert not connection.clock.getDelayedCalls()
+    assert watcher.heard == []
+
+
+class Channel(Clocked):
+    """What a Linger needs, with a switch for other watchers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.others = False
+        self.unwatched: List[Any] = []
+
+    def unwatch_delivery(self, watcher: Any) -> None:
+        self.unwatched.append(watcher)
+
+    def other_watchers(self, watcher: Any) -> bool:
+        return self.others
+
+
+def test_linger_is_done_on_delivery_and_stuck_without_progress() -> None:
+    channel = Channel()
+    done: List[str] = []
+
+    def linger() -> Linger:
+        return Linger(
+            channel,  # type: ignore[arg-type]
+            3,
+            lambda: done.append("done"),
+            lambda: done.append("stuck"),
+        )
+
+    first = linger()
+    first.start()
+    channel.clock.advance(2)
+    first.delivery_progress()
+    channel.clock.advance(2)
+    assert done == [], "progress 2 s ago"
+    first.delivered()
+    assert done == ["done"]
+    assert not channel.clock.getDelayedCalls()
+
+    unstarted = linger()
+    unstarted.delivered()
+    assert done == ["done", "done"], "answered at once: no timer was needed"
+
+    stuck = linger()
+    stuck.start()
+    channel.others = True
+    channel.clock.advance(3)
+    assert done == ["done", "done"], "a transfer waits for it too: it decides"
+    channel.others = False
+    channel.clock.advance(3)
+    assert done == ["done", "done", "stuck"]
+    assert stuck in channel.unwatched
