@@ -21,7 +21,8 @@ setup(
     long_description=(_here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",
+    # Twisted 26.4, the oldest Twisted allowed, needs 3.9.12 or later.
+    python_requires=">=3.9.12",
     # twisted.plugins is a namespace shared with Twisted: we ship only our
     # plugin module in it, never an __init__.py.
     packages=[*find_packages(include=["pipe", "pipe.*"]), "twisted.plugins"],

@@ -75,24 +75,31 @@ class Guard:
     Checks, in order: a signature is present (or not required: 401), its
     parameters are well formed, the HMAC matches the request's scope, path,
     C{n} and expiry under one of the keys (constant-time), the scope is the
-    request's, it has not expired, and it was not spent on a transfer that
-    started (all 403).
+    request's, it has not expired (it is valid while the clock reads at
+    most its C{expires}), it does not stay valid longer than C{max_ttl}
+    seconds from now (a leaked key cannot mint URLs that live for years),
+    and it was not spent on a transfer that started (all 403).
 
     Spent signatures are remembered until they expire, then forgotten, so
-    the memory held is bounded by the URLs used within their lifetime.  A
-    restart forgets them all.
+    the memory held is bounded by the URLs used within their lifetime (at
+    most C{max_ttl}).  A restart forgets them all.
 
     @ivar requirement: see L{Requirement}.
     """
 
     def __init__(
-        self, keys: Sequence[bytes], requirement: Requirement, clock: IReactorTime
+        self,
+        keys: Sequence[bytes],
+        requirement: Requirement,
+        clock: IReactorTime,
+        max_ttl: float = 0,
     ) -> None:
         if not keys:
             raise ValueError("a guard needs at least one key")
         self._keys = tuple(keys)
         self.requirement = requirement
         self._clock = clock
+        self._max_ttl = max_ttl
         self._spent: Dict[bytes, int] = {}
         self._expiries: List[Tuple[int, bytes]] = []
 
@@ -145,6 +152,12 @@ class Guard:
                 403,
                 messages.signature_expired(now - expiry),
                 reason="signature_expired",
+            )
+        if self._max_ttl and expiry - now > self._max_ttl:
+            raise Denied(
+                403,
+                messages.signature_lifetime(expiry - now, self._max_ttl),
+                reason="signature_lifetime",
             )
         self._forget_expired(now)
         if digest in self._spent:

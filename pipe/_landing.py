@@ -51,6 +51,7 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .
 pre code { background: none; padding: 0; font-size: inherit; }
 .note { border-left: 3px solid #6366f1; padding: .2rem .9rem; background: #eef2ff; }
 footer { margin-top: 2.5rem; color: #6b7280; font-size: .9rem; }
+footer a { color: inherit; }
 """
 
 
@@ -78,16 +79,17 @@ def _sections(base: str, signed: bool) -> List[Tuple[str, List[str]]]:
             "Send",
             [
                 "Stream a file (or any command's output) to n receivers:",
-                f'$ curl -T artifact.tar "{url}"',
-                f'$ tar c . | curl -T - "{url}"',
+                f'$ curl -fsS -T artifact.tar "{url}"',
+                f'$ tar c . | curl -fsS -T - "{url}"',
             ],
         ),
         (
             "Receive",
             [
-                "Each of the n receivers runs:",
-                f'$ curl "{url}" > artifact.tar',
-                f'$ curl "{url}" | tar x',
+                "Each of the n receivers runs (with set -o pipefail for the"
+                " second, so that a failed transfer fails the step):",
+                f'$ curl -fsS -o artifact.tar "{url}"',
+                f'$ curl -fsS "{url}" | tar x',
             ],
         ),
         (
@@ -120,6 +122,10 @@ def _sections(base: str, signed: bool) -> List[Tuple[str, List[str]]]:
     return sections
 
 
+#: The server's other pages, listed at the foot of both versions.
+_LINKS = (("Health", "/healthz"), ("Status", "/api/v1/status"), ("Version", "/version"))
+
+
 def render_text(base: str, signed: bool) -> bytes:
     """
     The plain-text page.
@@ -129,7 +135,7 @@ def render_text(base: str, signed: bool) -> bytes:
         out.append(f"{heading}:")
         out.extend(f"  {line}" for line in lines)
         out.append("")
-    out.append(f"Health: {base}/healthz  Status: {base}/api/v1/status")
+    out.append("  ".join(f"{name}: {base}{path}" for name, path in _LINKS))
     return ("\n".join(out) + "\n").encode("ascii", "replace")
 
 
@@ -157,11 +163,12 @@ def render_html(base: str, signed: bool) -> bytes:
         if commands:
             shown = "\n".join(html.escape(command) for command in commands)
             parts.append(f"<pre><code>{shown}</code></pre>")
-    parts.append(
-        f"<footer>Health: <code>{html.escape(base)}/healthz</code> &middot; "
-        f"status: <code>{html.escape(base)}/api/v1/status</code> &middot; "
-        f"version: <code>{html.escape(base)}/version</code></footer>"
+    links = " &middot; ".join(
+        f'{name}: <a href="{html.escape(base + path)}">'
+        f"<code>{html.escape(base + path)}</code></a>"
+        for name, path in _LINKS
     )
+    parts.append(f"<footer>{links}</footer>")
     parts.append("</body></html>\n")
     return "\n".join(parts).encode("utf-8")
 

@@ -86,8 +86,9 @@ def method_not_allowed(method: bytes) -> bytes:
     )
 
 
-def not_found(path: bytes) -> bytes:
-    return error(f"not found: {show(path)}; pipes are at /api/v1/pipe/<path>")
+def not_found() -> bytes:
+    # Never echo the path: a mistyped pipe URL is still a credential.
+    return error("not found: pipes are at /api/v1/pipe/<path>")
 
 
 def count_mismatch(given: int, waiting: int) -> bytes:
@@ -234,6 +235,13 @@ def signature_scope(signed: str, used: str) -> bytes:
 
 def signature_expired(seconds: float) -> bytes:
     return error(f"signature expired {seconds:.0f} s ago")
+
+
+def signature_lifetime(seconds: float, limit: float) -> bytes:
+    return error(
+        f"signature lifetime: this URL stays valid for {seconds:.0f} s more,"
+        f" longer than this server allows ({limit:g} s; see --max-ttl)"
+    )
 
 
 def signature_used() -> bytes:

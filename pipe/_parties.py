@@ -38,8 +38,15 @@ __all__ = ["PROGRESS_INTERVAL", "Receiver", "Sender"]
 #: within two intervals.
 PROGRESS_INTERVAL = 2.0
 
-#: Media types a browser would run script from; receivers get C{text/plain}.
-_ACTIVE_TYPES = (b"text/html", b"application/xhtml+xml", b"image/svg+xml")
+#: Media types a browser would run script from (also every C{+xml} type);
+#: receivers get C{text/plain}.
+_ACTIVE_TYPES = (
+    b"text/html",
+    b"text/xml",
+    b"application/xml",
+    b"application/xhtml+xml",
+    b"image/svg+xml",
+)
 
 
 def path_digest(path: bytes) -> str:
@@ -80,13 +87,15 @@ def client_address(request: StreamingRequest) -> str:
 def safe_content_type(value: Optional[bytes]) -> bytes:
     """
     The C{Content-Type} receivers get for a sender's C{value}: the same,
-    except that types a browser would run script from become C{text/plain}
-    (parameters kept), so a pipe cannot serve pages into a browser's origin.
+    except that types a browser would run script from (HTML, XML, and any
+    C{+xml} type such as SVG or XHTML) become C{text/plain} (parameters
+    kept), so a pipe cannot serve pages into a browser's origin.
     """
     if not value:
         return b"application/octet-stream"
     media, sep, params = value.partition(b";")
-    if media.strip().lower() in _ACTIVE_TYPES:
+    media = media.strip().lower()
+    if media in _ACTIVE_TYPES or media.endswith(b"+xml"):
         return b"text/plain" + sep + params
     return value
 

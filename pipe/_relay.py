@@ -122,7 +122,10 @@ class Relay:
         self.guard: Optional[Guard] = None
         if settings.keys:
             self.guard = Guard(
-                settings.keys, Requirement(settings.require_signature), reactor
+                settings.keys,
+                Requirement(settings.require_signature),
+                reactor,
+                settings.max_ttl,
             )
 
     # Admission and presence.

@@ -38,6 +38,8 @@ class Settings:
         empty: signing is off and anyone may join any pipe.
     @ivar require_signature: with keys, C{"all"} parties or only
         C{"send"}ers must present a signed URL.
+    @ivar max_ttl: the longest a signed URL may still be valid for when it
+        is presented (0: no limit).
     """
 
     max_receivers: int = 1000
@@ -54,3 +56,4 @@ class Settings:
     require_signature: str = attr.ib(
         default="all", validator=attr.validators.in_(("all", "send"))
     )
+    max_ttl: float = 86400.0

@@ -191,7 +191,7 @@ def parse_path(raw: bytes) -> bytes:
     if raw == PIPE_PREFIX.rstrip(b"/"):
         raise _Refusal(400, messages.path_empty(), reason="path_empty")
     if not raw.startswith(PIPE_PREFIX):
-        raise _Refusal(404, messages.not_found(raw), reason="not_found")
+        raise _Refusal(404, messages.not_found(), reason="not_found")
     path = raw[len(PIPE_PREFIX) :]
     if not path:
         raise _Refusal(400, messages.path_empty(), reason="path_empty")
@@ -378,7 +378,7 @@ class _NotFound(Resource):
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
         return _respond(
             request,
-            _Refusal(404, messages.not_found(request.path), reason="not_found"),
+            _Refusal(404, messages.not_found(), reason="not_found"),
         )
 
 

@@ -147,6 +147,15 @@ class Options(usage.Options):
             "or send (receivers may then join unsigned).",
         ],
         [
+            "max-ttl",
+            None,
+            86400.0,
+            "With --secret-file: refuse a signed URL that stays valid for longer "
+            "than this many seconds from when it is presented (0: no limit), so "
+            "that a leaked key cannot mint URLs that live for years.",
+            float,
+        ],
+        [
             "drain-timeout",
             None,
             60.0,
@@ -202,6 +211,7 @@ class Options(usage.Options):
             "header-timeout",
             "max-connections-per-ip",
             "drain-timeout",
+            "max-ttl",
         ):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
@@ -236,6 +246,7 @@ class Options(usage.Options):
             log_paths=bool(self["log-paths"]),
             keys=self.get("keys", ()),
             require_signature=self["require-signature"],
+            max_ttl=self["max-ttl"],
         )
 
 

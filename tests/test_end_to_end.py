@@ -15,6 +15,7 @@ import treq
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.web.http_headers import Headers
 
 from .conftest import RunningServer
 from .helpers import DONE, curl, payload, sha256_of, wait_for
@@ -162,6 +163,41 @@ async def test_receiver_headers(reactor: Any, server: RunningServer) -> None:
     assert h.getRawHeaders(b"x-accel-buffering") == [b"no"]
     assert h.getRawHeaders(b"x-content-type-options") == [b"nosniff"]
     assert h.getRawHeaders(b"access-control-allow-origin") == [b"*"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [
+        (b"text/xml", b"text/plain"),
+        (b"Application/XML; charset=utf-8", b"text/plain; charset=utf-8"),
+        (b"application/xhtml+xml", b"text/plain"),
+        (b"image/svg+xml", b"text/plain"),
+        (b"application/rss+xml", b"text/plain"),
+        (b"application/vnd.foo+XML ;x=1", b"text/plain;x=1"),
+        (b"application/json", b"application/json"),
+        (b"application/x-tar", b"application/x-tar"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_script_capable_types_reach_receivers_as_text(
+    reactor: Any, server: RunningServer, sent: bytes, received: bytes
+) -> None:
+    """
+    HTML, XML and every C{+xml} type (SVG, XHTML) can run script in a
+    browser: receivers get C{text/plain} with the parameters kept; other
+    types pass unchanged.
+    """
+    path = "type-" + hashlib.sha256(sent).hexdigest()[:8]
+    url = server.url(path)
+    receiving = treq.get(url, reactor=reactor)
+    await wait_for(reactor, receivers_waiting(server, path, 1))
+    response = await treq.put(
+        url, data=b"<x/>", headers=Headers({b"content-type": [sent]}), reactor=reactor
+    )
+    await response.content()
+    got = await receiving
+    assert await got.content() == b"<x/>"
+    assert got.headers.getRawHeaders(b"content-type") == [received]
 
 
 @pytest_twisted.ensureDeferred

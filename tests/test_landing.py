@@ -6,12 +6,13 @@ markup.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Tuple
 
 import pytest_twisted
 
 from pipe import __version__
-from pipe._landing import PAGE_POLICY
+from pipe._landing import PAGE_POLICY, render_html, render_text
 
 from .conftest import RunningServer
 from .helpers import curl
@@ -42,10 +43,36 @@ async def test_curl_gets_plain_text_with_this_servers_commands(
     assert headers[b"content-type"] == [b"text/plain; charset=utf-8"]
     assert body.startswith(f"txpipe {__version__}: ".encode())
     pipe_url = f"{server.root}/api/v1/pipe/my-build/artifact.tar?n=3".encode()
-    assert b'curl -T artifact.tar "' + pipe_url + b'"' in body
-    assert b'curl "' + pipe_url + b'" | tar x' in body
+    assert b'curl -fsS -T artifact.tar "' + pipe_url + b'"' in body
+    assert b'curl -fsS "' + pipe_url + b'" | tar x' in body
     assert b"Signed URLs" not in body
     assert b"<" not in body
+    for page in (b"/healthz", b"/api/v1/status", b"/version"):
+        assert server.root.encode() + page in body, page
+
+
+def test_every_copied_curl_command_fails_on_error_and_quotes_its_url() -> None:
+    """
+    What a user copies from the page works in any shell (zsh globs an
+    unquoted C{?}) and fails on an HTTP error instead of saving the
+    C{[ERROR]} line as the artifact.
+    """
+    for signed in (False, True):
+        for page in (
+            render_text("http://h:1", signed).decode(),
+            render_html("http://h:1", signed).decode(),
+        ):
+            commands = [
+                line
+                for line in page.splitlines()
+                if "curl " in line and "/api/v1/pipe/" in line
+            ]
+            assert len(commands) >= 4
+            for line in commands:
+                assert "curl -fsS " in line, line
+                assert re.search(
+                    r'(&quot;|")http://h:1/api/v1/pipe/[^ ]*\?n=3(&quot;|")', line
+                ), line
 
 
 @pytest_twisted.ensureDeferred
@@ -62,8 +89,14 @@ async def test_browsers_get_a_self_contained_page(
     assert body.startswith(b"<!doctype html>")
     assert f"<h1>txpipe<small>{__version__}</small></h1>".encode() in body
     assert f"{server.root}/api/v1/pipe/my-build/artifact.tar?n=3".encode() in body
-    for absent in (b"<script", b"src=", b"href=", b"@import", b"url("):
+    for absent in (b"<script", b"src=", b"@import", b"url("):
         assert absent not in body.lower()
+    # The only links: the server's own pages, in the footer.
+    links = re.findall(rb'href="([^"]*)"', body)
+    assert links == [
+        f"{server.root}{page}".encode()
+        for page in ("/healthz", "/api/v1/status", "/version")
+    ]
     assert int(headers[b"content-length"][0]) == len(body)
 
 

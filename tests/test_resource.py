@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, cast
 
 import pytest
 import pytest_twisted
@@ -152,6 +152,34 @@ async def test_outside_the_api_is_404(
 ) -> None:
     result = await curl(reactor, "-i", server.root + url_path, keep_text=True).ended
     assert_error(result.text, 404, b"not found")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_404_never_echoes_or_logs_the_path(
+    reactor: Any, server: RunningServer
+) -> None:
+    """
+    A mistyped pipe URL (here under /api/v2/) is still a credential: neither
+    the error body nor the log holds any of its path or query.
+    """
+    from twisted.logger import ILogObserver, globalLogPublisher
+
+    seen: List[Any] = []
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        secret = "s3cr3t-build-token"
+        url = f"{server.root}/api/v2/pipe/{secret}?n=2&sig=also-{secret}"
+        result = await curl(reactor, "-i", url, keep_text=True).ended
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert_error(result.text, 404, b"not found")
+    assert secret.encode() not in result.text
+    logged = [e for e in seen if "rejected" in str(e.get("log_format", ""))]
+    assert logged, "the rejection is logged"
+    from twisted.logger import formatEvent
+
+    assert not any(secret in repr(e) or secret in formatEvent(e) for e in seen)
 
 
 @pytest_twisted.ensureDeferred

@@ -252,6 +252,51 @@ def test_expired_url_is_403() -> None:
     assert refused.body == b"[ERROR] signature expired 1 s ago\n"
 
 
+def test_expired_means_the_clock_passed_expires_even_by_a_fraction() -> None:
+    """
+    Valid while the server's clock reads at most C{expires}, as
+    docs/protocol.md says: half a second later it has expired.
+    """
+    g = guard()
+    url = sign_url(BASE + "p", KEY, "send", 60, now=NOW)
+    g._clock.advance(60.5)  # type: ignore[attr-defined]
+    assert denied(g, url).body.startswith(b"[ERROR] signature expired")
+
+
+def test_a_url_valid_longer_than_max_ttl_is_403() -> None:
+    """
+    With C{--max-ttl}, a leaked key cannot mint a URL that stays valid for
+    longer than that from when it is presented; a URL within it passes, and
+    later presented, a long-lived one passes too once it is within it.
+    """
+    clock = Clock()
+    clock.advance(NOW)
+    g = Guard([KEY], Requirement.ALL, clock, max_ttl=3600)
+    assert check(g, sign_url(BASE + "p", KEY, "send", 3600, now=NOW))
+    long_lived = sign_url(BASE + "p", KEY, "send", 86400 * 365, now=NOW)
+    refused = denied(g, long_lived)
+    assert refused.code == 403 and refused.reason == "signature_lifetime"
+    assert refused.body == (
+        b"[ERROR] signature lifetime: this URL stays valid for 31536000 s more,"
+        b" longer than this server allows (3600 s; see --max-ttl)\n"
+    )
+    clock.advance(86400 * 365 - 3600)
+    assert check(g, long_lived)
+    unlimited = Guard([KEY], Requirement.ALL, clock, max_ttl=0)
+    assert check(unlimited, sign_url(BASE + "p", KEY, "send", 10**9, now=NOW))
+
+
+def test_max_ttl_option_defaults_to_a_day() -> None:
+    options = Options()
+    options.parseOptions([])
+    assert options.settings().max_ttl == 86400
+    options = Options()
+    options.parseOptions(["--max-ttl", "600"])
+    assert options.settings().max_ttl == 600
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--max-ttl", "-1"])
+
+
 def test_a_spent_url_is_refused_until_it_expires_then_forgotten() -> None:
     g = guard()
     send = sign_url(BASE + "p", KEY, "send", 60, now=NOW)

@@ -327,6 +327,13 @@ def test_sharding_through_the_balancer(
         assert backend.status()["transfers"]["complete"] > 0, backend.name  # type: ignore[index]
     assert {digest(p) for p in pipes} <= set(owner), "a transfer was logged nowhere"
 
+    # The balancer's log names no pipe: no path, no query string.
+    log = balancer.output.read_text(errors="replace")
+    if balancer.kind == "haproxy":
+        assert " 200 " in log, "HAProxy logs each request"
+    assert not [p for p in pipes if p in log], "a pipe path reached the log"
+    assert f"n={RECEIVERS}" not in log
+
     # 2. Slow senders; one backend killed mid-run: only its pipes fail.
     victim = backends[1]
     mine = {p for p in pipes if owner[digest(p)] is victim}
