@@ -25,11 +25,12 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from . import _tcp
+from ._chunked import ChunkedDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
 
 __all__ = [
@@ -230,7 +231,8 @@ class StreamingChannel(HTTPChannel):
       - an upload is read in pieces of up to L{UPLOAD_READ_SIZE}, and the
         body pieces that one read yields (several chunks of a chunked body)
         reach the request's body protocol as one piece (see
-        L{dataReceived});
+        L{dataReceived}); a chunked body is decoded with fewer copies (see
+        L{pipe._chunked});
       - the end of a response is not the end of its delivery: whoever needs
         to know when the peer's TCP has acknowledged every byte asks
         L{watch_delivery} (also across the connection's own close: a close
@@ -588,6 +590,12 @@ class StreamingChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         self._headers_done()
         super().allHeadersReceived()
+        decoder = self._transferDecoder
+        if type(decoder) is _ChunkedTransferDecoder:
+            # The same rules, fewer copies (see pipe._chunked).
+            self._transferDecoder = ChunkedDecoder(
+                decoder.dataCallback, decoder.finishCallback
+            )
         if self.length != 0:
             request = self.requests[-1]
             if self.timeOut:
