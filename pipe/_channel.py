@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -30,6 +30,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from . import _tcp
+from ._batch import WriteBatch
 from ._chunked import ChunkedDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
 
@@ -248,6 +249,9 @@ class StreamingChannel(HTTPChannel):
     _socket: Optional[socket.socket] = None
     _tcp: Optional[socket.socket] = None
     _unflushed: Any = None
+    _batch: Optional[WriteBatch] = None
+    _held: Optional[List[bytes]] = None
+    _held_size = 0
     _delivery: Optional[Delivery] = None
     _keep_alive: Optional[Linger] = None
 
@@ -255,6 +259,8 @@ class StreamingChannel(HTTPChannel):
         super().connectionMade()
         self._socket = _plain_socket(self.transport)
         self._tcp = _tcp_socket(self.transport)
+        self._batch = getattr(getattr(self, "site", None), "write_batch", None)
+        self._after_held: List[Callable[[], None]] = []
         self._read_gate = _ReadGate(self._networkProducer)
         self._networkProducer = self._read_gate
         self.closed: Deferred[None] = Deferred()
@@ -295,6 +301,16 @@ class StreamingChannel(HTTPChannel):
         self._savedTimeOut = None
         super().requestDone(request)
         if not self.persistent or self.transport is None:
+            return
+        if not self.after_held(self._await_next_request):
+            self._await_next_request()
+
+    def _await_next_request(self) -> None:
+        """
+        The last response is written: start the timers for the next request
+        once it is acknowledged.
+        """
+        if self.transport is None or self.requests:
             return
         keep_alive, self._keep_alive = self._keep_alive, None
         if keep_alive is not None:
@@ -363,7 +379,7 @@ class StreamingChannel(HTTPChannel):
         kernel = _tcp.unacknowledged(self._tcp)
         if kernel is None:
             return None
-        return kernel + (pending_bytes(self.transport) or 0)
+        return kernel + (pending_bytes(self.transport) or 0) + self._held_size
 
     def seconds(self) -> float:
         """
@@ -398,7 +414,8 @@ class StreamingChannel(HTTPChannel):
         if position is None:
             return None
         acknowledged, written = position
-        return acknowledged, written + (pending_bytes(self.transport) or 0)
+        buffered = (pending_bytes(self.transport) or 0) + self._held_size
+        return acknowledged, written + buffered
 
     def watch_delivery(
         self, watcher: DeliveryWatcher, pace: Optional[float] = None
@@ -435,9 +452,11 @@ class StreamingChannel(HTTPChannel):
 
     def check_delivery(self) -> None:
         """
-        Check now whether everything written was acknowledged; may answer
-        the watchers before it returns.
+        Check now whether everything written was acknowledged (once held
+        writes are sent, if any); may answer the watchers before it returns.
         """
+        if self.after_held(self.check_delivery):
+            return
         delivery = self._delivery
         if delivery is not None:
             delivery.check()
@@ -457,6 +476,7 @@ class StreamingChannel(HTTPChannel):
         watched: the transfer it belongs to is failed on purpose.
         """
         self._stop_keep_alive()
+        self.drop_held()
         delivery = self._delivery
         if delivery is not None:
             # The duplicate descriptor goes with a reset of its own, or the
@@ -490,10 +510,21 @@ class StreamingChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         """
         Parse C{data}, then hand the body pieces it held to the request's
-        body protocol at once (see L{StreamingRequest.flush_body}).
+        body protocol at once (see L{StreamingRequest.flush_body}); what the
+        handling of this read writes, to any connection of the site, is
+        sent when it is done (see L{pipe._batch}).
         """
-        super().dataReceived(data)
-        self.flush_body()
+        batch = self._batch
+        if batch is None:
+            super().dataReceived(data)
+            self.flush_body()
+            return
+        batch.open()
+        try:
+            super().dataReceived(data)
+            self.flush_body()
+        finally:
+            batch.close()
 
     def body_pending(self, request: Any) -> None:
         """
@@ -529,9 +560,12 @@ class StreamingChannel(HTTPChannel):
 
     def write(self, data: bytes) -> None:
         """
-        Write response data: straight to the socket when the transport has
+        Write response data: held while a write batch is open (see
+        L{pipe._batch}), else straight to the socket when the transport has
         nothing buffered, else through the transport (see L{writeSequence}).
         """
+        if self._hold((data,)):
+            return
         if not self._write_through((data,)):
             super().write(data)
 
@@ -547,9 +581,67 @@ class StreamingChannel(HTTPChannel):
         order or flow control, so the pieces go to the kernel at once with
         one C{sendmsg}; what the socket does not take is handed to the
         transport, whose buffer and producer pausing apply as always.
+        While a write batch is open, the pieces are held and sent with the
+        rest of the batch's writes to this connection (L{send_held}).
         """
+        if self._hold(iovec):
+            return
         if not self._write_through(iovec):
             super().writeSequence(iovec)
+
+    # Write batches (see pipe._batch).
+
+    def _hold(self, iovec: Sequence[bytes]) -> bool:
+        """
+        Hold C{iovec} if a write batch is open; whether it was held.
+        """
+        batch = self._batch
+        if batch is None or not batch.depth:
+            return False
+        held = self._held
+        if held is None:
+            self._held = held = []
+            batch.hold(self)
+        held.extend(iovec)
+        for piece in iovec:
+            self._held_size += len(piece)
+        return True
+
+    def after_held(self, work: Callable[[], None]) -> bool:
+        """
+        If writes are held, do C{work} once they are sent (once per batch),
+        and say so; else do nothing and return C{False}.
+        """
+        if self._held is None:
+            return False
+        if work not in self._after_held:
+            self._after_held.append(work)
+        return True
+
+    def send_held(self) -> None:
+        """
+        Send what the batch held, with one C{sendmsg} where the socket takes
+        it, then do what waited for it (a delivery check, the keep-alive
+        timers).  Called by the batch when it closes.
+        """
+        held, self._held = self._held, None
+        self._held_size = 0
+        after, self._after_held = self._after_held, []
+        if held and self.transport is not None:
+            if not self._write_through(held):
+                super().writeSequence(held)
+        for work in after:
+            work()
+
+    def drop_held(self) -> None:
+        """
+        Forget what is held and what waited for it: the connection is being
+        reset on purpose.
+        """
+        if self._held is not None:
+            self._held = []
+            self._held_size = 0
+            self._after_held = []
 
     def _write_through(self, iovec: Sequence[bytes]) -> bool:
         """
@@ -620,5 +712,5 @@ class StreamingChannel(HTTPChannel):
             getattr(self.requests[-1], "startedWriting", 0)
         )
         if not started and self.transport is not None:
-            self.transport.write(_BAD_REQUEST)
+            self.write(_BAD_REQUEST)
         self.loseConnection()

@@ -299,7 +299,7 @@ class StreamingRequest(Request):
         """
         if not self._continued and not self.startedWriting and self.wants_continue():
             self._continued = True
-            _transport_of(self.channel).write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.channel.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def write(self, data: bytes) -> None:
         """
@@ -385,6 +385,7 @@ class StreamingRequest(Request):
             return
         transport = _transport_of(channel)
         if abnormal and not self.chunked:
+            channel.drop_held()
             reset_connection(transport)
         else:
             channel.read_gate.hold(self)
@@ -394,8 +395,9 @@ class StreamingRequest(Request):
         """
         Reset the connection: the response is truncated.
         """
-        channel = self.channel
+        channel = self._streaming_channel()
         if channel is not None:
+            channel.drop_held()
             reset_connection(_transport_of(channel))
 
     def connectionLost(self, reason: Failure) -> None:

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site
 
+from ._batch import WriteBatch
 from ._channel import StreamingChannel
 from ._relay import Relay
 from ._request import StreamingRequest
@@ -37,6 +38,8 @@ class PipeSite(Site):
         waiting and running path, C{relay.drain()} shuts down gracefully.
     @ivar header_timeout: seconds a client has to send its request line and
         headers (0: no limit); read by L{StreamingChannel}.
+    @ivar write_batch: the L{WriteBatch} its channels hold writes in while
+        they handle a read.
     """
 
     protocol = StreamingChannel  # type: ignore[assignment]
@@ -48,6 +51,7 @@ class PipeSite(Site):
         self.pipes = pipes
         self.relay = pipes.relay
         self.header_timeout = pipes.relay.settings.header_timeout
+        self.write_batch = WriteBatch()
         self._channels: Set[StreamingChannel] = set()
 
     def channel_opened(self, channel: StreamingChannel) -> None:

@@ -158,3 +158,48 @@ async def test_socket_error_falls_back_to_transport(reactor: Any) -> None:
         await lost
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tiny_pipe_is_one_write_per_connection(
+    reactor: Any, server: Any, monkeypatch: Any
+) -> None:
+    """
+    A tiny transfer happens while the sender's request is read: its status
+    line, headers, progress lines, last line and end of chunks go out as
+    one write, and so do the receiver's headers and body (see
+    L{pipe._batch}); every byte still arrives.
+    """
+    writes: List[Any] = []
+    original = StreamingChannel._write_through
+
+    def counting(self: StreamingChannel, iovec: Any) -> bool:
+        writes.append(self)
+        return original(self, iovec)
+
+    monkeypatch.setattr(StreamingChannel, "_write_through", counting)
+    port = server.port.getHost().port
+    receiver = socket.create_connection(("127.0.0.1", port))
+    receiver.sendall(b"GET /api/v1/pipe/tiny HTTP/1.1\r\nHost: t\r\n\r\n")
+    await wait_for(reactor, lambda: server.parties("tiny") == (False, 1))
+    body = os.urandom(1024)
+    sender = socket.create_connection(("127.0.0.1", port))
+    sender.sendall(
+        b"PUT /api/v1/pipe/tiny HTTP/1.1\r\nHost: t\r\nContent-Length: 1024\r\n\r\n"
+        + body
+    )
+    await wait_for(reactor, lambda: server.rendezvous.stage(b"tiny") is None)
+    channels = list(dict.fromkeys(writes))
+    assert len(channels) == 2, "only the receiver and the sender are written to"
+    assert [writes.count(channel) for channel in channels] == [1, 1]
+    for sock in (receiver, sender):
+        sock.settimeout(5)
+    received = b""
+    while not received.endswith(body):
+        received += receiver.recv(65536)
+    answer = b""
+    while not answer.endswith(b"0\r\n\r\n"):
+        answer += sender.recv(65536)
+    assert b"[INFO] done: bytes=1024 receivers=1/1" in answer
+    receiver.close()
+    sender.close()
