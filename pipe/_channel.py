@@ -130,6 +130,15 @@ def _plain_socket(transport: Any) -> Optional[socket.socket]:
     return None
 
 
+def _as_bytes(iovec: Sequence[bytes]) -> List[bytes]:
+    """
+    C{iovec} with every piece as C{bytes}, as Twisted's transports require
+    (chunk data arrives as C{memoryview} slices of a read, see
+    L{pipe._chunked}; C{sendmsg} takes those as they are).
+    """
+    return [piece if type(piece) is bytes else bytes(piece) for piece in iovec]
+
+
 def _unsent(iovec: Sequence[bytes], sent: int) -> List[bytes]:
     """
     The pieces of C{iovec} left after its first C{sent} bytes.
@@ -567,7 +576,7 @@ class StreamingChannel(HTTPChannel):
         if self._hold((data,)):
             return
         if not self._write_through((data,)):
-            super().write(data)
+            super().write(data if type(data) is bytes else bytes(data))
 
     def writeSequence(self, iovec: Sequence[bytes]) -> None:
         """
@@ -587,7 +596,7 @@ class StreamingChannel(HTTPChannel):
         if self._hold(iovec):
             return
         if not self._write_through(iovec):
-            super().writeSequence(iovec)
+            super().writeSequence(_as_bytes(iovec))
 
     # Write batches (see pipe._batch).
 
@@ -629,7 +638,7 @@ class StreamingChannel(HTTPChannel):
         after, self._after_held = self._after_held, []
         if held and self.transport is not None:
             if not self._write_through(held):
-                super().writeSequence(held)
+                super().writeSequence(_as_bytes(held))
         for work in after:
             work()
 
@@ -669,7 +678,7 @@ class StreamingChannel(HTTPChannel):
         except OSError:
             return False
         if sent < sum(len(piece) for piece in iovec):
-            transport.writeSequence(_unsent(iovec, sent))
+            transport.writeSequence(_as_bytes(_unsent(iovec, sent)))
         return True
 
     @property
