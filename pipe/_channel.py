@@ -358,17 +358,20 @@ class StreamingChannel(HTTPChannel):
     def _close_stuck(self) -> None:
         """
         Close a keep-alive connection whose peer stopped acknowledging its
-        last response: gracefully, with Twisted's idle timeout running
-        again to abort it if even that never ends.
+        last response: gracefully, then, if even that never ends (Twisted
+        cannot hand the rest to a peer that reads nothing), abort it after
+        the same time again.
         """
         self._keep_alive = None
         self._log.info(
             "closing {peer}: it stopped taking its last response",
             peer=str(self.getPeer()),
         )
-        if self.timeOut:
-            self.setTimeout(self.timeOut)
         self.loseConnection()
+        if self._header_call is None:
+            self._header_call = self.callLater(
+                self._give_up_after(), _transport_of(self).abortConnection
+            )
 
     # Delivery: has the peer's TCP acknowledged what was written?
 

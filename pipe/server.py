@@ -51,6 +51,11 @@ class PipeSite(Site):
         self.pipes = pipes
         self.relay = pipes.relay
         self.header_timeout = pipes.relay.settings.header_timeout
+        if self.header_timeout:
+            # The header timeout already closes a connection that sends no
+            # request (from its start, or from its last response's end);
+            # Twisted's own idle timeout would only add a timer to each.
+            self.timeOut = None
         self.write_batch = WriteBatch()
         self._channels: Set[StreamingChannel] = set()
 

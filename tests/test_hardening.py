@@ -11,7 +11,7 @@ from typing import Any, List, cast
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 
 from pipe._fanout import Outcome
 from pipe._parties import Receiver
@@ -349,6 +349,11 @@ def test_transfer_log_names_a_digest_not_the_path(clock: Clock, events: Any) -> 
     assert "top-secret" not in repr(event)
     assert event["bytes"] == 2 and event["n"] == 1
     assert event["sender"].startswith("127.0.0.1:")
+    text = formatEvent(event)
+    assert text.startswith(
+        f"transfer {event['pipe']} complete: 2 bytes to 1 of 1 receivers in "
+    ), text
+    assert text.endswith(f"; sender {event['sender']}, receivers {event['receivers']}")
 
 
 def test_log_paths_option_logs_the_path(clock: Clock, events: Any) -> None:
