@@ -4,13 +4,15 @@ The C{txpipe} command (console script, also C{python -m pipe}):
 
     txpipe send URL [FILE|-]           stream FILE (default: stdin) to a pipe
     txpipe recv URL [-o FILE|-]        stream a pipe to FILE (default: stdout)
-    txpipe sign --secret-file FILE --scope send|receive --ttl SECONDS URL
+    txpipe sign --secret-file FILE --scope send|receive --ttl SECONDS
+                [--max-ttl SECONDS] URL
     txpipe serve [OPTIONS]             the server: twistd -n pipe [OPTIONS]
 
-Exit status: 0 success; 2 usage error (also an unusable secret file or a URL
-that is not a pipe URL); 3 refused by the server (4xx/5xx); 4 transfer
-failed or aborted; 5 wait timeout; 6 SHA-256 mismatch (C{recv --sha256}).
-C{txpipe serve} exits 1 when it cannot listen.
+The exit statuses are L{pipe._exit.ExitStatus}: 0 success; 2 usage error
+(also an unusable secret file or a URL that is not a pipe URL); 3 refused by
+the server (4xx/5xx); 4 transfer failed (the server unreachable, the
+connection or the stream cut, interrupted); 5 wait timeout; 6 SHA-256
+mismatch (C{recv --sha256}).  C{txpipe serve} exits 1 when it cannot listen.
 """
 
 from __future__ import annotations
@@ -20,17 +22,13 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from ._exit import ExitStatus
+from ._settings import Settings
 from .signing import KeyFileError, Scope, load_keys, sign_url
 
 __all__ = ["main"]
 
-OK = 0
-USAGE_ERROR = 2
-REJECTED = 3
-FAILED = 4
-WAIT_TIMEOUT = 5
-DIGEST_MISMATCH = 6
-SERVER_FAILED = 1
+_DEFAULT_MAX_TTL = Settings().max_ttl
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="txpipe",
         description="txpipe: fan one upload out to N receivers.",
         epilog="Exit status: 0 ok, 2 usage, 3 refused by the server, 4 transfer "
-        "failed, 5 wait timeout, 6 SHA-256 mismatch.",
+        "failed (also: server unreachable, interrupted), 5 wait timeout, "
+        "6 SHA-256 mismatch; serve: 1 cannot listen.",
     )
     parser.add_argument("--version", action="version", version=f"txpipe {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -60,12 +59,20 @@ def _parser() -> argparse.ArgumentParser:
         "such as nginx that stops forwarding it once the response begins)",
     )
     send.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    send.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on an error, also print what lies underneath (Twisted's failures)",
+    )
 
     recv = commands.add_parser(
         "recv",
         help="stream a pipe to a file or standard output",
         description="Stream the pipe at URL to FILE (or standard output); print "
-        "the SHA-256 of what was received on stderr.",
+        "the SHA-256 of what was received on stderr.  FILE is written through "
+        "a temporary file beside it, renamed to FILE only once the data is "
+        "whole (and verified, with --sha256).",
     )
     recv.add_argument("url", metavar="URL")
     recv.add_argument("-o", "--output", metavar="FILE", default="-")
@@ -75,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fail (status 6) unless the data has this digest",
     )
     recv.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    recv.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on an error, also print what lies underneath (Twisted's failures)",
+    )
 
     sign = commands.add_parser(
         "sign",
@@ -106,6 +119,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds the URL stays valid",
     )
     sign.add_argument(
+        "--max-ttl",
+        type=float,
+        default=_DEFAULT_MAX_TTL,
+        metavar="SECONDS",
+        help="refuse a --ttl longer than this: the servers' --max-ttl "
+        "(default %(default)g, theirs too; 0: no limit)",
+    )
+    sign.add_argument(
         "url", metavar="URL", help="http(s)://HOST/api/v1/pipe/<path>?n=N"
     )
 
@@ -120,14 +141,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sign(args: argparse.Namespace) -> int:
+    if args.max_ttl < 0:
+        print("txpipe sign: --max-ttl must be 0 or more seconds", file=sys.stderr)
+        return ExitStatus.USAGE_ERROR
+    if args.max_ttl and args.ttl > args.max_ttl:
+        print(
+            f"txpipe sign: --ttl {args.ttl:g} s is longer than the servers allow"
+            f" (--max-ttl {args.max_ttl:g} s): they would refuse the URL with"
+            " 403 signature lifetime",
+            file=sys.stderr,
+        )
+        return ExitStatus.USAGE_ERROR
     try:
         keys = load_keys(args.secret_file)
         signed = sign_url(args.url, keys[0], args.scope, args.ttl)
     except (KeyFileError, ValueError) as error:
         print(f"txpipe sign: {error}", file=sys.stderr)
-        return USAGE_ERROR
+        return ExitStatus.USAGE_ERROR
     print(signed)
-    return OK
+    return ExitStatus.OK
 
 
 def _serve(options: List[str]) -> int:
@@ -143,8 +175,8 @@ def _serve(options: List[str]) -> int:
         run()
     except ListenFailed:
         # The reason is on stderr already.
-        return SERVER_FAILED
-    return OK
+        return ExitStatus.SERVER_FAILED
+    return ExitStatus.OK
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -68,6 +68,12 @@ class Denied(Exception):
         self.reason = reason
 
 
+#: Seconds a signed URL may outlive C{max_ttl}: C{txpipe sign --ttl} equal
+#: to the servers' limit must pass, although C{expires} is rounded up to a
+#: whole second and the signer's clock may run a little ahead.
+LIFETIME_SLACK = 60.0
+
+
 class Guard:
     """
     Checks signed URLs against the server's keys and spends them.
@@ -153,7 +159,7 @@ class Guard:
                 messages.signature_expired(now - expiry),
                 reason="signature_expired",
             )
-        if self._max_ttl and expiry - now > self._max_ttl:
+        if self._max_ttl and expiry - now > self._max_ttl + LIFETIME_SLACK:
             raise Denied(
                 403,
                 messages.signature_lifetime(expiry - now, self._max_ttl),

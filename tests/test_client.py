@@ -1,35 +1,42 @@
 """
 L{pipe.client} against real listening servers: streaming both ways,
-progress, results, and every error type.
+progress, results, every error type in plain words, a slow source sent as
+it comes, and a consumer sink's backpressure reaching the sender.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import socket
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Optional
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.web.client import FileBodyProducer
+from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from pipe.client import (
+    CHUNK_SIZE,
     PipeRejected,
     Progress,
     TransferFailed,
     WaitTimeout,
+    _FileProducer,
     receive,
     send,
 )
 
 from .conftest import RunningServer
-from .helpers import payload, sha256_of, wait_for
+from .helpers import curl, payload, server_status, sha256_of, wait_for
 from .test_end_to_end import HeldReceiver
 from .test_hardening_end_to_end import RawClient
 
@@ -152,8 +159,12 @@ async def test_receiver_of_a_cut_stream_fails(
     )
     await wait_for(reactor, lambda: len(got.getvalue()) == 400)
     sender.transport.abortConnection()  # type: ignore[attr-defined]
-    with pytest.raises(TransferFailed):
+    with pytest.raises(TransferFailed) as failed:
         await receiving
+    assert failed.value.reason == (
+        "the stream was cut: the connection closed before the end of the data"
+    )
+    assert "ConnectionLost" in failed.value.details, "Twisted's words, for -v"
 
 
 @pytest_twisted.ensureDeferred
@@ -204,3 +215,189 @@ async def test_deferred_send_gets_only_the_summary(
     assert [r.bytes for r in results] == [300_000, 300_000]
     assert result.lines == [result.summary]
     assert result.summary.startswith("[INFO] done: bytes=300000 receivers=2/2")
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_servers_fail_in_plain_words(reactor: Any) -> None:
+    """
+    An unknown host and a refused connection fail both calls with
+    L{TransferFailed} (a L{pipe.client.PipeError}, as documented), with a
+    plain reason; Twisted's own error is in C{details}.
+    """
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    try:
+        for url, reason, underneath in [
+            (
+                "http://nonexistent.invalid/api/v1/pipe/p",
+                "could not connect to nonexistent.invalid:80: the host name is unknown",
+                "DNSLookupError",
+            ),
+            (
+                f"http://127.0.0.1:{port}/api/v1/pipe/p",
+                f"could not connect to 127.0.0.1:{port}: the connection was refused",
+                "ConnectionRefusedError",
+            ),
+        ]:
+            for attempt in (
+                receive(url, io.BytesIO(), reactor=reactor),
+                send(url, io.BytesIO(b"x"), reactor=reactor),
+            ):
+                with pytest.raises(TransferFailed) as failed:
+                    await attempt
+                assert failed.value.reason == reason
+                assert underneath in failed.value.details
+    finally:
+        held.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_from_a_pipe_sends_what_it_has_as_it_comes(
+    reactor: Any, server: RunningServer
+) -> None:
+    """
+    A pipe (a buffered file object) with a few bytes in it and its writer
+    still open: they reach the receiver now, not once C{CHUNK_SIZE} bytes
+    or the end have gathered; the rest follows; the digests match.
+    """
+    url = server.url("client/pipe")
+    got = io.BytesIO()
+    receiving = receive(url, got, reactor=reactor)
+    await wait_for(
+        reactor, lambda: server.rendezvous.parties(b"client/pipe") == (False, 1)
+    )
+    read_end, write_end = os.pipe()
+    source = os.fdopen(read_end, "rb")
+    sending = send(url, source, reactor=reactor)
+    first = os.urandom(1000)
+    os.write(write_end, first)
+    await wait_for(reactor, lambda: len(got.getvalue()) >= len(first), what="first")
+    assert got.getvalue() == first and not sending.called
+    rest = os.urandom(CHUNK_SIZE // 8)
+    os.write(write_end, rest)
+    os.close(write_end)
+    result = await sending
+    digest = hashlib.sha256(first + rest).hexdigest()
+    assert result.sha256 == (await receiving).sha256 == digest
+    assert result.bytes == len(first + rest)
+    source.close()
+
+
+def test_producers_provide_their_interfaces() -> None:
+    producer = _FileProducer(None, io.BytesIO(b"x"), lambda chunk: None)
+    assert verifyObject(IBodyProducer, producer)
+    assert verifyObject(IPushProducer, producer)
+
+
+@implementer(IConsumer)
+class Pausing:
+    """
+    An IConsumer sink that pauses its producer at its first write, or stops
+    it there, and resumes it when the test says.
+
+    @ivar writes: how many writes it got.
+    """
+
+    def __init__(self, stop: bool = False) -> None:
+        self.data = bytearray()
+        self.writes = 0
+        self.producer: Optional[IPushProducer] = None
+        self.unregistered = False
+        self._stop = stop
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        assert streaming, "a push producer"
+        assert verifyObject(IPushProducer, producer)
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.unregistered = True
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+        self.writes += 1
+        if self.writes == 1:
+            assert self.producer is not None, "no producer was registered"
+            if self._stop:
+                self.producer.stopProducing()
+            else:
+                self.producer.pauseProducing()
+
+    def resume(self) -> None:
+        assert self.producer is not None
+        self.producer.resumeProducing()
+
+
+#: What may reach a paused consumer: the write that paused it, and the rest
+#: of the socket read it came in (Twisted reads 64 KiB at a time).
+HELD = 256 * 1024
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pausing_consumer_holds_the_sender_back(
+    reactor: Any, server: RunningServer, tmp_path: Path
+) -> None:
+    """
+    C{receive} into an C{IConsumer} registers a push producer: when the
+    consumer pauses, its connection is not read, so the bytes in the
+    client stay bounded while the server pauses the upload (its branch to
+    this receiver is paused, the sender is not done); when it resumes,
+    every byte arrives.
+    """
+    data = payload(tmp_path, 64 * 1024 * 1024)
+    path = b"client/paced"
+    url = server.url(path.decode())
+    consumer = Pausing()
+    receiving = receive(url, consumer, reactor=reactor)
+    await wait_for(reactor, lambda: server.rendezvous.parties(path) == (False, 1))
+    sender = curl(reactor, "-T", str(data), url)
+
+    def fanout() -> Any:
+        meeting = server.rendezvous._meetings.get(path)
+        return meeting.sender.fanout if meeting and meeting.sender else None
+
+    def held_back() -> bool:
+        return fanout() is not None and bool(fanout()._paused)
+
+    await wait_for(
+        reactor,
+        lambda: len(consumer.data) > HELD or held_back(),
+        what="the sender held back",
+    )
+    assert len(consumer.data) <= HELD, "the paused consumer got more"
+    held, received = len(consumer.data), fanout().received
+    assert received < data.stat().st_size
+    # A whole request to the server, and still nothing moves.
+    await server_status(reactor, server.port.getHost().port)
+    assert len(consumer.data) == held and fanout().received == received
+    assert held_back() and not sender.ended.called and not receiving.called
+    consumer.resume()
+    result = await receiving
+    assert result.sha256 == sha256_of(data)
+    assert hashlib.sha256(consumer.data).hexdigest() == sha256_of(data)
+    assert consumer.unregistered
+    assert (await sender.ended).code == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_consumer_that_stops_fails_the_receive(
+    reactor: Any, server: RunningServer, tmp_path: Path
+) -> None:
+    """
+    A consumer that stops its producer gets no more writes, is
+    unregistered, and the receive fails with L{TransferFailed}.
+    """
+    data = payload(tmp_path, 8 * 1024 * 1024)
+    url = server.url("client/stopped")
+    consumer = Pausing(stop=True)
+    receiving = receive(url, consumer, reactor=reactor)
+    await wait_for(
+        reactor, lambda: server.rendezvous.parties(b"client/stopped") == (False, 1)
+    )
+    sender = curl(reactor, "-T", str(data), url)
+    with pytest.raises(TransferFailed) as failed:
+        await receiving
+    assert failed.value.reason == "the stream was cut: the consumer stopped it"
+    assert consumer.writes == 1 and consumer.unregistered
+    await sender.ended

@@ -286,6 +286,20 @@ def test_a_url_valid_longer_than_max_ttl_is_403() -> None:
     assert check(unlimited, sign_url(BASE + "p", KEY, "send", 10**9, now=NOW))
 
 
+def test_max_ttl_allows_rounding_and_a_signer_clock_a_little_ahead() -> None:
+    """
+    A URL signed for exactly C{max_ttl} passes although C{expires} is rounded
+    up and the signer's clock runs 30 s ahead; a minute and more beyond the
+    limit is refused.
+    """
+    clock = Clock()
+    clock.advance(NOW)
+    g = Guard([KEY], Requirement.ALL, clock, max_ttl=3600)
+    assert check(g, sign_url(BASE + "p", KEY, "send", 3600, now=NOW + 30.5))
+    refused = denied(g, sign_url(BASE + "p", KEY, "send", 3600 + 61, now=NOW))
+    assert refused.reason == "signature_lifetime"
+
+
 def test_max_ttl_option_defaults_to_a_day() -> None:
     options = Options()
     options.parseOptions([])
@@ -457,6 +471,32 @@ def test_txpipe_sign_exits_2_with_the_reason(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert message in captured.err and "a" * 32 not in captured.err
+
+
+def test_txpipe_sign_refuses_a_ttl_beyond_max_ttl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    C{txpipe sign} knows the servers' default limit (a day) and refuses to
+    mint a URL they would refuse; C{--max-ttl} names another limit, 0 none.
+    """
+    secret = key_file(tmp_path, "a" * 32)
+    argv = ["sign", "--secret-file", str(secret), "--scope", "send"]
+    assert _cli.main([*argv, "--ttl", "86400", BASE + "p"]) == 0
+    capsys.readouterr()
+    assert _cli.main([*argv, "--ttl", "86401", BASE + "p"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "txpipe sign: --ttl 86401 s is longer than the servers allow"
+        " (--max-ttl 86400 s): they would refuse the URL with 403 signature"
+        " lifetime\n"
+    )
+    assert _cli.main([*argv, "--ttl", "700", "--max-ttl", "600", BASE + "p"]) == 2
+    assert "(--max-ttl 600 s)" in capsys.readouterr().err
+    assert _cli.main([*argv, "--ttl", "1e9", "--max-ttl", "0", BASE + "p"]) == 0
+    assert params(capsys.readouterr().out.strip())["scope"] == "send"
+    assert _cli.main([*argv, "--ttl", "9", "--max-ttl", "-1", BASE + "p"]) == 2
 
 
 def test_txpipe_sign_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
