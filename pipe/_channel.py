@@ -5,11 +5,13 @@ headers before its body, the read gate that lets several parties pause one
 transport, and helpers that act on a connection's transport (reset, unsent
 bytes).
 
-With L{pipe._request}, this is the only code that relies on
-L{twisted.web.http.HTTPChannel} and transport internals (C{_networkProducer},
-C{_command}, C{_path}, C{_version}, C{_send100Continue},
-C{_respondToBadRequestAndDisconnect}, a file descriptor transport's write
-buffer); C{setup.py} pins the Twisted range that the tests prove.
+With L{pipe._request} and L{pipe._chunked}, this is the only code that
+relies on L{twisted.web.http.HTTPChannel} and transport internals
+(C{_networkProducer}, C{_command}, C{_path}, C{_version},
+C{_send100Continue}, C{_respondToBadRequestAndDisconnect}, a file
+descriptor transport's write buffer); each is listed in L{pipe._compat},
+which checks them against the installed Twisted when this module is
+imported, and C{setup.py} pins the Twisted range that the tests prove.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder
+from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from . import _tcp
 from ._batch import WriteBatch
 from ._chunked import ChunkedDecoder
+from ._compat import ChunkedTransferDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
 
 __all__ = [
@@ -695,7 +698,7 @@ class StreamingChannel(HTTPChannel):
         self._headers_done()
         super().allHeadersReceived()
         decoder = self._transferDecoder
-        if type(decoder) is _ChunkedTransferDecoder:
+        if type(decoder) is ChunkedTransferDecoder:
             # The same rules, fewer copies (see pipe._chunked).
             self._transferDecoder = ChunkedDecoder(
                 decoder.dataCallback, decoder.finishCallback

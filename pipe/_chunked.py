@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
-from twisted.web.http import _ChunkedTransferDecoder
+from ._compat import ChunkedTransferDecoder
 
 __all__ = ["ChunkedDecoder"]
 
 Data = Union[bytes, memoryview]
 
 
-class ChunkedDecoder(_ChunkedTransferDecoder):
+class ChunkedDecoder(ChunkedTransferDecoder):
     """
-    A L{_ChunkedTransferDecoder} that reads chunk data straight out of each
-    read (see the module docstring).  The data callback may get
+    Twisted's chunked decoder (L{pipe._compat.ChunkedTransferDecoder}),
+    reading chunk data straight out of each read (see the module
+    docstring).  The data callback may get
     C{memoryview}s of the read; they stay valid (the read is immutable).
     """
 

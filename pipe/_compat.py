@@ -1,0 +1,208 @@
+# -*- test-case-name: tests.test_compat -*-
+"""
+The Twisted internals txpipe relies on, named in one place and checked once.
+
+The streaming channel (L{pipe._channel}), its request (L{pipe._request})
+and the chunked decoder (L{pipe._chunked}) override private hooks of
+twisted.web and read private state of its channel, request, chunked
+decoder and file-descriptor transports.  A Twisted release may rename any
+of them, and an override of a renamed hook does not fail: it silently
+stops applying (a refused sender would get C{100 Continue} again, a
+request's body would be spooled to disk).  So each is listed in
+L{REQUIRED}, with what relies on it, and L{check} verifies every one
+against the installed Twisted when this module is first imported, which
+L{pipe._channel} does: a server cannot start on a Twisted that lacks one;
+it fails at once with L{TwistedMismatch} naming each.
+
+A name is present when its class (or a base) defines it, or when one of
+the class's functions assigns or reads it (how instance state such as
+C{HTTPChannel._command} exists: set in C{lineReceived}, not declared).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Iterable, Iterator, List, Set, Tuple
+
+import attr
+from twisted.internet import abstract, tcp
+from twisted.web import http, server
+
+__all__ = [
+    "REQUIRED",
+    "ChunkedTransferDecoder",
+    "Internal",
+    "TwistedMismatch",
+    "check",
+    "missing",
+]
+
+#: Twisted's chunked request body decoder, which L{pipe._chunked} extends.
+ChunkedTransferDecoder = http._ChunkedTransferDecoder
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class Internal:
+    """
+    One name of Twisted's that txpipe relies on.
+
+    @ivar owner: the Twisted class that has it.
+    @ivar name: the attribute, method or hook.
+    @ivar hook: whether txpipe overrides it (it must be a method of
+        C{owner}), rather than reads or sets it.
+    @ivar why: who relies on it, and for what.
+    """
+
+    owner: type
+    name: str
+    hook: bool
+    why: str
+
+
+def _hook(owner: type, name: str, why: str) -> Internal:
+    return Internal(owner, name, True, why)
+
+
+def _state(owner: type, name: str, why: str) -> Internal:
+    return Internal(owner, name, False, why)
+
+
+_Channel = http.HTTPChannel
+_Decoder = http._ChunkedTransferDecoder
+
+#: Every Twisted internal the project relies on.
+REQUIRED: Tuple[Internal, ...] = (
+    _hook(
+        _Channel,
+        "_send100Continue",
+        "_channel: no automatic 100 Continue; the request sends it only when "
+        "it accepts the body",
+    ),
+    _hook(
+        _Channel,
+        "_respondToBadRequestAndDisconnect",
+        "_channel: a malformed request gets a plain-text 400, never mixed "
+        "into a response that has begun",
+    ),
+    _hook(
+        _Channel,
+        "allHeadersReceived",
+        "_channel: the body streams from the moment the headers are in",
+    ),
+    _state(
+        _Channel,
+        "_networkProducer",
+        "_channel: the transport's reading is paused through one gate",
+    ),
+    _state(_Channel, "_command", "_channel: the method, before the body"),
+    _state(_Channel, "_path", "_channel: the path, before the body"),
+    _state(_Channel, "_version", "_channel: the HTTP version, before the body"),
+    _state(
+        _Channel,
+        "_savedTimeOut",
+        "_channel: the idle timeout is off while a body streams",
+    ),
+    _state(
+        _Channel,
+        "_transferDecoder",
+        "_channel: the chunked decoder is replaced by pipe._chunked's",
+    ),
+    _state(_Channel, "requests", "_channel, server: the requests in progress"),
+    _state(
+        server.Request,
+        "_disconnected",
+        "_request: whether the connection is still there",
+    ),
+    _hook(
+        _Decoder,
+        "_dataReceived_CHUNK_LENGTH",
+        "_chunked: Twisted's own parsing of a chunk-size line",
+    ),
+    _hook(_Decoder, "_dataReceived_BODY", "_chunked: the state named BODY"),
+    _hook(_Decoder, "_dataReceived_CRLF", "_chunked: the state named CRLF"),
+    _state(_Decoder, "state", "_chunked: the decoder's state"),
+    _state(_Decoder, "length", "_chunked: what is left of the chunk"),
+    _state(_Decoder, "_buffer", "_chunked: what Twisted's decoder holds"),
+    _state(_Decoder, "_start", "_chunked: where its line search starts"),
+    _state(
+        abstract.FileDescriptor,
+        "dataBuffer",
+        "_channel: a transport with nothing buffered is written to directly",
+    ),
+    _state(abstract.FileDescriptor, "offset", "_channel: the same"),
+    _state(abstract.FileDescriptor, "_tempDataLen", "_channel: the same"),
+    _state(abstract.FileDescriptor, "_writeDisconnected", "_channel: the same"),
+    _state(
+        tcp.Connection,
+        "TLS",
+        "_channel: only a plain TCP connection is written to directly",
+    ),
+)
+
+
+class TwistedMismatch(ImportError):
+    """
+    The installed Twisted lacks internals txpipe relies on (see
+    L{REQUIRED}); the message names each and who needs it.
+    """
+
+
+def _code_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            yield from _code_names(constant)
+
+
+def _names_of(owner: type) -> Set[str]:
+    """
+    What C{owner} and its bases define, and every attribute name their
+    functions use.
+    """
+    names: Set[str] = set()
+    for cls in owner.__mro__:
+        for name, value in vars(cls).items():
+            names.add(name)
+            function = getattr(value, "__func__", value)
+            code = getattr(function, "__code__", None)
+            if isinstance(code, types.CodeType):
+                names.update(_code_names(code))
+    return names
+
+
+def missing(required: Iterable[Internal] = REQUIRED) -> List[Internal]:
+    """
+    The internals the installed Twisted lacks.
+    """
+    absent = []
+    for internal in required:
+        if internal.hook:
+            present = callable(getattr(internal.owner, internal.name, None))
+        else:
+            present = internal.name in _names_of(internal.owner)
+        if not present:
+            absent.append(internal)
+    return absent
+
+
+def check(required: Iterable[Internal] = REQUIRED) -> None:
+    """
+    Raise L{TwistedMismatch} unless the installed Twisted has every
+    internal in C{required}.
+    """
+    absent = missing(required)
+    if absent:
+        import twisted
+
+        lines = "\n".join(
+            f"  {i.owner.__module__}.{i.owner.__qualname__}.{i.name}"
+            f" ({'overridden' if i.hook else 'used'} by {i.why})"
+            for i in absent
+        )
+        raise TwistedMismatch(
+            f"txpipe cannot run on Twisted {twisted.__version__}: it lacks\n"
+            f"{lines}\nInstall the Twisted version setup.py names."
+        )
+
+
+check()

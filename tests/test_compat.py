@@ -1,0 +1,136 @@
+"""
+Tests for L{pipe._compat}: the Twisted internals txpipe relies on are all
+named there, and a Twisted that lacks one is refused at import.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Set
+
+import pytest
+from twisted.web import http
+
+import twisted
+from pipe import _compat
+from pipe._compat import REQUIRED, Internal, TwistedMismatch, check, missing
+
+PIPE = Path(_compat.__file__).parent
+TWISTED = Path(twisted.__file__).parent
+
+#: Twisted source files whose private names txpipe could reach.
+TWISTED_SOURCES = [
+    "web/http.py",
+    "web/server.py",
+    "internet/abstract.py",
+    "internet/tcp.py",
+    "internet/_newtls.py",
+    "protocols/tls.py",
+    "protocols/policies.py",
+]
+
+#: txpipe's own private names that Twisted happens to use too.
+OWN = {
+    "_channel",
+    "_clock",
+    "_closed",
+    "_connection",
+    "_factory",
+    "_log",
+    "_port",
+    "_producer",
+    "_reactor",
+    "_request",
+    "_scheduled",
+    "_site",
+    "_state",
+}
+
+
+def private_names(text: str) -> Set[str]:
+    attributes = re.findall(r"\.(_[A-Za-z]\w*)", text)
+    definitions = re.findall(r"def (_[A-Za-z]\w*)", text)
+    return set(attributes) | set(definitions)
+
+
+def test_the_installed_twisted_has_every_internal() -> None:
+    assert missing() == []
+    check()
+
+
+def test_every_twisted_private_name_used_is_declared() -> None:
+    """
+    Any private name of Twisted's that a txpipe module uses (reads, sets or
+    overrides) is declared in L{REQUIRED}, so that L{check} covers it.
+    """
+    twisted_names: Set[str] = set()
+    for source in TWISTED_SOURCES:
+        twisted_names |= private_names((TWISTED / source).read_text())
+    declared = {internal.name for internal in REQUIRED}
+    undeclared = {}
+    for module in sorted(PIPE.glob("*.py")):
+        if module.name == "_compat.py":
+            continue
+        used = private_names(module.read_text()) & twisted_names
+        rest = used - declared - OWN
+        if rest:
+            undeclared[module.name] = sorted(rest)
+    assert undeclared == {}, (
+        "declare these in pipe/_compat.py's REQUIRED (or, if they are "
+        "txpipe's own names, in this test's OWN)"
+    )
+
+
+def test_only_compat_imports_twisted_private_names() -> None:
+    """
+    No other module imports a private name or module of Twisted's.
+    """
+    imports = []
+    for module in sorted(PIPE.glob("*.py")):
+        if module.name == "_compat.py":
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "twisted"
+            ):
+                names = [node.module or "", *(alias.name for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(part.startswith("_") for n in names for part in n.split(".")):
+                imports.append((module.name, names))
+    assert [i for i in imports if i[1][0].startswith("twisted")] == []
+
+
+class Renamed(http.HTTPChannel):
+    """An HTTPChannel of a Twisted that renamed a hook and some state."""
+
+
+Renamed._send100Continue = None  # type: ignore[assignment]
+
+
+def test_a_missing_internal_fails_loudly_naming_it() -> None:
+    required = [
+        Internal(Renamed, "_send100Continue", True, "_channel: no 100 Continue"),
+        Internal(Renamed, "_command", False, "_channel: the method"),
+        Internal(Renamed, "_no_such_state", False, "_channel: something"),
+    ]
+    assert [i.name for i in missing(required)] == [
+        "_send100Continue",
+        "_no_such_state",
+    ]
+    with pytest.raises(TwistedMismatch) as failed:
+        check(required)
+    message = str(failed.value)
+    assert message.startswith(
+        f"txpipe cannot run on Twisted {twisted.__version__}: it lacks\n"
+    )
+    assert (
+        "  tests.test_compat.Renamed._send100Continue (overridden by"
+        " _channel: no 100 Continue)\n" in message
+    )
+    assert "Renamed._no_such_state (used by _channel: something)" in message
+    assert "_command" not in message
