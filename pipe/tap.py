@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from . import __version__
 from ._settings import Settings
+from ._settings import options as setting_options
 from .server import PipeSite, make_site
 from .signing import KeyFileError, load_keys
 
@@ -60,78 +61,19 @@ class Options(usage.Options):
         "/api/v1/pipe/<path>?n=N, receive with GET on the same URL."
     )
 
+    # Generated from the fields of Settings (see pipe._settings), plus the
+    # options that are not settings of their own.
     optFlags = [
-        [
-            "log-paths",
-            None,
-            "Log raw pipe paths. By default logs carry a short digest of each "
-            "path: anyone who can read the logs could otherwise join a pipe.",
-        ],
+        [option.name, None, option.help]
+        for option in setting_options()
+        if option.coerce is None
     ]
 
     optParameters = [
-        [
-            "max-receivers",
-            None,
-            1000,
-            "Largest number of receivers (n) one pipe may ask for.",
-            int,
-        ],
-        [
-            "wait-timeout",
-            None,
-            600.0,
-            "Seconds a party may wait for its pipe to start (0: no limit). A "
-            "party may ask for less with ?wait=SECONDS.",
-            float,
-        ],
-        [
-            "stall-timeout",
-            None,
-            60.0,
-            "Seconds a receiver may take no bytes while data waits for it "
-            "before it is dropped (0: never).",
-            float,
-        ],
-        [
-            "min-rate",
-            None,
-            0,
-            "Bytes per second: a receiver slower than this over a stall window, "
-            "while data waits for it, is dropped too (0: off).",
-            int,
-        ],
-        [
-            "idle-timeout",
-            None,
-            300.0,
-            "Seconds a running transfer's sender may send nothing (while the "
-            "server is not holding it back) before the transfer is aborted "
-            "(0: never).",
-            float,
-        ],
-        [
-            "header-timeout",
-            None,
-            30.0,
-            "Seconds a client has to send its request line and headers (0: no limit).",
-            float,
-        ],
-        [
-            "max-pipes",
-            None,
-            10_000,
-            "Pipes waiting or running at once; more get 503.",
-            int,
-        ],
-        [
-            "max-connections-per-ip",
-            None,
-            0,
-            "Parties waiting or transferring from one peer address; more get "
-            "503 (0: unlimited). Behind a reverse proxy the peer is the proxy.",
-            int,
-        ],
+        [option.name, None, option.default, option.help, option.coerce]
+        for option in setting_options()
+        if option.coerce is not None
+    ] + [
         [
             "secret-file",
             None,
@@ -139,29 +81,6 @@ class Options(usage.Options):
             "Turn signed URLs on: FILE holds one key per line (the first signs, "
             "all verify) and must not be readable or writable by group or other. "
             "Mint URLs with: txpipe sign.",
-        ],
-        [
-            "require-signature",
-            None,
-            "all",
-            "With --secret-file: which parties must present a signed URL, all "
-            "or send (receivers may then join unsigned).",
-        ],
-        [
-            "max-ttl",
-            None,
-            86400.0,
-            "With --secret-file: refuse a signed URL that stays valid for longer "
-            "than this many seconds from when it is presented (0: no limit), so "
-            "that a leaked key cannot mint URLs that live for years.",
-            float,
-        ],
-        [
-            "drain-timeout",
-            None,
-            60.0,
-            "On shutdown, seconds running transfers may go on before they are aborted.",
-            float,
         ],
     ]
 
@@ -200,24 +119,11 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        if not 1 <= self["max-receivers"] <= 1_000_000:
-            raise usage.UsageError("--max-receivers must be from 1 to 1000000")
-        if self["max-pipes"] < 1:
-            raise usage.UsageError("--max-pipes must be at least 1")
-        for name in (
-            "wait-timeout",
-            "stall-timeout",
-            "min-rate",
-            "idle-timeout",
-            "header-timeout",
-            "max-connections-per-ip",
-            "drain-timeout",
-            "max-ttl",
-        ):
-            if self[name] < 0:
-                raise usage.UsageError(f"--{name} must not be negative")
-        if self["require-signature"] not in ("all", "send"):
-            raise usage.UsageError("--require-signature must be all or send")
+        for option in setting_options():
+            if option.coerce is not None:
+                problem = option.check(self[option.name])
+                if problem is not None:
+                    raise usage.UsageError(problem)
         self["keys"] = ()
         if self["secret-file"] is not None:
             try:
@@ -234,21 +140,13 @@ class Options(usage.Options):
         """
         The parsed options as L{Settings}.
         """
-        return Settings(
-            max_receivers=self["max-receivers"],
-            wait_timeout=self["wait-timeout"],
-            stall_timeout=self["stall-timeout"],
-            min_rate=self["min-rate"],
-            idle_timeout=self["idle-timeout"],
-            header_timeout=self["header-timeout"],
-            max_pipes=self["max-pipes"],
-            max_connections_per_ip=self["max-connections-per-ip"],
-            drain_timeout=self["drain-timeout"],
-            log_paths=bool(self["log-paths"]),
-            keys=self.get("keys", ()),
-            require_signature=self["require-signature"],
-            max_ttl=self["max-ttl"],
-        )
+        values: Dict[str, Any] = {
+            option.field: (
+                bool(self[option.name]) if option.coerce is None else self[option.name]
+            )
+            for option in setting_options()
+        }
+        return Settings(keys=self.get("keys", ()), **values)
 
 
 class _Drain(Service):

@@ -6,11 +6,12 @@ as a real C{twistd} process (memory and disk use measured from /proc).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import pytest_twisted
@@ -21,6 +22,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from pipe import __version__
+from pipe._settings import Option, Settings
+from pipe._settings import options as setting_options
 from pipe.tap import DEFAULT_BACKLOG, Options, _Listener, makeService, with_backlog
 
 from .helpers import (
@@ -255,3 +258,94 @@ def test_a_listener_failing_after_start_stops_the_reactor_with_status_1() -> Non
     ]
     assert fake.triggers[0][2].__name__ == "_exit_failed"
     assert len(fake.when_running) == 1
+
+
+# Settings are defined once (pipe._settings): the options, their checks and
+# docs/usage.md's table follow from them.
+
+
+def usage_table() -> Dict[str, Tuple[str, str]]:
+    """
+    docs/usage.md's options table: option name -> (metavar, default cell).
+    """
+    text = (Path(__file__).resolve().parent.parent / "docs" / "usage.md").read_text()
+    section = text.split("## Options (`twistd pipe --help`)", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `--([\w-]+)(?: ([^`]+))?` \|([^|]*)\|", line)
+        if match:
+            name, metavar, default = match.groups()
+            rows[name] = ((metavar or "").replace("\\|", "|"), default.strip())
+    return rows
+
+
+def documented_default(option: Option) -> str:
+    if option.coerce is None:
+        return "off" if not option.default else "on"
+    if isinstance(option.default, str):
+        return option.default
+    value = option.default
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def test_usage_table_matches_the_settings() -> None:
+    """
+    Every setting's option is a row of docs/usage.md's table, with its
+    metavar and, first in the default cell, its default; and every option
+    of the table is an option of C{twistd pipe}.
+    """
+    table = usage_table()
+    settings = list(setting_options())
+    for option in settings:
+        assert option.name in table, f"--{option.name} is not in docs/usage.md"
+        metavar, default = table[option.name]
+        assert metavar == option.metavar, option.name
+        first = re.match(r"`([^`]*)`|(\w+)", default)
+        assert first is not None, (option.name, default)
+        assert (first.group(1) or first.group(2)) == documented_default(option), (
+            option.name,
+            default,
+        )
+    help_text = str(Options())
+    for name in table:
+        assert f"--{name}" in help_text, f"docs/usage.md documents --{name}"
+    others = {"listen", "secret-file", "metrics-listen", "version"}
+    assert set(table) == {option.name for option in settings} | others
+
+
+def test_options_are_generated_from_the_settings() -> None:
+    """
+    Each setting's default is the option's default, each given value
+    reaches its field, and each range is checked with a plain reason.
+    """
+    options = Options()
+    options.parseOptions([])
+    assert options.settings() == Settings()
+    argv = []
+    expected: Dict[str, Any] = {}
+    for option in setting_options():
+        if option.coerce is None:
+            argv.append(f"--{option.name}")
+            expected[option.field] = True
+        elif option.choices:
+            argv += [f"--{option.name}", option.choices[-1]]
+            expected[option.field] = option.choices[-1]
+        else:
+            argv += [f"--{option.name}", "7"]
+            expected[option.field] = option.coerce("7")
+    argv += ["--secret-file", "/nonexistent"]
+    options = Options()
+    with pytest.raises(SystemExit):  # the secret file is read last
+        options.parseOptions(argv)
+    values = {o.field: options[o.name] for o in setting_options() if o.coerce}
+    assert values == {k: v for k, v in expected.items() if k != "log_paths"}
+    for argv, reason in [
+        (["--max-receivers", "0"], "--max-receivers must be from 1 to 1000000"),
+        (["--max-pipes", "0"], "--max-pipes must be at least 1"),
+        (["--idle-timeout", "-1"], "--idle-timeout must not be negative"),
+        (["--min-rate", "-5"], "--min-rate must not be negative"),
+        (["--require-signature", "some"], "--require-signature must be all or send"),
+    ]:
+        with pytest.raises(usage.UsageError) as refused:
+            Options().parseOptions(argv)
+        assert str(refused.value) == reason
