@@ -3,10 +3,14 @@
 Prometheus metrics at C{/metrics}, served with C{prometheus_client}'s
 Twisted integration on a listener of their own (C{--metrics-listen}).
 
-C{prometheus_client} renders a scrape in a thread of the reactor's pool
-(it is a WSGI application); every figure comes from one snapshot of the
-relay taken in the reactor thread (C{blockingCallFromThread}), so a scrape
-never reads state that the reactor is changing.  No label holds a path.
+Two collectors: the relay's L{pipe._statistics.Statistics} registry (the
+counters and histograms of ended transfers, refusals, stalls and waits),
+and L{LiveCollector}, which reads what is present now (pipes, parties,
+bytes of running transfers) from the relay.  C{prometheus_client} renders
+a scrape in a thread of the reactor's pool (it is a WSGI application), so
+the live figures come from one snapshot taken in the reactor thread
+(C{blockingCallFromThread}); the statistics are thread-safe on their own.
+No label holds a path.
 """
 
 from __future__ import annotations
@@ -14,39 +18,25 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.threads import blockingCallFromThread
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from . import __version__
-from ._fanout import Outcome
 from ._relay import Relay
 from ._rendezvous import Stage
-from ._stats import Histogram
 
-__all__ = ["MetricsCollector", "metrics_registry", "metrics_site"]
+__all__ = ["LiveCollector", "metrics_registry", "metrics_site"]
 
 
 def _snapshot(relay: Relay) -> Dict[str, Any]:
     """
-    Everything a scrape shows, read in the reactor thread.
+    What is live now, read in the reactor thread.
     """
     rendezvous = relay.rendezvous
     senders, receivers = rendezvous.totals()
     received, delivered = relay.live_bytes()
-
-    def copy(histogram: Histogram) -> Dict[str, Any]:
-        return {
-            "buckets": histogram.cumulative(),
-            "sum": histogram.total,
-        }
-
     return {
         "waiting": rendezvous.count(Stage.WAITING),
         "running": rendezvous.count(Stage.RUNNING),
@@ -55,18 +45,12 @@ def _snapshot(relay: Relay) -> Dict[str, Any]:
         "receivers": receivers,
         "received": received,
         "delivered": delivered,
-        "outcomes": {o.value: relay.outcomes[o.value] for o in Outcome},
-        "rejections": dict(relay.rejections),
-        "stalled": relay.receivers_stalled,
-        "wait_timeouts": relay.wait_timeouts,
-        "wait_seconds": copy(relay.wait_seconds),
-        "transfer_seconds": copy(relay.transfer_seconds),
         "draining": int(relay.lifecycle.value == "draining"),
         "spent_signatures": relay.guard.spent_count if relay.guard else 0,
     }
 
 
-#: The metrics without labels: family, name, help, snapshot key.
+#: The live metrics without labels: family, name, help, snapshot key.
 _SINGLE = [
     (GaugeMetricFamily, "txpipe_senders_connected", "Senders present.", "senders"),
     (
@@ -90,18 +74,6 @@ _SINGLE = [
         "delivered",
     ),
     (
-        CounterMetricFamily,
-        "txpipe_receivers_stalled",
-        "Receivers dropped by the stall watchdog.",
-        "stalled",
-    ),
-    (
-        CounterMetricFamily,
-        "txpipe_wait_timeouts",
-        "Parties whose wait for their transfer timed out.",
-        "wait_timeouts",
-    ),
-    (
         GaugeMetricFamily,
         "txpipe_spent_signatures",
         "Used signed URLs remembered until they expire.",
@@ -110,9 +82,9 @@ _SINGLE = [
 ]
 
 
-class MetricsCollector:
+class LiveCollector:
     """
-    A C{prometheus_client} collector over a L{Relay}.
+    A C{prometheus_client} collector of what a L{Relay} holds now.
 
     @param in_thread: whether C{collect} runs outside the reactor thread (a
         scrape does), so the snapshot is taken in the reactor thread.
@@ -145,46 +117,16 @@ class MetricsCollector:
         )
         for family, name, doc, key in _SINGLE:
             yield family(name, doc, value=s[key])
-        transfers = CounterMetricFamily(
-            "txpipe_transfers", "Ended transfers by outcome.", labels=["outcome"]
-        )
-        for outcome, count in sorted(s["outcomes"].items()):
-            transfers.add_metric([outcome], count)
-        yield transfers
-        rejections = CounterMetricFamily(
-            "txpipe_rejections",
-            "Refused requests by reason (the name of the error message).",
-            labels=["reason"],
-        )
-        for reason, count in sorted(s["rejections"].items()):
-            rejections.add_metric([reason], count)
-        yield rejections
-        for name, doc, key in [
-            (
-                "txpipe_wait_seconds",
-                "How long each party of a started transfer waited for it.",
-                "wait_seconds",
-            ),
-            (
-                "txpipe_transfer_duration_seconds",
-                "How long each ended transfer ran.",
-                "transfer_seconds",
-            ),
-        ]:
-            yield HistogramMetricFamily(
-                name,
-                doc,
-                buckets=s[key]["buckets"],
-                sum_value=s[key]["sum"],
-            )
 
 
 def metrics_registry(relay: Relay, reactor: Any) -> CollectorRegistry:
     """
-    A registry holding only txpipe's collector (not the process-wide one).
+    A registry of txpipe's figures only (not the process-wide one): the
+    relay's statistics and its live figures.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MetricsCollector(relay, reactor))  # type: ignore[arg-type]
+    registry.register(relay.statistics.registry)
+    registry.register(LiveCollector(relay, reactor))  # type: ignore[arg-type]
     return registry
 
 

@@ -260,7 +260,7 @@ class Receiver(_Party):
         self._wait_call = None
         if self.phase is not Phase.WAITING:
             return
-        self.relay.wait_timeouts += 1
+        self.relay.statistics.wait_timed_out()
         has_sender, receivers = self.relay.rendezvous.parties(self.path)
         self.relay.rendezvous.leave(self.path, self)
         self._end()
@@ -510,7 +510,7 @@ class Sender(_Party):
         """
         receivers = self.relay.rendezvous.abandon(self.path)
         self._end()
-        self.relay.record(outcome, self.fanout.received, 0)
+        self.relay.statistics.transfer_ended(outcome, self.fanout.received, 0)
         self._log_end(outcome, 0.0)
         if self.request.connected:
             self._open()
@@ -526,7 +526,7 @@ class Sender(_Party):
         self._wait_call = None
         if self.phase is not Phase.WAITING:
             return
-        self.relay.wait_timeouts += 1
+        self.relay.statistics.wait_timed_out()
         _, present = self.relay.rendezvous.parties(self.path)
         self._give_up(
             messages.wait_timed_out(self.wait, True, present, self.n),
@@ -580,7 +580,7 @@ class Sender(_Party):
         relay.spend([self.grant, *(r.grant for r in receivers)])
         now = relay.reactor.seconds()
         for party in (self, *receivers):
-            relay.wait_seconds.observe(now - party.joined_at)
+            relay.statistics.party_waited(now - party.joined_at)
         self._receivers_present = len(receivers)
         self._take_upload()
         if self.response is SenderResponse.STREAM:
@@ -611,7 +611,7 @@ class Sender(_Party):
             return
         _attempt(self.log, pipe, rendezvous.release, self.path)
         self._end()
-        self.relay.record(Outcome.SERVER_ERROR, fanout.received, 0)
+        self.relay.statistics.transfer_ended(Outcome.SERVER_ERROR, fanout.received, 0)
         for receiver in receivers:
             _attempt(self.log, pipe, receiver.abort)
         request = self.request
@@ -632,7 +632,7 @@ class Sender(_Party):
     def branch_lost(self, branch: Branch) -> None:
         receiver = cast(Receiver, branch.outlet)
         if branch.state is BranchState.STALLED:
-            self.relay.receivers_stalled += 1
+            self.relay.statistics.receiver_stalled()
         if not self._opened or not self.request.connected:
             return
         if branch.state is BranchState.STALLED:
@@ -656,7 +656,9 @@ class Sender(_Party):
         self.relay.rendezvous.release(self.path)
         self._end()
         seconds = (fanout.ended_at or fanout.started_at) - fanout.started_at
-        self.relay.record(outcome, fanout.received, fanout.delivered, seconds)
+        self.relay.statistics.transfer_ended(
+            outcome, fanout.received, fanout.delivered, seconds
+        )
         self._log_end(outcome, seconds)
         request = self.request
         if not request.connected:

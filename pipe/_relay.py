@@ -20,7 +20,7 @@ from ._fanout import Outcome
 from ._guard import Grant, Guard, Requirement
 from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings
-from ._stats import DURATION_BUCKETS, WAIT_BUCKETS, Histogram
+from ._statistics import Statistics
 
 __all__ = ["DRAIN_GRACE", "Lifecycle", "Party", "Relay", "Unavailable"]
 
@@ -86,17 +86,10 @@ class Relay:
     @ivar rendezvous: the registry of waiting and running paths.
     @ivar settings: the server's L{Settings}.
     @ivar lifecycle: see L{Lifecycle}.
-    @ivar outcomes: ended transfers, by outcome name.
-    @ivar bytes_received: upload bytes received by transfers that ended.
-    @ivar bytes_delivered: bytes written to receivers by transfers that
-        ended, summed over receivers.
+    @ivar statistics: what the server counts (L{Statistics}): ended
+        transfers, refusals, stalls, wait timeouts, waits and durations.
     @ivar guard: the L{Guard} of signed URLs, or L{None} when signing is
         off (no keys).
-    @ivar rejections: refused requests, by reason (the message's name).
-    @ivar receivers_stalled: receivers dropped by the stall watchdog.
-    @ivar wait_timeouts: parties whose wait timed out.
-    @ivar wait_seconds: how long each party of a started transfer waited.
-    @ivar transfer_seconds: how long each ended transfer ran.
     """
 
     log = Logger()
@@ -107,14 +100,7 @@ class Relay:
         self.rendezvous: Rendezvous[Any, Any] = Rendezvous()
         self.started_at = reactor.seconds()
         self.lifecycle = Lifecycle.SERVING
-        self.outcomes: Counter[str] = Counter()
-        self.bytes_received = 0
-        self.bytes_delivered = 0
-        self.rejections: Counter[str] = Counter()
-        self.receivers_stalled = 0
-        self.wait_timeouts = 0
-        self.wait_seconds = Histogram(WAIT_BUCKETS)
-        self.transfer_seconds = Histogram(DURATION_BUCKETS)
+        self.statistics = Statistics()
         self._parties: Dict[Party, str] = {}
         self._per_host: Counter[str] = Counter()
         self._drained: Optional[Deferred[None]] = None
@@ -186,23 +172,6 @@ class Relay:
         """
         if self.guard is not None:
             self.guard.spend(grants)
-
-    def record(
-        self,
-        outcome: Outcome,
-        received: int,
-        delivered: int,
-        seconds: Optional[float] = None,
-    ) -> None:
-        """
-        Count an ended transfer; C{seconds} is how long it ran, L{None} for
-        one that never started.
-        """
-        self.outcomes[outcome.value] += 1
-        self.bytes_received += received
-        self.bytes_delivered += delivered
-        if seconds is not None:
-            self.transfer_seconds.observe(seconds)
 
     # Drain.
 
@@ -280,7 +249,8 @@ class Relay:
         Upload bytes received and bytes delivered (summed over receivers)
         by every transfer, running ones included.
         """
-        received, delivered = self.bytes_received, self.bytes_delivered
+        statistics = self.statistics
+        received, delivered = statistics.bytes_received, statistics.bytes_delivered
         for party in self._parties:
             more_received, more_delivered = party.transferred()
             received += more_received
@@ -309,7 +279,10 @@ class Relay:
             "pipes_settling": self.settling_count(),
             "senders_connected": senders,
             "receivers_connected": receivers,
-            "bytes_received": self.bytes_received,
-            "bytes_delivered": self.bytes_delivered,
-            "transfers": {o.value: self.outcomes[o.value] for o in Outcome},
+            "bytes_received": self.statistics.bytes_received,
+            "bytes_delivered": self.statistics.bytes_delivered,
+            "transfers": {
+                outcome.value: count
+                for outcome, count in self.statistics.transfers().items()
+            },
         }

@@ -253,7 +253,7 @@ class PipeResource(Resource):
         try:
             return self._render(request)
         except _Refusal as refusal:
-            self.relay.rejections[refusal.reason] += 1
+            self.relay.statistics.refused(refusal.reason)
             return _respond(request, refusal)
 
     def _render(self, request: StreamingRequest) -> object:

@@ -113,7 +113,7 @@ def test_waiting_sender_times_out_and_takes_the_pipe_with_it(clock: Clock) -> No
     clock.advance(DISCARD_SECONDS)
     assert sender.transport.disconnecting
     assert not sender.output().endswith(b"0\r\n\r\n")
-    assert site.relay.outcomes[Outcome.WAIT_TIMEOUT.value] == 1
+    assert site.relay.statistics.transfers()[Outcome.WAIT_TIMEOUT] == 1
 
 
 def test_started_transfer_has_no_wait_timeout(clock: Clock) -> None:
@@ -147,7 +147,7 @@ def test_stalled_receiver_is_dropped_and_the_others_continue(clock: Clock) -> No
     sender.send(chunk(b"def") + chunk(b""))
     assert fast.body() == b"abcdef"
     assert b"[ERROR] failed: bytes=6 receivers=1/2" in sender.body()
-    assert site.relay.outcomes[Outcome.RECEIVER_STALLED.value] == 1
+    assert site.relay.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
 
 
 def test_receiver_paused_only_briefly_is_not_stalled(clock: Clock) -> None:
@@ -181,7 +181,7 @@ def test_idle_sender_aborts_the_transfer(clock: Clock) -> None:
         in (sender.output())
     )
     assert len(site.relay.rendezvous) == 0
-    assert site.relay.outcomes[Outcome.IDLE_TIMEOUT.value] == 1
+    assert site.relay.statistics.transfers()[Outcome.IDLE_TIMEOUT] == 1
 
 
 def test_time_held_back_by_a_receiver_is_not_idle(clock: Clock) -> None:
@@ -298,7 +298,7 @@ def test_drain_timeout_aborts_running_transfers(clock: Clock) -> None:
         sender.output()
     )
     assert drained.called
-    assert site.relay.outcomes[Outcome.DRAINED.value] == 1
+    assert site.relay.statistics.transfers()[Outcome.DRAINED] == 1
 
 
 def test_drain_with_nothing_running_is_immediate(clock: Clock) -> None:
@@ -460,7 +460,7 @@ def test_an_error_starting_a_transfer_fails_it_and_frees_the_path(
     assert all(r.transport.disconnected for r in receivers), "reset"
     assert site.pipes.rendezvous.stage(b"p") is None
     assert site.relay.party_count == 0
-    assert site.relay.outcomes[Outcome.SERVER_ERROR.value] == 1
+    assert site.relay.statistics.transfers()[Outcome.SERVER_ERROR] == 1
     assert any("injected" in str(e.get("log_failure", "")) for e in events), (
         "the traceback is logged"
     )

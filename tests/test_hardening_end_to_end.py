@@ -14,6 +14,8 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
+from pipe._fanout import Outcome
+
 from .conftest import RunningServer
 from .helpers import curl, payload, sha256_of, start_twistd, wait_for
 from .test_end_to_end import HeldReceiver
@@ -87,7 +89,7 @@ async def test_stalled_receiver_is_dropped(
     assert b"[ERROR] failed: " in sent.text
     held.resume()  # reading again, it sees the reset
     assert len(await held.ended) < data.stat().st_size
-    assert server.site.relay.outcomes["receiver_stalled"] == 1
+    assert server.site.relay.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -106,7 +108,7 @@ async def test_receiver_below_min_rate_is_dropped(
     # before it sees the reset; the server's side is what is checked.
     slow.kill()
     await slow.ended
-    assert server.site.relay.outcomes["receiver_stalled"] == 1
+    assert server.site.relay.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
     assert result.code == 0 and result.digest == sha256_of(data)
     assert sent.code != 0 and b"stalled" in sent.text
 

@@ -151,3 +151,42 @@ async def test_twistd_metrics_listen(reactor: Any, tmp_path: Path) -> None:
         assert value(samples, "txpipe_transfers_total", outcome="wait_timeout") == 1
     finally:
         await server.stop()
+
+
+def test_statistics_are_per_server_and_status_reads_them() -> None:
+    """
+    Each server counts in a registry of its own; C{/api/v1/status} and the
+    registry read the same counters.
+    """
+    from twisted.internet.task import Clock
+
+    from pipe._fanout import Outcome
+    from pipe._relay import Relay
+
+    one, other = Relay(Clock(), Settings()), Relay(Clock(), Settings())
+    one.statistics.transfer_ended(Outcome.COMPLETE, 10, 20, 0.5)
+    one.statistics.transfer_ended(Outcome.RECEIVER_LOST, 3, 1)
+    one.statistics.refused("bad_n")
+    one.statistics.wait_timed_out()
+    one.statistics.receiver_stalled()
+    one.statistics.party_waited(0.2)
+    status = one.status()
+    assert status["transfers"]["complete"] == 1
+    assert status["transfers"]["receiver_lost"] == 1
+    assert status["transfers"]["sender_lost"] == 0
+    assert (status["bytes_received"], status["bytes_delivered"]) == (13, 21)
+    registry = one.statistics.registry
+    assert (
+        registry.get_sample_value("txpipe_transfers_total", {"outcome": "complete"})
+        == status["transfers"]["complete"]
+    )
+    assert (
+        registry.get_sample_value("txpipe_rejections_total", {"reason": "bad_n"})
+        == one.statistics.rejections()["bad_n"]
+        == 1
+    )
+    assert one.statistics.wait_timeouts == one.statistics.receivers_stalled == 1
+    assert registry.get_sample_value("txpipe_transfer_duration_seconds_count") == 1
+    assert registry.get_sample_value("txpipe_wait_seconds_sum") == 0.2
+    assert other.status()["transfers"]["complete"] == 0
+    assert other.statistics.registry.get_sample_value("txpipe_wait_timeouts_total") == 0
