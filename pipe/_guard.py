@@ -18,9 +18,10 @@ import attr
 from twisted.internet.interfaces import IReactorTime
 
 from . import _messages as messages
+from ._refusal import Refusal
 from .signing import Scope, canonical, signature
 
-__all__ = ["Denied", "Grant", "Guard", "Requirement"]
+__all__ = ["AUTHENTICATE", "Grant", "Guard", "Requirement"]
 
 _EXPIRES_SYNTAX = re.compile(rb"[1-9][0-9]{0,11}")
 _SIG_SYNTAX = re.compile(rb"[A-Za-z0-9_-]{43}")
@@ -52,20 +53,16 @@ class Grant:
     expires: int
 
 
-class Denied(Exception):
-    """
-    A request whose signature is missing (401) or refused (403).
+#: The challenge of a 401: a signed URL, not credentials in headers.
+AUTHENTICATE = b'Signed-URL realm="txpipe"'
 
-    @ivar code: the HTTP status.
-    @ivar body: the one-line C{[ERROR]} body naming the check that failed.
-    @ivar reason: the check, as a metric label (C{signature_expired}).
-    """
 
-    def __init__(self, code: int, body: bytes, reason: str) -> None:
-        super().__init__(code, body)
-        self.code = code
-        self.body = body
-        self.reason = reason
+def _denied(code: int, body: bytes, reason: str) -> Refusal:
+    """
+    A refused signature: 403, or 401 (with its challenge) when it is missing.
+    """
+    headers = {b"www-authenticate": AUTHENTICATE} if code == 401 else {}
+    return Refusal(code, body, reason, headers)
 
 
 #: Seconds a signed URL may outlive C{max_ttl}: C{txpipe sign --ttl} equal
@@ -129,12 +126,12 @@ class Guard:
         @param sigs: those of C{sig}.
         @return: the L{Grant} to spend when the transfer starts, or L{None}
             for an unsigned party that needs no signature.
-        @raise Denied: the request may not join.
+        @raise pipe._refusal.Refusal: the request may not join.
         """
         if not sigs:
             if scope is Scope.RECEIVE and self.requirement is Requirement.SEND:
                 return None
-            raise Denied(
+            raise _denied(
                 401, messages.signature_required(), reason="signature_required"
             )
         digest, expiry, signed_scope = _parse(expires, scopes, sigs)
@@ -143,31 +140,31 @@ class Guard:
             hmac.compare_digest(signature(key, message).encode("ascii"), digest)
             for key in self._keys
         ):
-            raise Denied(
+            raise _denied(
                 403, messages.signature_mismatch(), reason="signature_mismatch"
             )
         if signed_scope is not scope:
-            raise Denied(
+            raise _denied(
                 403,
                 messages.signature_scope(signed_scope.value, scope.value),
                 reason="signature_scope",
             )
         now = self._clock.seconds()
         if now > expiry:
-            raise Denied(
+            raise _denied(
                 403,
                 messages.signature_expired(now - expiry),
                 reason="signature_expired",
             )
         if self._max_ttl and expiry - now > self._max_ttl + LIFETIME_SLACK:
-            raise Denied(
+            raise _denied(
                 403,
                 messages.signature_lifetime(expiry - now, self._max_ttl),
                 reason="signature_lifetime",
             )
         self._forget_expired(now)
         if digest in self._spent:
-            raise Denied(403, messages.signature_used(), reason="signature_used")
+            raise _denied(403, messages.signature_used(), reason="signature_used")
         return Grant(digest, expiry)
 
     def spend(self, grants: Iterable[Optional[Grant]]) -> None:
@@ -202,10 +199,10 @@ def _parse(
     """
     The C{sig}, expiry and scope of a request's parameters.
 
-    @raise Denied: (403) any is missing, repeated or malformed.
+    @raise pipe._refusal.Refusal: (403) any is missing, repeated or malformed.
     """
     if len(expires) != 1 or len(scopes) != 1 or len(sigs) != 1:
-        raise Denied(
+        raise _denied(
             403,
             messages.signature_malformed(
                 "expires, scope and sig must each be given once"
@@ -213,7 +210,7 @@ def _parse(
             reason="signature_malformed",
         )
     if not _EXPIRES_SYNTAX.fullmatch(expires[0]):
-        raise Denied(
+        raise _denied(
             403,
             messages.signature_malformed(
                 "expires must be a Unix time in whole seconds"
@@ -223,13 +220,13 @@ def _parse(
     try:
         signed_scope = Scope(scopes[0].decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        raise Denied(
+        raise _denied(
             403,
             messages.signature_malformed("scope must be send or receive"),
             reason="signature_malformed",
         ) from None
     if not _SIG_SYNTAX.fullmatch(sigs[0]):
-        raise Denied(
+        raise _denied(
             403,
             messages.signature_malformed("sig must be 43 base64url characters"),
             reason="signature_malformed",

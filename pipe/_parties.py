@@ -23,6 +23,7 @@ from . import _messages as messages
 from ._channel import pending_bytes
 from ._fanout import Branch, BranchState, Fanout, Outcome, State, Watchdogs
 from ._guard import Grant
+from ._refusal import Refusal
 from ._relay import Relay
 from ._rendezvous import Rejected, Stage
 
@@ -282,9 +283,8 @@ class Receiver(_Party):
             return
         self.relay.rendezvous.leave(self.path, self)
         self._end()
-        self.request.send_plain(
-            503, messages.shutting_down(), {b"retry-after": RETRY_AFTER}
-        )
+        refusal = Refusal.unavailable(messages.shutting_down(), "shutting_down")
+        self.request.send_plain(refusal.code, refusal.body, refusal.headers)
 
     def open(self, sender: StreamingRequest) -> None:
         """
@@ -395,10 +395,6 @@ class Receiver(_Party):
         self.undelivered_bytes = unacknowledged
         if self.branch is not None:
             self.branch.stopProducing()
-
-
-#: The C{Retry-After} of a 503, in seconds.
-RETRY_AFTER = b"5"
 
 
 class Sender(_Party):

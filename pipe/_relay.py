@@ -18,29 +18,16 @@ from . import __version__
 from . import _messages as messages
 from ._fanout import Outcome
 from ._guard import Grant, Guard, Requirement
+from ._refusal import Refusal
 from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings
 from ._statistics import Statistics
 
-__all__ = ["DRAIN_GRACE", "Lifecycle", "Party", "Relay", "Unavailable"]
+__all__ = ["DRAIN_GRACE", "Lifecycle", "Party", "Relay"]
 
 #: The hard deadline of a drain is C{drain_timeout} plus this many seconds:
 #: after it, shutdown goes on even if a party is somehow still present.
 DRAIN_GRACE = 5.0
-
-
-class Unavailable(Exception):
-    """
-    The server cannot take this party now (503): draining, or a limit.
-
-    @ivar body: the one-line response body.
-    @ivar reason: what refused, as a metric label (C{too_many_pipes}).
-    """
-
-    def __init__(self, body: bytes, reason: str) -> None:
-        super().__init__(body)
-        self.body = body
-        self.reason = reason
 
 
 class Lifecycle(enum.Enum):
@@ -120,23 +107,23 @@ class Relay:
         """
         Check that a new party on C{path} from C{host} may be taken.
 
-        @raise Unavailable: the server is draining, or a limit is reached.
+        @raise pipe._refusal.Refusal: (503) the server is draining, or a limit
+            is reached.
         """
         settings = self.settings
         if self.lifecycle is Lifecycle.DRAINING:
-            raise Unavailable(messages.shutting_down(), reason="shutting_down")
+            raise Refusal.unavailable(messages.shutting_down(), "shutting_down")
         if (
             self.rendezvous.stage(path) is None
             and len(self.rendezvous) >= settings.max_pipes
         ):
-            raise Unavailable(
-                messages.too_many_pipes(settings.max_pipes), reason="too_many_pipes"
+            raise Refusal.unavailable(
+                messages.too_many_pipes(settings.max_pipes), "too_many_pipes"
             )
         limit = settings.max_connections_per_ip
         if limit and self._per_host[host] >= limit:
-            raise Unavailable(
-                messages.too_many_connections(host, limit),
-                reason="too_many_connections",
+            raise Refusal.unavailable(
+                messages.too_many_connections(host, limit), "too_many_connections"
             )
 
     def enter(self, party: Party, host: str) -> None:

@@ -2,15 +2,19 @@
 """
 Matching one sender with exactly C{n} receivers on a path.
 
-This module knows nothing about HTTP: parties are opaque objects, except that
-a sender provides L{SenderParty}.  The resource layer turns the exceptions
-raised here into responses.
+This module knows nothing about connections: parties are opaque objects,
+except that a sender provides L{SenderParty}.  A party the path refuses gets
+a L{Rejected}, a L{pipe._refusal.Refusal} that carries the answer (status
+and message) the resource sends.
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Any, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar
+
+from . import _messages as messages
+from ._refusal import Refusal
 
 __all__ = [
     "CountMismatch",
@@ -23,9 +27,10 @@ __all__ = [
 ]
 
 
-class Rejected(Exception):
+class Rejected(Refusal):
     """
-    A party may not join a path; subclasses say why.
+    A party may not join a path; subclasses say why (and with which status
+    and message the request is refused).
     """
 
 
@@ -38,7 +43,9 @@ class CountMismatch(Rejected):
     """
 
     def __init__(self, waiting: int, given: int) -> None:
-        super().__init__(waiting, given)
+        super().__init__(
+            400, messages.count_mismatch(given, waiting), reason="count_mismatch"
+        )
         self.waiting = waiting
         self.given = given
 
@@ -47,6 +54,9 @@ class SenderTaken(Rejected):
     """
     The path already has a sender.
     """
+
+    def __init__(self) -> None:
+        super().__init__(409, messages.sender_taken(), reason="sender_taken")
 
 
 class ReceiversFull(Rejected):
@@ -57,7 +67,7 @@ class ReceiversFull(Rejected):
     """
 
     def __init__(self, n: int) -> None:
-        super().__init__(n)
+        super().__init__(409, messages.receivers_full(n), reason="receivers_full")
         self.n = n
 
 
@@ -65,6 +75,9 @@ class TransferRunning(Rejected):
     """
     A transfer is running on the path.
     """
+
+    def __init__(self) -> None:
+        super().__init__(409, messages.transfer_running(), reason="transfer_running")
 
 
 class SenderParty(Protocol):

@@ -16,7 +16,7 @@ from ._channel import StreamingChannel
 from ._relay import Relay
 from ._request import StreamingRequest
 from ._settings import Settings
-from .resource import PipeResource, RootResource
+from .resource import PipeResource, site_tree
 
 __all__ = ["PipeSite", "Settings", "make_site"]
 
@@ -47,7 +47,7 @@ class PipeSite(Site):
     displayTracebacks = False
 
     def __init__(self, pipes: PipeResource, reactor: IReactorTime) -> None:
-        super().__init__(RootResource(pipes), reactor=reactor)
+        super().__init__(site_tree(pipes), reactor=reactor)
         self.pipes = pipes
         self.relay = pipes.relay
         self.header_timeout = pipes.relay.settings.header_timeout

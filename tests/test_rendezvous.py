@@ -8,6 +8,7 @@ from typing import Any, List, Tuple
 
 import pytest
 
+from pipe import _messages as messages
 from pipe._rendezvous import (
     CountMismatch,
     ReceiversFull,
@@ -59,6 +60,8 @@ def test_count_mismatch_names_both_values() -> None:
     with pytest.raises(CountMismatch) as info:
         r.join_sender(b"p", 3, FakeSender())
     assert (info.value.waiting, info.value.given) == (2, 3)
+    assert (info.value.code, info.value.reason) == (400, "count_mismatch")
+    assert info.value.body == messages.count_mismatch(3, 2)
     with pytest.raises(CountMismatch):
         r.join_receiver(b"p", 1, "b")
 
@@ -66,8 +69,10 @@ def test_count_mismatch_names_both_values() -> None:
 def test_second_sender_is_rejected() -> None:
     r: Rendezvous[FakeSender, str] = Rendezvous()
     r.join_sender(b"p", 2, FakeSender())
-    with pytest.raises(SenderTaken):
+    with pytest.raises(SenderTaken) as info:
         r.join_sender(b"p", 2, FakeSender())
+    assert (info.value.code, info.value.reason) == (409, "sender_taken")
+    assert info.value.body == messages.sender_taken()
 
 
 def test_extra_receiver_is_rejected() -> None:
@@ -76,14 +81,16 @@ def test_extra_receiver_is_rejected() -> None:
     with pytest.raises(ReceiversFull) as info:
         r.join_receiver(b"p", 1, "b")
     assert info.value.n == 1
+    assert (info.value.code, info.value.body) == (409, messages.receivers_full(1))
 
 
 def test_everybody_is_rejected_while_running_until_release() -> None:
     r: Rendezvous[FakeSender, str] = Rendezvous()
     r.join_receiver(b"p", 1, "a")
     r.join_sender(b"p", 1, FakeSender())
-    with pytest.raises(TransferRunning):
+    with pytest.raises(TransferRunning) as info:
         r.join_receiver(b"p", 1, "b")
+    assert (info.value.code, info.value.reason) == (409, "transfer_running")
     with pytest.raises(TransferRunning):
         r.join_sender(b"p", 1, FakeSender())
     r.release(b"p")

@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 
 from pipe import _messages as messages
-from pipe.resource import parse_n
+from pipe._parse import parse_n
 
 from .conftest import RunningServer
 from .helpers import curl, payload, raw_http, wait_for
@@ -202,9 +202,10 @@ async def test_control_byte_in_path_is_400(reactor: Any, server: RunningServer) 
 
 
 def test_path_check_names_the_control_byte() -> None:
-    from pipe.resource import _Refusal, parse_path
+    from pipe._parse import parse_path
+    from pipe._refusal import Refusal
 
-    with pytest.raises(_Refusal) as info:
+    with pytest.raises(Refusal) as info:
         parse_path(b"/api/v1/pipe/a\x01")
     assert info.value.code == 400
     assert info.value.body == messages.path_control(1)

@@ -18,7 +18,8 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 
 from pipe import _cli
-from pipe._guard import Denied, Grant, Guard, Requirement
+from pipe._guard import Grant, Guard, Requirement
+from pipe._refusal import Refusal
 from pipe.signing import (
     MIN_KEY_LENGTH,
     KeyFileError,
@@ -65,8 +66,8 @@ def check(
     )
 
 
-def denied(g: Guard, url: str, scope: Scope = Scope.SEND, **kw: object) -> Denied:
-    with pytest.raises(Denied) as info:
+def denied(g: Guard, url: str, scope: Scope = Scope.SEND, **kw: object) -> Refusal:
+    with pytest.raises(Refusal) as info:
         check(g, url, scope, **kw)  # type: ignore[arg-type]
     return info.value
 

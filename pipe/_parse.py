@@ -1,0 +1,212 @@
+# -*- test-case-name: tests.test_resource -*-
+"""
+A pipe request, parsed once into one immutable value.
+
+L{parse_request} reads everything the pipe resource needs from a request
+(the pipe's path, C{n}, the wait, the scope and the sender's response mode)
+and refuses, with a L{Refusal}, anything malformed.  What follows (the
+signature check, admission, joining the path) works on the L{PipeRequest}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional
+from urllib.parse import unquote_to_bytes
+
+import attr
+
+from . import _messages as messages
+from ._parties import SenderResponse
+from ._refusal import Refusal
+from ._request import StreamingRequest
+from ._settings import Settings
+from .signing import Scope
+
+__all__ = [
+    "ALLOWED_METHODS",
+    "MAX_PATH_LENGTH",
+    "PIPE_PREFIX",
+    "PipeRequest",
+    "parse_n",
+    "parse_path",
+    "parse_request",
+    "parse_sender_response",
+    "parse_wait",
+    "query_values",
+]
+
+#: The URL path prefix of every pipe.
+PIPE_PREFIX = b"/api/v1/pipe/"
+
+#: The longest pipe path, in raw bytes.
+MAX_PATH_LENGTH = 1024
+
+#: The methods of a pipe (C{Allow} of a 405, and the CORS preflight's).
+ALLOWED_METHODS = b"GET, PUT, POST, OPTIONS"
+
+#: The methods of a party, and the scope each joins with.
+_SCOPES = {b"GET": Scope.RECEIVE, b"PUT": Scope.SEND, b"POST": Scope.SEND}
+
+_N_SYNTAX = re.compile(rb"[1-9][0-9]*")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class PipeRequest:
+    """
+    What a sender's or receiver's request asks for.
+
+    @ivar path: the pipe's path: the raw bytes after L{PIPE_PREFIX}.
+    @ivar n: the number of receivers.
+    @ivar wait: how long the party may wait for its transfer to start
+        (seconds; 0: no limit).
+    @ivar scope: L{Scope.SEND} (C{PUT}, C{POST}) or L{Scope.RECEIVE}
+        (C{GET}).
+    @ivar response: how a sender wants its response (receivers: always
+        L{SenderResponse.STREAM}).
+    @ivar query: the raw query string (the signature's parameters are read
+        from it).
+    """
+
+    path: bytes
+    n: int
+    wait: float
+    scope: Scope
+    response: SenderResponse
+    query: bytes
+
+
+def parse_request(request: StreamingRequest, settings: Settings) -> PipeRequest:
+    """
+    Parse a C{GET}, C{PUT} or C{POST} of a pipe.
+
+    @raise Refusal: for a malformed path (404, 400, 414), a method that is
+        not a pipe's (405), or a malformed C{n}, C{wait} or
+        C{Txpipe-Sender-Response} (400).
+    """
+    path = parse_path(request.path)
+    method = request.method
+    scope = _SCOPES.get(method)
+    if scope is None:
+        raise Refusal(
+            405,
+            messages.method_not_allowed(method),
+            "method_not_allowed",
+            {b"allow": ALLOWED_METHODS},
+        )
+    _, _, query = request.uri.partition(b"?")
+    n = parse_n(query, settings.max_receivers)
+    wait = parse_wait(query, settings.wait_timeout)
+    response = (
+        parse_sender_response(request) if scope is Scope.SEND else SenderResponse.STREAM
+    )
+    return PipeRequest(path, n, wait, scope, response, query)
+
+
+def query_values(query: bytes, name: bytes) -> List[bytes]:
+    """
+    The percent-decoded values of parameter C{name} in a raw query string.
+    """
+    values: List[bytes] = []
+    for part in query.split(b"&") if query else []:
+        key, _, value = part.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")) == name:
+            values.append(unquote_to_bytes(value.replace(b"+", b" ")))
+    return values
+
+
+def _whole_number(values: List[bytes], maximum: int) -> Optional[int]:
+    """
+    The one value in C{values} if it is digits with no sign and no leading
+    zero, from 1 to C{maximum}; else L{None}.
+    """
+    if len(values) == 1:
+        value = values[0]
+        if (
+            _N_SYNTAX.fullmatch(value)
+            and len(value) <= len(str(maximum))
+            and int(value) <= maximum
+        ):
+            return int(value)
+    return None
+
+
+def parse_n(query: bytes, maximum: int) -> int:
+    """
+    The number of receivers from a raw query string.
+
+    Parameters are split on C{&} and percent-decoded; only C{n} is read.  It
+    must be given at most once, as digits with no sign and no leading zero,
+    from 1 to C{maximum}; absent means 1.
+
+    @raise Refusal: (400) for anything else.
+    """
+    values = query_values(query, b"n")
+    if not values:
+        return 1
+    n = _whole_number(values, maximum)
+    if n is None:
+        raise Refusal(400, messages.bad_n(values, maximum), "bad_n")
+    return n
+
+
+def parse_wait(query: bytes, maximum: float) -> float:
+    """
+    How long a party may wait: the server's C{maximum}, or less if the query
+    asks for less with C{wait=SECONDS} (more is cut to the maximum).  A
+    C{maximum} of 0 means no limit.
+
+    @raise Refusal: (400) when C{wait} is not one whole number from 1.
+    """
+    values = query_values(query, b"wait")
+    if not values:
+        return maximum
+    wait = _whole_number(values, 10**9)
+    if wait is None:
+        raise Refusal(400, messages.bad_wait(values), "bad_wait")
+    return float(wait) if not maximum else min(float(wait), maximum)
+
+
+def parse_sender_response(request: StreamingRequest) -> SenderResponse:
+    """
+    How a sender wants its response (request header
+    C{Txpipe-Sender-Response}: C{stream}, the default, or C{deferred}; see
+    L{SenderResponse}).
+
+    @raise Refusal: (400) for any other value, or more than one.
+    """
+    values = request.requestHeaders.getRawHeaders(b"txpipe-sender-response")
+    if not values:
+        return SenderResponse.STREAM
+    if len(values) == 1:
+        try:
+            return SenderResponse(values[0].strip().lower().decode("ascii"))
+        except ValueError:  # not ASCII, or not a SenderResponse
+            pass
+    raise Refusal(400, messages.bad_sender_response(values), "bad_sender_response")
+
+
+def parse_path(raw: bytes) -> bytes:
+    """
+    The pipe path of a raw request path: everything after L{PIPE_PREFIX},
+    neither percent-decoded nor normalised.
+
+    @raise Refusal: 404 outside the prefix, 400 when empty or holding a
+        control byte, 414 when longer than L{MAX_PATH_LENGTH}.
+    """
+    if raw == PIPE_PREFIX.rstrip(b"/"):
+        raise Refusal(400, messages.path_empty(), "path_empty")
+    if not raw.startswith(PIPE_PREFIX):
+        raise Refusal(404, messages.not_found(), "not_found")
+    path = raw[len(PIPE_PREFIX) :]
+    if not path:
+        raise Refusal(400, messages.path_empty(), "path_empty")
+    if len(path) > MAX_PATH_LENGTH:
+        raise Refusal(
+            414, messages.path_too_long(len(path), MAX_PATH_LENGTH), "path_too_long"
+        )
+    control = _CONTROL.search(path)
+    if control:
+        raise Refusal(400, messages.path_control(control.group()[0]), "path_control")
+    return path
