@@ -35,41 +35,16 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface import implementer
 
+from ._outcome import Outcome
+
 __all__ = [
     "Branch",
     "BranchState",
     "Fanout",
     "FanoutListener",
-    "Outcome",
     "Outlet",
     "Watchdogs",
 ]
-
-
-class Outcome(enum.Enum):
-    """
-    How a transfer ended.
-
-      - C{COMPLETE}: every receiver's connection acknowledged every byte.
-      - C{RECEIVER_LOST}: a receiver disconnected before the end.
-      - C{RECEIVER_STALLED}: a receiver was dropped for taking no bytes (or
-        too few) for the stall timeout.
-      - C{SENDER_LOST}: the upload ended before its end (disconnect, or a
-        body shorter than its C{Content-Length}).
-      - C{WAIT_TIMEOUT}: the transfer never started (used by the parties).
-      - C{IDLE_TIMEOUT}: the sender delivered nothing for the idle timeout.
-      - C{DRAINED}: the server shut down before the transfer ended.
-      - C{SERVER_ERROR}: an unexpected error in the server failed it.
-    """
-
-    COMPLETE = "complete"
-    RECEIVER_LOST = "receiver_lost"
-    RECEIVER_STALLED = "receiver_stalled"
-    SENDER_LOST = "sender_lost"
-    WAIT_TIMEOUT = "wait_timeout"
-    IDLE_TIMEOUT = "idle_timeout"
-    DRAINED = "drained"
-    SERVER_ERROR = "server_error"
 
 
 class Outlet(Protocol):
@@ -123,6 +98,20 @@ class FanoutListener(Protocol):
 
     def fanout_ended(self, fanout: Fanout) -> None:
         """The transfer is over; L{Fanout.outcome} says how."""
+
+
+class _Unheard:
+    """
+    The listener of a fan-out whose transfer has not started: it hears
+    nothing then (the listener is called only once streaming), and is
+    replaced by the transfer's (see L{pipe._transfer.Transfer}).
+    """
+
+    def branch_lost(self, branch: Branch) -> None:
+        raise RuntimeError("a fan-out without a listener lost a branch")
+
+    def fanout_ended(self, fanout: Fanout) -> None:
+        raise RuntimeError("a fan-out without a listener ended")
 
 
 class State(enum.Enum):
@@ -272,6 +261,8 @@ class Fanout(_TwistedProtocol):
     then paused.  See L{State}.
 
     @ivar state: see L{State}.
+    @ivar listener: who hears about branches lost and the end (the
+        transfer), set before L{start}.
     @ivar received: bytes of the upload received so far.
     @ivar branches: every branch, in receiver order (lost ones included).
     @ivar outcome: how the transfer ended, once L{State.ENDED}.
@@ -282,11 +273,11 @@ class Fanout(_TwistedProtocol):
 
     def __init__(
         self,
-        listener: FanoutListener,
+        listener: Optional[FanoutListener],
         clock: IReactorTime,
         watchdogs: Optional[Watchdogs] = None,
     ) -> None:
-        self._listener = listener
+        self.listener: FanoutListener = listener or _Unheard()
         self.clock = clock
         self.watchdogs = watchdogs or Watchdogs()
         self.state = State.HOLDING
@@ -444,19 +435,19 @@ class Fanout(_TwistedProtocol):
         branch.state = state
         branch.outlet.settle()
         if self.state is State.SETTLING:
-            self._listener.branch_lost(branch)
+            self.listener.branch_lost(branch)
             self._settle_if_done()
             return
         if self.state is not State.STREAMING:
             return
-        self._listener.branch_lost(branch)
+        self.listener.branch_lost(branch)
         if self.state is not State.STREAMING:
             return
         if not self._active:
             self._end(self._failure_outcome())
             assert self.transport is not None
             self.transport.stopProducing()
-            self._listener.fanout_ended(self)
+            self.listener.fanout_ended(self)
         else:
             self._resume_if_clear()
 
@@ -479,7 +470,7 @@ class Fanout(_TwistedProtocol):
         if outcome is not Outcome.SENDER_LOST:
             assert self.transport is not None
             self.transport.stopProducing()
-        self._listener.fanout_ended(self)
+        self.listener.fanout_ended(self)
 
     def _failure_outcome(self) -> Outcome:
         if any(b.state is BranchState.STALLED for b in self.branches):
@@ -522,7 +513,7 @@ class Fanout(_TwistedProtocol):
             return
         failed = any(b.state is not BranchState.DELIVERED for b in self.branches)
         self._end(self._failure_outcome() if failed else Outcome.COMPLETE)
-        self._listener.fanout_ended(self)
+        self.listener.fanout_ended(self)
 
     def _end(self, outcome: Outcome) -> None:
         """

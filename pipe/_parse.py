@@ -17,9 +17,9 @@ from urllib.parse import unquote_to_bytes
 import attr
 
 from . import _messages as messages
-from ._parties import SenderResponse
 from ._refusal import Refusal
 from ._request import StreamingRequest
+from ._sender import SenderResponse
 from ._settings import Settings
 from .signing import Scope
 

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 
 from . import __version__
 from . import _messages as messages
-from ._fanout import Outcome
 from ._guard import Grant, Guard, Requirement
+from ._outcome import Outcome
 from ._refusal import Refusal
 from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings

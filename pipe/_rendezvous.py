@@ -11,13 +11,16 @@ and message) the resource sends.
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar
+from typing import Dict, Generic, List, Optional, Protocol, Tuple, TypeVar
+
+import attr
 
 from . import _messages as messages
 from ._refusal import Refusal
 
 __all__ = [
     "CountMismatch",
+    "Match",
     "ReceiversFull",
     "Rejected",
     "Rendezvous",
@@ -90,16 +93,23 @@ class SenderParty(Protocol):
         The number of waiting receivers changed (while the sender waits).
         """
 
-    def start(self, receivers: List[Any]) -> None:
-        """
-        Exactly C{n} receivers are here: start the transfer to them.
-
-        Called once, after the path has entered its running stage.
-        """
-
 
 S = TypeVar("S", bound=SenderParty)
 R = TypeVar("R")
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class Match(Generic[S, R]):
+    """
+    One sender and exactly C{n} receivers on a path, which is now
+    L{Stage.RUNNING}: the parties of a transfer, which whoever joined last
+    starts (see L{pipe._transfer.Transfer}).
+    """
+
+    path: bytes
+    n: int
+    sender: S
+    receivers: Tuple[R, ...]
 
 
 class Stage(enum.Enum):
@@ -142,9 +152,10 @@ class Rendezvous(Generic[S, R]):
     """
     The registry of paths with waiting or transferring parties.
 
-    Parties arrive in any order.  The transfer on a path starts, by a call to
-    the sender's L{SenderParty.start}, the moment one sender and exactly
-    C{n} receivers are there.  A waiting party that leaves is forgotten at
+    Parties arrive in any order.  The join that brings one sender and
+    exactly C{n} receivers together returns their L{Match} (the path is
+    then running) and starts nothing itself: the caller starts the
+    transfer.  A waiting party that leaves is forgotten at
     once.  A running path stays taken until L{release}.
     """
 
@@ -199,9 +210,11 @@ class Rendezvous(Generic[S, R]):
             raise CountMismatch(meeting.n, n)
         return meeting
 
-    def join_sender(self, path: bytes, n: int, sender: S) -> None:
+    def join_sender(self, path: bytes, n: int, sender: S) -> Optional[Match[S, R]]:
         """
         Add the sender of C{path}.
+
+        @return: the L{Match} if the path is now complete, else L{None}.
 
         @raise TransferRunning: a transfer runs on C{path}.
         @raise CountMismatch: the waiting parties asked for another C{n}.
@@ -212,11 +225,13 @@ class Rendezvous(Generic[S, R]):
             raise SenderTaken()
         meeting.sender = sender
         self._meetings[path] = meeting
-        self._settle(meeting)
+        return self._settle(path, meeting)
 
-    def join_receiver(self, path: bytes, n: int, receiver: R) -> None:
+    def join_receiver(self, path: bytes, n: int, receiver: R) -> Optional[Match[S, R]]:
         """
         Add a receiver of C{path}.
+
+        @return: the L{Match} if the path is now complete, else L{None}.
 
         @raise TransferRunning: a transfer runs on C{path}.
         @raise CountMismatch: the waiting parties asked for another C{n}.
@@ -227,21 +242,22 @@ class Rendezvous(Generic[S, R]):
             raise ReceiversFull(meeting.n)
         meeting.receivers.append(receiver)
         self._meetings[path] = meeting
-        self._settle(meeting)
+        return self._settle(path, meeting)
 
-    def _settle(self, meeting: _Meeting[S, R]) -> None:
+    def _settle(self, path: bytes, meeting: _Meeting[S, R]) -> Optional[Match[S, R]]:
         """
-        Start the transfer if the meeting is complete, else tell the sender
-        how many receivers it has.  State is consistent before calling out.
+        If the meeting is complete, mark it running and return its match;
+        else tell the sender, if any, how many receivers it has.  State is
+        consistent before calling out.
         """
         sender = meeting.sender
         if sender is None:
-            return
+            return None
         if len(meeting.receivers) == meeting.n:
             meeting.stage = Stage.RUNNING
-            sender.start(list(meeting.receivers))
-        else:
-            sender.receivers_changed(len(meeting.receivers), meeting.n)
+            return Match(path, meeting.n, sender, tuple(meeting.receivers))
+        sender.receivers_changed(len(meeting.receivers), meeting.n)
+        return None
 
     def leave(self, path: bytes, party: object) -> bool:
         """
@@ -263,7 +279,8 @@ class Rendezvous(Generic[S, R]):
         if meeting.is_empty():
             del self._meetings[path]
         elif meeting.sender is not None:
-            self._settle(meeting)
+            # One party fewer: never complete, the sender only hears it.
+            self._settle(path, meeting)
         return True
 
     def abandon(self, path: bytes) -> List[R]:

@@ -17,7 +17,7 @@ from typing import Dict, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ._fanout import Outcome
+from ._outcome import Outcome
 
 __all__ = ["DURATION_BUCKETS", "WAIT_BUCKETS", "Statistics"]
 

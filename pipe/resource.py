@@ -28,11 +28,13 @@ from ._parse import (
     parse_request,
     query_values,
 )
-from ._parties import Receiver, Sender, client_address, client_host
+from ._parties import Receiver, client_address, client_host
 from ._refusal import Refusal
 from ._relay import Lifecycle, Relay
 from ._rendezvous import Rendezvous
 from ._request import StreamingRequest
+from ._sender import Sender
+from ._transfer import Transfer
 from .signing import Scope
 
 __all__ = [
@@ -103,24 +105,20 @@ class PipeResource(Resource):
     def _join(self, request: StreamingRequest, pipe: PipeRequest) -> None:
         """
         Check the party's signature and the server's limits, then join its
-        path as a sender or a receiver.
+        path as a sender or a receiver; if that completes the path, start
+        the transfer (L{pipe._transfer}).
 
         @raise Refusal: the signature, a limit or the path refuses it.
         """
         grant = self._authenticate(pipe)
-        self.relay.admit(pipe.path, client_host(request))
-        if pipe.scope is Scope.RECEIVE:
-            Receiver(request, pipe.path, pipe.n, self.relay, pipe.wait, grant).join()
-        else:
-            Sender(
-                request,
-                pipe.path,
-                pipe.n,
-                self.relay,
-                pipe.wait,
-                grant,
-                pipe.response,
-            ).join()
+        relay = self.relay
+        relay.admit(pipe.path, client_host(request))
+        party = (Receiver if pipe.scope is Scope.RECEIVE else Sender)(
+            request, pipe, relay, grant
+        )
+        match = party.join()
+        if match is not None:
+            Transfer(relay, match).start()
 
     def _authenticate(self, pipe: PipeRequest) -> Optional[Grant]:
         """

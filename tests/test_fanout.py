@@ -20,10 +20,10 @@ from pipe._fanout import (
     Branch,
     BranchState,
     Fanout,
-    Outcome,
     State,
     Watchdogs,
 )
+from pipe._outcome import Outcome
 
 
 class Upload:

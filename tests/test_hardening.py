@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 
-from pipe._fanout import Outcome
+from pipe._outcome import Outcome
 from pipe._parties import Receiver
 from pipe._relay import DRAIN_GRACE
 from pipe._request import DISCARD_SECONDS

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from pipe._fanout import Outcome
+from pipe._outcome import Outcome
 
 from .conftest import RunningServer
 from .helpers import curl, payload, sha256_of, start_twistd, wait_for

@@ -160,7 +160,7 @@ def test_statistics_are_per_server_and_status_reads_them() -> None:
     """
     from twisted.internet.task import Clock
 
-    from pipe._fanout import Outcome
+    from pipe._outcome import Outcome
     from pipe._relay import Relay
 
     one, other = Relay(Clock(), Settings()), Relay(Clock(), Settings())

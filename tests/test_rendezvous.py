@@ -4,13 +4,14 @@ Tests for L{pipe._rendezvous}: matching one sender with n receivers.
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
 from pipe import _messages as messages
 from pipe._rendezvous import (
     CountMismatch,
+    Match,
     ReceiversFull,
     Rendezvous,
     SenderTaken,
@@ -22,26 +23,27 @@ from pipe._rendezvous import (
 class FakeSender:
     def __init__(self) -> None:
         self.counts: List[Tuple[int, int]] = []
-        self.started: List[List[Any]] = []
 
     def receivers_changed(self, connected: int, n: int) -> None:
         self.counts.append((connected, n))
 
-    def start(self, receivers: List[Any]) -> None:
-        self.started.append(receivers)
 
-
-def test_sender_first_starts_when_nth_receiver_arrives() -> None:
+def test_sender_first_matches_when_nth_receiver_arrives() -> None:
+    """
+    The join that completes the path returns the match (and the path is
+    running); the others return nothing, and the sender hears the count.
+    """
     r: Rendezvous[FakeSender, str] = Rendezvous()
     s = FakeSender()
-    r.join_sender(b"p", 3, s)
-    r.join_receiver(b"p", 3, "a")
-    r.join_receiver(b"p", 3, "b")
-    assert s.started == []
+    assert r.join_sender(b"p", 3, s) is None
+    assert r.join_receiver(b"p", 3, "a") is None
+    assert r.join_receiver(b"p", 3, "b") is None
     assert s.counts == [(0, 3), (1, 3), (2, 3)]
-    r.join_receiver(b"p", 3, "c")
-    assert s.started == [["a", "b", "c"]]
+    assert r.stage(b"p") is Stage.WAITING
+    match = r.join_receiver(b"p", 3, "c")
+    assert match == Match(b"p", 3, s, ("a", "b", "c"))
     assert r.stage(b"p") is Stage.RUNNING
+    assert s.counts == [(0, 3), (1, 3), (2, 3)]
 
 
 def test_receivers_first_start_when_sender_arrives() -> None:
@@ -49,8 +51,7 @@ def test_receivers_first_start_when_sender_arrives() -> None:
     r.join_receiver(b"p", 2, "a")
     r.join_receiver(b"p", 2, "b")
     s = FakeSender()
-    r.join_sender(b"p", 2, s)
-    assert s.started == [["a", "b"]]
+    assert r.join_sender(b"p", 2, s) == Match(b"p", 2, s, ("a", "b"))
     assert s.counts == []
 
 
@@ -115,10 +116,8 @@ def test_waiting_receiver_that_leaves_is_not_counted() -> None:
     r.join_receiver(b"p", 2, "a")
     assert r.leave(b"p", "a") is True
     assert s.counts[-1] == (0, 2)
-    r.join_receiver(b"p", 2, "b")
-    assert s.started == []
-    r.join_receiver(b"p", 2, "c")
-    assert s.started == [["b", "c"]]
+    assert r.join_receiver(b"p", 2, "b") is None
+    assert r.join_receiver(b"p", 2, "c") == Match(b"p", 2, s, ("b", "c"))
 
 
 def test_waiting_sender_that_leaves_frees_the_path() -> None:

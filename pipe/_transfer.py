@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_hardening -*-
+"""
+One transfer, from the match of its parties to its end.
+
+What happens to a transfer, start to end, is in this module:
+
+  1. The rendezvous matches one sender with exactly C{n} receivers and
+     returns the L{pipe._rendezvous.Match} (the path is then running); the
+     resource that handled the last join creates a L{Transfer} and calls
+     L{Transfer.start}.
+  2. L{Transfer.start} spends the parties' signed URLs, counts their waits,
+     begins the sender's response (L{pipe._sender}), opens every
+     receiver's response, and starts the sender's L{Fanout}, which relays
+     the upload and calls this transfer back as its listener.  Whatever
+     raises on the way fails this transfer alone (L{Transfer._start_failed}).
+  3. While it runs, L{Transfer.branch_lost} tells the sender about each
+     receiver lost or dropped.
+  4. When the fan-out ends (every receiver's TCP acknowledged every byte,
+     or it failed), L{Transfer.fanout_ended} counts the outcome, writes
+     the one log event, releases the path and the parties' counts (in
+     C{try/finally}), and ends the sender's response with C{done} or
+     C{[ERROR]}.
+
+A transfer that never starts (its sender's wait timed out, the server
+drained) is ended by its sender, with the same record (L{record_end}).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import _messages as messages
+from ._fanout import Branch, BranchState, Fanout, State
+from ._outcome import Outcome
+from ._parties import path_for_log
+
+if TYPE_CHECKING:
+    from ._parties import Receiver
+    from ._relay import Relay
+    from ._rendezvous import Match
+    from ._sender import Sender
+
+__all__ = ["LOG_NAMESPACE", "Outcome", "Transfer", "TransferState", "record_end"]
+
+#: The reason a sender's last line gives for an unexpected server error.
+INTERNAL_ERROR = "an internal error in the server (see its log)"
+
+#: The namespace of transfer events (docs/usage.md tells operators to
+#: filter on it), kept from when senders logged them.
+LOG_NAMESPACE = "pipe._parties.Sender"
+
+_log = Logger(namespace=LOG_NAMESPACE)
+
+
+class TransferState(enum.Enum):
+    """
+    The states of a L{Transfer}.
+
+      - C{MATCHED}: created, not started.
+      - C{RUNNING}: started; the fan-out relays the upload.
+      - C{ENDED}: the outcome is counted and logged, the path and the
+        parties released, the sender answered.
+    """
+
+    MATCHED = "matched"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+class Transfer:
+    """
+    One transfer: the owner of a match from its start to its end, and the
+    L{pipe._fanout.FanoutListener} of the sender's fan-out.
+
+    @ivar state: see L{TransferState}.
+    @ivar sender: the sender.
+    @ivar receivers: the receivers, in arrival order.
+    @ivar fanout: the sender's fan-out, which relays the upload.
+    """
+
+    def __init__(self, relay: Relay, match: Match[Sender, Receiver]) -> None:
+        self.relay = relay
+        self.path = match.path
+        self.n = match.n
+        self.sender = match.sender
+        self.receivers = match.receivers
+        self.fanout: Fanout = match.sender.fanout
+        self.state = TransferState.MATCHED
+
+    def start(self) -> None:
+        """
+        Start the transfer.  Whatever goes wrong on the way fails this
+        transfer alone (see L{_start_failed}); it never leaves the path
+        taken or a party counted.
+        """
+        self.state = TransferState.RUNNING
+        try:
+            self._start()
+        except Exception:
+            self._start_failed(Failure())
+
+    def _start(self) -> None:
+        relay, sender, receivers = self.relay, self.sender, self.receivers
+        relay.spend([sender.grant, *(r.grant for r in receivers)])
+        now = relay.reactor.seconds()
+        for party in (sender, *receivers):
+            relay.statistics.party_waited(now - party.joined_at)
+        sender.begin(len(receivers))
+        for receiver in receivers:
+            receiver.open(sender.request)
+        self.fanout.listener = self
+        self.fanout.start(list(receivers))
+
+    def _start_failed(self, failure: Failure) -> None:
+        """
+        An unexpected error while starting: log it, then fail the transfer
+        as a whole (every party gets an C{[ERROR]} line or a reset), free
+        the path and the party counts.  Each step is attempted on its own,
+        so one more error cannot leave the rest undone.
+        """
+        pipe = path_for_log(self.path, self.relay)
+        _log.failure("starting the transfer of {pipe} failed", failure, pipe=pipe)
+        fanout = self.fanout
+        if fanout.state in (State.STREAMING, State.SETTLING):
+            # The fan-out ends it the usual way, through fanout_ended.
+            _attempt(pipe, fanout.abort, Outcome.SERVER_ERROR)
+        if self.state is TransferState.ENDED:
+            return
+        self.state = TransferState.ENDED
+        try:
+            _attempt(
+                pipe,
+                self.relay.statistics.transfer_ended,
+                Outcome.SERVER_ERROR,
+                fanout.received,
+                0,
+            )
+            for receiver in self.receivers:
+                _attempt(pipe, receiver.abort)
+        finally:
+            self._release(pipe)
+        request = self.sender.request
+        if request.connected and not request.finished:
+            line = messages.failed(fanout.received, 0, self.n, INTERNAL_ERROR)
+            _attempt(pipe, self.sender.response.end, line, False)
+        elif request.connected:
+            _attempt(pipe, request.abort)
+
+    def _release(self, pipe: str) -> None:
+        """
+        Free the path and every party's count.
+        """
+        _attempt(pipe, self.relay.rendezvous.release, self.path)
+        for party in (self.sender, *self.receivers):
+            _attempt(pipe, party.end)
+
+    # FanoutListener
+
+    def branch_lost(self, branch: Branch) -> None:
+        receiver: Receiver = branch.outlet  # type: ignore[assignment]
+        if branch.state is BranchState.STALLED:
+            self.relay.statistics.receiver_stalled()
+            line = messages.receiver_stalled(
+                branch.index,
+                receiver.address,
+                branch.sent,
+                self.relay.settings.stall_timeout,
+            )
+        elif receiver.undelivered_bytes is not None:
+            line = messages.receiver_lost_unacknowledged(
+                branch.index, receiver.address, receiver.undelivered_bytes
+            )
+        else:
+            line = messages.receiver_lost(branch.index, receiver.address, branch.sent)
+        self.sender.response.line(line)
+
+    def fanout_ended(self, fanout: Fanout) -> None:
+        outcome = fanout.outcome
+        assert outcome is not None and fanout.started_at is not None
+        self.state = TransferState.ENDED
+        seconds = (fanout.ended_at or fanout.started_at) - fanout.started_at
+        pipe = path_for_log(self.path, self.relay)
+        try:
+            _attempt(
+                pipe,
+                record_end,
+                self.relay,
+                self.sender,
+                outcome,
+                fanout.delivered,
+                seconds,
+                [branch.outlet for branch in fanout.branches],
+            )
+        finally:
+            self._release(pipe)
+        if outcome is Outcome.COMPLETE:
+            line = messages.done(fanout.received, fanout.completed, self.n, seconds)
+        else:
+            why = _why(fanout, self.n, self.relay)
+            line = messages.failed(fanout.received, fanout.completed, self.n, why)
+        self.sender.response.end(line, outcome is Outcome.COMPLETE)
+
+
+def record_end(
+    relay: Relay,
+    sender: Sender,
+    outcome: Outcome,
+    delivered: int,
+    seconds: float,
+    receivers: Sequence[Receiver],
+    started: bool = True,
+) -> None:
+    """
+    Count an ended transfer and write its one log event.
+
+    The event's text is formatted here, once, with an f-string: a log
+    observer formats the event's C{log_format}, C{"{line}"}, at the cost of
+    one field instead of ten (twisted.logger's formatter is pure Python).
+    Every value is also a field of its own, for JSON logs.
+
+    @param started: whether the transfer started (else C{seconds} is not
+        observed as a duration).
+    """
+    fanout = sender.fanout
+    received, completed, n = fanout.received, fanout.completed, sender.n
+    relay.statistics.transfer_ended(
+        outcome, received, delivered, seconds if started else None
+    )
+    pipe = path_for_log(sender.path, relay)
+    rate = received / seconds / 1e6 if seconds > 0 else 0.0
+    addresses = ", ".join(receiver.address for receiver in receivers)
+    _log.info(
+        "{line}",
+        line=(
+            f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
+            f" of {n} receivers in {seconds:.3f} s ({rate:.1f} MB/s);"
+            f" sender {sender.address}, receivers {addresses}"
+        ),
+        pipe=pipe,
+        outcome=outcome.value,
+        bytes=received,
+        completed=completed,
+        n=n,
+        seconds=seconds,
+        rate=rate,
+        sender=sender.address,
+        receivers=addresses,
+    )
+
+
+def _attempt(pipe: str, step: Callable[..., object], *args: Any) -> None:
+    """
+    Run one step of failing or ending a transfer; log an error it raises
+    and go on.
+    """
+    try:
+        step(*args)
+    except Exception:
+        _log.failure("ending the transfer of {pipe}: a step failed", pipe=pipe)
+
+
+def _why(fanout: Fanout, n: int, relay: Relay) -> str:
+    """
+    The reason a transfer failed, for the sender's last line.
+    """
+    outcome = fanout.outcome
+    if outcome is Outcome.SERVER_ERROR:
+        return INTERNAL_ERROR
+    if outcome is Outcome.SENDER_LOST:
+        return f"the upload ended early after {fanout.received} bytes"
+    if outcome is Outcome.IDLE_TIMEOUT:
+        return f"the sender sent nothing for {relay.settings.idle_timeout:g} s"
+    if outcome is Outcome.DRAINED:
+        return "server shutting down"
+    if fanout.completed == 0 and not any(
+        b.state is BranchState.ABORTED for b in fanout.branches
+    ):
+        return "every receiver disconnected or stalled"
+    lost = len(fanout.branches) - fanout.completed
+    return f"{lost} of {n} receivers disconnected or stalled before the end"
