@@ -7,11 +7,11 @@ bytes).
 
 With L{pipe._request} and L{pipe._chunked}, this is the only code that
 relies on L{twisted.web.http.HTTPChannel} and transport internals
-(C{_networkProducer}, C{_command}, C{_path}, C{_version},
-C{_send100Continue}, C{_respondToBadRequestAndDisconnect}, a file
-descriptor transport's write buffer); each is listed in L{pipe._compat},
-which checks them against the installed Twisted when this module is
-imported, and C{setup.py} pins the Twisted range that the tests prove.
+(the network producer, the parsed request line, the idle timeout, the body
+decoder, two overridden hooks, a file descriptor transport's write buffer),
+all through L{pipe._compat}, which checks them against the installed
+Twisted when this module is imported; C{setup.py} pins the Twisted range
+that the tests prove.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from . import _compat as compat
 from . import _tcp
 from ._batch import WriteBatch
 from ._chunked import ChunkedDecoder
-from ._compat import ChunkedTransferDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
 
 __all__ = [
@@ -101,9 +101,9 @@ def pending_bytes(transport: Any) -> Optional[int]:
     """
     layer = transport
     while layer is not None:
-        buffer = getattr(layer, "dataBuffer", None)
-        if buffer is not None and hasattr(layer, "_tempDataLen"):
-            return len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[no-any-return]
+        pending = compat.buffered(layer)
+        if pending is not None:
+            return pending
         layer = getattr(layer, "transport", None)
     return None
 
@@ -221,6 +221,7 @@ class _ReadGate:
 STUCK_PEER_TIMEOUT = 60.0
 
 
+@compat.channel_hooks
 class StreamingChannel(HTTPChannel):
     """
     An L{HTTPChannel} whose requests see their headers before their body.
@@ -273,8 +274,8 @@ class StreamingChannel(HTTPChannel):
         self._tcp = _tcp_socket(self.transport)
         self._batch = getattr(getattr(self, "site", None), "write_batch", None)
         self._after_held: List[Callable[[], None]] = []
-        self._read_gate = _ReadGate(self._networkProducer)
-        self._networkProducer = self._read_gate
+        self._read_gate = _ReadGate(compat.network_producer(self))
+        compat.set_network_producer(self, self._read_gate)
         self.closed: Deferred[None] = Deferred()
         opened = getattr(getattr(self, "site", None), "channel_opened", None)
         if opened is not None:
@@ -310,7 +311,7 @@ class StreamingChannel(HTTPChannel):
         if isinstance(self.transport, Connection):
             self.transport.bufferSize = Connection.bufferSize
         # Twisted would restart its idle timeout now; next_request_timers does.
-        self._savedTimeOut = None
+        compat.forget_idle_timeout(self)
         super().requestDone(request)
         if not self.persistent or self.transport is None:
             return
@@ -667,15 +668,7 @@ class StreamingChannel(HTTPChannel):
         """
         sock = self._socket
         transport = self.transport
-        if (
-            sock is None
-            or transport is None
-            or transport.dataBuffer  # type: ignore[attr-defined]
-            or transport._tempDataLen  # type: ignore[attr-defined]
-            or not transport.connected  # type: ignore[attr-defined]
-            or transport.disconnecting  # type: ignore[attr-defined]
-            or transport._writeDisconnected  # type: ignore[attr-defined]
-        ):
+        if sock is None or transport is None or not compat.writable_at_once(transport):
             return False
         try:
             sent = sock.sendmsg(iovec)
@@ -697,27 +690,27 @@ class StreamingChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         self._headers_done()
         super().allHeadersReceived()
-        decoder = self._transferDecoder
-        if type(decoder) is ChunkedTransferDecoder:
+        decoder = compat.transfer_decoder(self)
+        if type(decoder) is compat.ChunkedTransferDecoder:
             # The same rules, fewer copies (see pipe._chunked).
-            self._transferDecoder = ChunkedDecoder(
-                decoder.dataCallback, decoder.finishCallback
+            compat.set_transfer_decoder(
+                self, ChunkedDecoder(decoder.dataCallback, decoder.finishCallback)
             )
         if self.length != 0:
             request = self.requests[-1]
             if self.timeOut:
-                self._savedTimeOut = self.setTimeout(None)
+                compat.suspend_idle_timeout(self)
             if isinstance(self.transport, Connection):
                 self.transport.bufferSize = UPLOAD_READ_SIZE
-            request.headers_received(self._command, self._path, self._version)
+            request.headers_received(*compat.request_line(self))
 
-    def _send100Continue(self) -> None:
+    def no_automatic_continue(self) -> None:
         """
         Do nothing: L{StreamingRequest} sends C{100 Continue} itself, only
         when it accepts the body.
         """
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def answer_unparsable(self) -> None:
         """
         Answer a request Twisted cannot parse (request line, headers, body
         framing) with a complete plain-text 400 and close; if a response has

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
-from ._compat import ChunkedTransferDecoder
+from . import _compat as compat
 
 __all__ = ["ChunkedDecoder"]
 
 Data = Union[bytes, memoryview]
 
 
-class ChunkedDecoder(ChunkedTransferDecoder):
+class ChunkedDecoder(compat.ChunkedTransferDecoder):  # type: ignore[misc]
     """
     Twisted's chunked decoder (L{pipe._compat.ChunkedTransferDecoder}),
     reading chunk data straight out of each read (see the module
@@ -48,7 +48,7 @@ class ChunkedDecoder(ChunkedTransferDecoder):
         view = memoryview(data)
         end = len(data)
         at = 0
-        while at < end and not self._buffer:
+        while at < end and not compat.chunked_buffered(self):
             state = self.state
             if state == "BODY":
                 take = min(self.length, end - at)
@@ -69,10 +69,8 @@ class ChunkedDecoder(ChunkedTransferDecoder):
                 if eol == -1:
                     break  # a line across reads: Twisted's decoder buffers it
                 # Twisted's own parsing and checks, on this line alone.
-                self._buffer += view[at : eol + 2]
-                self._start = 0
+                compat.chunk_length_line(self, view[at : eol + 2])
                 at = eol + 2
-                self._dataReceived_CHUNK_LENGTH()
             else:
                 break
         if at < end:

@@ -14,6 +14,10 @@ against the installed Twisted when this module is first imported, which
 L{pipe._channel} does: a server cannot start on a Twisted that lacks one;
 it fails at once with L{TwistedMismatch} naming each.
 
+Every access to them goes through the functions below (and the class
+decorator L{channel_hooks} for the overridden hooks), so that this is the
+only module that names a private attribute of Twisted's; a test checks it.
+
 A name is present when its class (or a base) defines it, or when one of
 the class's functions assigns or reads it (how instance state such as
 C{HTTPChannel._command} exists: set in C{lineReceived}, not declared).
@@ -22,7 +26,7 @@ C{HTTPChannel._command} exists: set in C{lineReceived}, not declared).
 from __future__ import annotations
 
 import types
-from typing import Iterable, Iterator, List, Set, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple
 
 import attr
 from twisted.internet import abstract, tcp
@@ -33,8 +37,21 @@ __all__ = [
     "ChunkedTransferDecoder",
     "Internal",
     "TwistedMismatch",
+    "buffered",
+    "channel_hooks",
     "check",
+    "chunk_length_line",
+    "chunked_buffered",
+    "forget_idle_timeout",
     "missing",
+    "network_producer",
+    "request_disconnected",
+    "request_line",
+    "set_network_producer",
+    "set_transfer_decoder",
+    "suspend_idle_timeout",
+    "transfer_decoder",
+    "writable_at_once",
 ]
 
 #: Twisted's chunked request body decoder, which L{pipe._chunked} extends.
@@ -203,6 +220,135 @@ def check(required: Iterable[Internal] = REQUIRED) -> None:
             f"txpipe cannot run on Twisted {twisted.__version__}: it lacks\n"
             f"{lines}\nInstall the Twisted version setup.py names."
         )
+
+
+# Access, for the modules that rely on these internals: every read or
+# write of one goes through here, so that no other module names one.
+
+
+def network_producer(channel: http.HTTPChannel) -> Any:
+    """
+    The producer through which C{channel} pauses its transport's reading.
+    """
+    return channel._networkProducer
+
+
+def set_network_producer(channel: http.HTTPChannel, producer: Any) -> None:
+    """
+    Make C{channel} pause and resume its transport through C{producer}.
+    """
+    channel._networkProducer = producer
+
+
+def request_line(channel: http.HTTPChannel) -> Tuple[bytes, bytes, bytes]:
+    """
+    The method, path and version of the request whose headers C{channel}
+    has just parsed (before its body).
+    """
+    return channel._command, channel._path, channel._version  # type: ignore[attr-defined]
+
+
+def suspend_idle_timeout(channel: http.HTTPChannel) -> None:
+    """
+    Turn C{channel}'s idle timeout off until its request is done (as
+    Twisted does when a request's body is complete).
+    """
+    channel._savedTimeOut = channel.setTimeout(None)
+
+
+def forget_idle_timeout(channel: http.HTTPChannel) -> None:
+    """
+    Keep Twisted from restarting C{channel}'s idle timeout when its request
+    is done (the channel starts its own timers).
+    """
+    channel._savedTimeOut = None
+
+
+def transfer_decoder(channel: http.HTTPChannel) -> Any:
+    """
+    The decoder of the body of the request C{channel} is reading.
+    """
+    return channel._transferDecoder
+
+
+def set_transfer_decoder(channel: http.HTTPChannel, decoder: Any) -> None:
+    """
+    Decode the body of the request C{channel} is reading with C{decoder}.
+    """
+    channel._transferDecoder = decoder
+
+
+def request_disconnected(request: server.Request) -> bool:
+    """
+    Whether C{request}'s connection is gone.
+    """
+    return bool(request._disconnected)
+
+
+def buffered(layer: Any) -> Optional[int]:
+    """
+    Bytes written to a file-descriptor transport that it has not yet handed
+    to the kernel, or L{None} if C{layer} is not one.
+    """
+    buffer = getattr(layer, "dataBuffer", None)
+    if buffer is None or not hasattr(layer, "_tempDataLen"):
+        return None
+    return len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[no-any-return]
+
+
+def writable_at_once(transport: Any) -> bool:
+    """
+    Whether a write to C{transport} (a connected TCP transport) may go to
+    its socket directly: nothing is buffered, and it is neither closing
+    nor closed for writing.
+    """
+    return not (
+        transport.dataBuffer
+        or transport._tempDataLen
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+    )
+
+
+def chunked_buffered(decoder: http._ChunkedTransferDecoder) -> bool:
+    """
+    Whether Twisted's chunked decoder holds bytes of an unfinished line.
+    """
+    return bool(decoder._buffer)
+
+
+def chunk_length_line(decoder: http._ChunkedTransferDecoder, line: Any) -> None:
+    """
+    Parse one whole chunk-size line (with its CRLF) with Twisted's own
+    code, its limits and checks, as if it had been buffered.
+    """
+    decoder._buffer += line
+    decoder._start = 0
+    decoder._dataReceived_CHUNK_LENGTH()
+
+
+#: The hooks of C{HTTPChannel} a subclass overrides, by the public name of
+#: its method (see L{channel_hooks}).
+_CHANNEL_HOOKS = {
+    "no_automatic_continue": "_send100Continue",
+    "answer_unparsable": "_respondToBadRequestAndDisconnect",
+}
+
+
+def channel_hooks(cls: Any) -> Any:
+    """
+    Class decorator for an C{HTTPChannel} subclass: install its
+    C{no_automatic_continue} as Twisted's C{_send100Continue} and its
+    C{answer_unparsable} as C{_respondToBadRequestAndDisconnect}.  The
+    hooks were checked at import (L{check}); this checks that the class
+    defines each method.
+    """
+    for public, private in _CHANNEL_HOOKS.items():
+        method = getattr(cls, public)
+        assert callable(getattr(http.HTTPChannel, private)), private
+        setattr(cls, private, method)
+    return cls
 
 
 check()

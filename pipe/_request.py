@@ -25,6 +25,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from . import _compat as compat
 from ._channel import StreamingChannel, _transport_of, reset_connection
 
 __all__ = ["DISCARD_LIMIT", "DISCARD_SECONDS", "StreamingRequest"]
@@ -133,7 +134,7 @@ class StreamingRequest(Request):
         """
         Whether the client is still connected (writes would reach it).
         """
-        return not self._disconnected
+        return not compat.request_disconnected(self)
 
     @property
     def body_length(self) -> Optional[int]:

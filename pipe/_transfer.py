@@ -99,11 +99,11 @@ class Transfer:
         """
         self.state = TransferState.RUNNING
         try:
-            self._start()
+            self._begin()
         except Exception:
             self._start_failed(Failure())
 
-    def _start(self) -> None:
+    def _begin(self) -> None:
         relay, sender, receivers = self.relay, self.sender, self.receivers
         relay.spend([sender.grant, *(r.grant for r in receivers)])
         now = relay.reactor.seconds()
