@@ -54,14 +54,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from _twistd import ChildServer, Server
-from compare import (
+from _harness import (
     GiB,
     MiB,
+    answers,
     counted_outcome,
     free_port,
     raise_file_limit,
@@ -69,6 +68,7 @@ from compare import (
     sender_curl,
     wait_all,
 )
+from _twistd import ChildServer, Server
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 CONFIGS = ["direct", "haproxy-1", "haproxy-2", "nginx-1", "nginx-2"]
@@ -93,15 +93,6 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def answers(port: int) -> bool:
-    try:
-        url = f"http://127.0.0.1:{port}/healthz"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 class Balancer(ChildServer):

@@ -28,25 +28,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Dict, List, Optional
+from typing import Dict, List, Optional
 
+from _harness import BLOCK, MiB, feed
 from _twistd import Server
-
-MiB = 1024 * 1024
-BLOCK = 64 * MiB
-
-
-def feed(stdin: IO[bytes], size: int, block: bytes) -> None:
-    remaining = size
-    try:
-        while remaining:
-            piece = block[: min(len(block), remaining)]
-            stdin.write(piece)
-            remaining -= len(piece)
-    except BrokenPipeError:
-        pass
-    finally:
-        stdin.close()
 
 
 def run(
