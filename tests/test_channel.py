@@ -20,7 +20,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 
-from pipe._channel import StreamingChannel, _unsent, pending_bytes
+from pipe._channel import StreamingChannel, pending_bytes
+from pipe._writes import _unsent
 
 from .helpers import wait_for
 

@@ -1,0 +1,203 @@
+# -*- test-case-name: tests.test_channel -*-
+"""
+The write path of txpipe's channels: straight to the socket, and held while
+a write batch is open.
+
+L{WritingChannel} is an L{HTTPChannel} whose response writes skip
+Twisted's per-write buffering when nothing is buffered (one C{sendmsg}),
+and are held, while the site's L{pipe._batch.WriteBatch} is open, to be
+sent with the rest of the batch's writes to this connection.
+L{pipe._channel.StreamingChannel} builds on it.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable, List, Optional, Sequence
+
+from twisted.internet.tcp import Connection
+from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
+
+from . import _compat as compat
+from ._batch import WriteBatch
+
+__all__ = ["WritingChannel"]
+
+
+def _plain_socket(transport: Any) -> Optional[socket.socket]:
+    """
+    The socket of C{transport} if it is a plain (not TLS) TCP connection of
+    Twisted's own, which L{StreamingChannel} may write to directly; else
+    L{None}.
+    """
+    if isinstance(transport, Connection) and not getattr(transport, "TLS", False):
+        return transport.socket
+    return None
+
+
+def _as_bytes(iovec: Sequence[bytes]) -> List[bytes]:
+    """
+    C{iovec} with every piece as C{bytes}, as Twisted's transports require
+    (chunk data arrives as C{memoryview} slices of a read, see
+    L{pipe._chunked}; C{sendmsg} takes those as they are).
+    """
+    return [piece if type(piece) is bytes else bytes(piece) for piece in iovec]
+
+
+def _unsent(iovec: Sequence[bytes], sent: int) -> List[bytes]:
+    """
+    The pieces of C{iovec} left after its first C{sent} bytes.
+    """
+    rest: List[bytes] = []
+    for piece in iovec:
+        if sent >= len(piece):
+            sent -= len(piece)
+        else:
+            rest.append(piece[sent:] if sent else piece)
+            sent = 0
+    return rest
+
+
+class WritingChannel(HTTPChannel):
+    """
+    An L{HTTPChannel} with txpipe's write path (see the module docstring).
+
+    @ivar _held: what a write batch holds for this connection (L{None}:
+        nothing), and C{_held_size} its length.
+    """
+
+    _socket: Optional[socket.socket] = None
+    _batch: Optional[WriteBatch] = None
+    _held: Optional[List[bytes]] = None
+    _held_size = 0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._socket = _plain_socket(self.transport)
+        self._batch = getattr(getattr(self, "site", None), "write_batch", None)
+        self._after_held: List[Callable[[], None]] = []
+
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Any
+    ) -> None:
+        """
+        Write a response's status line and headers as Twisted does, but
+        through L{writeSequence}, so that they too go straight to the socket
+        when nothing is buffered (and the body after them, in turn).
+        """
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        sequence = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                sequence.extend((name, b": ", value, b"\r\n"))
+        sequence.append(b"\r\n")
+        self.writeSequence(sequence)
+
+    def write(self, data: bytes) -> None:
+        """
+        Write response data: held while a write batch is open (see
+        L{pipe._batch}), else straight to the socket when the transport has
+        nothing buffered, else through the transport (see L{writeSequence}).
+        """
+        if self._hold((data,)):
+            return
+        if not self._write_through((data,)):
+            super().write(data if type(data) is bytes else bytes(data))
+
+    def writeSequence(self, iovec: Sequence[bytes]) -> None:
+        """
+        Write response data, scatter/gather.
+
+        Twisted's transport buffers every write until the reactor's next
+        iteration: one C{epoll_ctl} to watch for writability, one to stop,
+        and a join that copies the pieces (a chunk's framing and its data)
+        into one string, for every write to every receiver.  When the
+        transport has nothing buffered, that detour changes nothing about
+        order or flow control, so the pieces go to the kernel at once with
+        one C{sendmsg}; what the socket does not take is handed to the
+        transport, whose buffer and producer pausing apply as always.
+        While a write batch is open, the pieces are held and sent with the
+        rest of the batch's writes to this connection (L{send_held}).
+        """
+        if self._hold(iovec):
+            return
+        if not self._write_through(iovec):
+            super().writeSequence(_as_bytes(iovec))
+
+    # Write batches (see pipe._batch).
+
+    def _hold(self, iovec: Sequence[bytes]) -> bool:
+        """
+        Hold C{iovec} if a write batch is open; whether it was held.
+        """
+        batch = self._batch
+        if batch is None or not batch.depth:
+            return False
+        held = self._held
+        if held is None:
+            self._held = held = []
+            batch.hold(self)
+        held.extend(iovec)
+        for piece in iovec:
+            self._held_size += len(piece)
+        return True
+
+    def after_held(self, work: Callable[[], None]) -> bool:
+        """
+        If writes are held, do C{work} once they are sent (once per batch),
+        and say so; else do nothing and return C{False}.
+        """
+        if self._held is None:
+            return False
+        if work not in self._after_held:
+            self._after_held.append(work)
+        return True
+
+    def send_held(self) -> None:
+        """
+        Send what the batch held, with one C{sendmsg} where the socket takes
+        it, then do what waited for it (a delivery check, the keep-alive
+        timers).  Called by the batch when it closes.
+        """
+        held, self._held = self._held, None
+        self._held_size = 0
+        after, self._after_held = self._after_held, []
+        if held and self.transport is not None:
+            if not self._write_through(held):
+                super().writeSequence(_as_bytes(held))
+        for work in after:
+            work()
+
+    def drop_held(self) -> None:
+        """
+        Forget what is held and what waited for it: the connection is being
+        reset on purpose.
+        """
+        if self._held is not None:
+            self._held = []
+            self._held_size = 0
+            self._after_held = []
+
+    def _write_through(self, iovec: Sequence[bytes]) -> bool:
+        """
+        Send C{iovec} directly if the connection allows it, buffering any
+        rest in the transport.  Returns whether C{iovec} was taken care of;
+        on any socket error it was not, and the transport's own write path
+        meets the error and loses the connection as it always does.
+        """
+        sock = self._socket
+        transport = self.transport
+        if sock is None or transport is None or not compat.writable_at_once(transport):
+            return False
+        try:
+            sent = sock.sendmsg(iovec)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        if sent < sum(len(piece) for piece in iovec):
+            transport.writeSequence(_as_bytes(_unsent(iovec, sent)))
+        return True
