@@ -171,6 +171,8 @@ class _Party:
         """
         Enter L{Phase.ENDED} and leave the relay.  Idempotent.
         """
+        if self.phase is Phase.ENDED:
+            return
         self.phase = Phase.ENDED
         self._stop_waiting()
         self.relay.leave(self)  # type: ignore[arg-type]

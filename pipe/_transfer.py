@@ -127,36 +127,50 @@ class Transfer:
         fanout = self.fanout
         if fanout.state in (State.STREAMING, State.SETTLING):
             # The fan-out ends it the usual way, through fanout_ended.
-            _attempt(pipe, fanout.abort, Outcome.SERVER_ERROR)
+            self._attempt(fanout.abort, Outcome.SERVER_ERROR)
         if self.state is TransferState.ENDED:
             return
         self.state = TransferState.ENDED
         try:
-            _attempt(
-                pipe,
+            self._attempt(
                 self.relay.statistics.transfer_ended,
                 Outcome.SERVER_ERROR,
                 fanout.received,
                 0,
             )
             for receiver in self.receivers:
-                _attempt(pipe, receiver.abort)
+                self._attempt(receiver.abort)
         finally:
-            self._release(pipe)
+            self._release()
         request = self.sender.request
         if request.connected and not request.finished:
             line = messages.failed(fanout.received, 0, self.n, INTERNAL_ERROR)
-            _attempt(pipe, self.sender.response.end, line, False)
+            self._attempt(self.sender.response.end, line, False)
         elif request.connected:
-            _attempt(pipe, request.abort)
+            self._attempt(request.abort)
 
-    def _release(self, pipe: str) -> None:
+    def _release(self) -> None:
         """
-        Free the path and every party's count.
+        Free the path and every party's count, each step on its own.
         """
-        _attempt(pipe, self.relay.rendezvous.release, self.path)
-        for party in (self.sender, *self.receivers):
-            _attempt(pipe, party.end)
+        try:
+            self.relay.rendezvous.release(self.path)
+        finally:
+            for party in (self.sender, *self.receivers):
+                self._attempt(party.end)
+
+    def _attempt(self, step: Callable[..., object], *args: Any) -> None:
+        """
+        Run one step of failing or ending this transfer; log an error it
+        raises and go on.
+        """
+        try:
+            step(*args)
+        except Exception:
+            _log.failure(
+                "ending the transfer of {pipe}: a step failed",
+                pipe=path_for_log(self.path, self.relay),
+            )
 
     # FanoutListener
 
@@ -183,20 +197,22 @@ class Transfer:
         assert outcome is not None and fanout.started_at is not None
         self.state = TransferState.ENDED
         seconds = (fanout.ended_at or fanout.started_at) - fanout.started_at
-        pipe = path_for_log(self.path, self.relay)
         try:
-            _attempt(
-                pipe,
-                record_end,
+            record_end(
                 self.relay,
                 self.sender,
                 outcome,
                 fanout.delivered,
                 seconds,
-                [branch.outlet for branch in fanout.branches],
+                [branch.outlet for branch in fanout.branches],  # type: ignore[misc]
+            )
+        except Exception:
+            _log.failure(
+                "recording the end of the transfer of {pipe}",
+                pipe=path_for_log(self.path, self.relay),
             )
         finally:
-            self._release(pipe)
+            self._release()
         if outcome is Outcome.COMPLETE:
             line = messages.done(fanout.received, fanout.completed, self.n, seconds)
         else:
@@ -250,17 +266,6 @@ def record_end(
         sender=sender.address,
         receivers=addresses,
     )
-
-
-def _attempt(pipe: str, step: Callable[..., object], *args: Any) -> None:
-    """
-    Run one step of failing or ending a transfer; log an error it raises
-    and go on.
-    """
-    try:
-        step(*args)
-    except Exception:
-        _log.failure("ending the transfer of {pipe}: a step failed", pipe=pipe)
 
 
 def _why(fanout: Fanout, n: int, relay: Relay) -> str:

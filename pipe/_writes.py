@@ -141,8 +141,7 @@ class WritingChannel(HTTPChannel):
             self._held = held = []
             batch.hold(self)
         held.extend(iovec)
-        for piece in iovec:
-            self._held_size += len(piece)
+        self._held_size += sum(map(len, iovec))
         return True
 
     def after_held(self, work: Callable[[], None]) -> bool:
@@ -198,6 +197,6 @@ class WritingChannel(HTTPChannel):
             sent = 0
         except OSError:
             return False
-        if sent < sum(len(piece) for piece in iovec):
+        if sent < sum(map(len, iovec)):
             transport.writeSequence(_as_bytes(_unsent(iovec, sent)))
         return True
