@@ -34,7 +34,7 @@ from . import _compat as compat
 from . import _tcp
 from ._chunked import ChunkedDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
-from ._writes import WritingChannel
+from ._writes import WritingChannel, pending_bytes
 
 __all__ = [
     "UPLOAD_READ_SIZE",
@@ -90,21 +90,6 @@ def _transport_of(channel: HTTPChannel) -> Any:
     transport = channel.transport
     assert transport is not None, "channel is not connected"
     return transport
-
-
-def pending_bytes(transport: Any) -> Optional[int]:
-    """
-    Bytes written to C{transport} that it has not yet handed to the kernel,
-    or L{None} when the transport cannot tell.  Reads the write buffer of
-    Twisted's file-descriptor transports (through wrappers such as TLS).
-    """
-    layer = transport
-    while layer is not None:
-        pending = compat.buffered(layer)
-        if pending is not None:
-            return pending
-        layer = getattr(layer, "transport", None)
-    return None
 
 
 def _tcp_socket(transport: Any) -> Optional[socket.socket]:
@@ -353,7 +338,7 @@ class StreamingChannel(WritingChannel):
         kernel = _tcp.unacknowledged(self._tcp)
         if kernel is None:
             return None
-        return kernel + (pending_bytes(self.transport) or 0) + self._held_size
+        return kernel + self.unsent()
 
     def seconds(self) -> float:
         """
@@ -388,7 +373,7 @@ class StreamingChannel(WritingChannel):
         if position is None:
             return None
         acknowledged, written = position
-        buffered = (pending_bytes(self.transport) or 0) + self._held_size
+        buffered = self.unsent()
         return acknowledged, written + buffered
 
     def watch_delivery(

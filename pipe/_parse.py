@@ -11,7 +11,7 @@ signature check, admission, joining the path) works on the L{PipeRequest}.
 from __future__ import annotations
 
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional
 from urllib.parse import unquote_to_bytes
 
 import attr
@@ -33,8 +33,11 @@ __all__ = [
     "parse_request",
     "parse_sender_response",
     "parse_wait",
-    "query_values",
+    "query_params",
 ]
+
+#: A query's parameters: each percent-decoded name, its values in order.
+Params = Dict[bytes, List[bytes]]
 
 #: The URL path prefix of every pipe.
 PIPE_PREFIX = b"/api/v1/pipe/"
@@ -65,8 +68,8 @@ class PipeRequest:
         (C{GET}).
     @ivar response: how a sender wants its response (receivers: always
         L{SenderResponse.STREAM}).
-    @ivar query: the raw query string (the signature's parameters are read
-        from it).
+    @ivar params: the query's parameters, percent-decoded, each with its
+        values in order (the signature's are read from it).
     """
 
     path: bytes
@@ -74,7 +77,7 @@ class PipeRequest:
     wait: float
     scope: Scope
     response: SenderResponse
-    query: bytes
+    params: Params
 
 
 def parse_request(request: StreamingRequest, settings: Settings) -> PipeRequest:
@@ -95,25 +98,26 @@ def parse_request(request: StreamingRequest, settings: Settings) -> PipeRequest:
             "method_not_allowed",
             {b"allow": ALLOWED_METHODS},
         )
-    _, _, query = request.uri.partition(b"?")
-    n = parse_n(query, settings.max_receivers)
-    wait = parse_wait(query, settings.wait_timeout)
+    params = query_params(request.uri.partition(b"?")[2])
+    n = _n(params.get(b"n", []), settings.max_receivers)
+    wait = _wait(params.get(b"wait", []), settings.wait_timeout)
     response = (
         parse_sender_response(request) if scope is Scope.SEND else SenderResponse.STREAM
     )
-    return PipeRequest(path, n, wait, scope, response, query)
+    return PipeRequest(path, n, wait, scope, response, params)
 
 
-def query_values(query: bytes, name: bytes) -> List[bytes]:
+def query_params(query: bytes) -> Params:
     """
-    The percent-decoded values of parameter C{name} in a raw query string.
+    The parameters of a raw query string: split on C{&}, each name and
+    value percent-decoded (C{+} is a space), values in order.
     """
-    values: List[bytes] = []
+    params: Params = {}
     for part in query.split(b"&") if query else []:
         key, _, value = part.partition(b"=")
-        if unquote_to_bytes(key.replace(b"+", b" ")) == name:
-            values.append(unquote_to_bytes(value.replace(b"+", b" ")))
-    return values
+        name = unquote_to_bytes(key.replace(b"+", b" "))
+        params.setdefault(name, []).append(unquote_to_bytes(value.replace(b"+", b" ")))
+    return params
 
 
 def _whole_number(values: List[bytes], maximum: int) -> Optional[int]:
@@ -142,7 +146,10 @@ def parse_n(query: bytes, maximum: int) -> int:
 
     @raise Refusal: (400) for anything else.
     """
-    values = query_values(query, b"n")
+    return _n(query_params(query).get(b"n", []), maximum)
+
+
+def _n(values: List[bytes], maximum: int) -> int:
     if not values:
         return 1
     n = _whole_number(values, maximum)
@@ -159,7 +166,10 @@ def parse_wait(query: bytes, maximum: float) -> float:
 
     @raise Refusal: (400) when C{wait} is not one whole number from 1.
     """
-    values = query_values(query, b"wait")
+    return _wait(query_params(query).get(b"wait", []), maximum)
+
+
+def _wait(values: List[bytes], maximum: float) -> float:
     if not values:
         return maximum
     wait = _whole_number(values, 10**9)

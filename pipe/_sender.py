@@ -16,7 +16,7 @@ writes nothing until the end.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -198,6 +198,13 @@ class DeferredResponse(_Response):
         self._sender.request.send_continue()
 
 
+#: The response class of each mode.
+_RESPONSES = {
+    SenderResponse.STREAM: StreamResponse,
+    SenderResponse.DEFERRED: DeferredResponse,
+}
+
+
 class Sender(_Party):
     """
     The sender of a pipe while it waits: its request, its upload's
@@ -227,11 +234,7 @@ class Sender(_Party):
             relay.reactor,
             Watchdogs(settings.stall_timeout, settings.min_rate, settings.idle_timeout),
         )
-        self.response: Union[StreamResponse, DeferredResponse] = (
-            StreamResponse(self)
-            if pipe.response is SenderResponse.STREAM
-            else DeferredResponse(self)
-        )
+        self.response: _Response = _RESPONSES[pipe.response](self)
         self.receivers_present = 0
 
     def join(self) -> Optional[Match[Sender, Receiver]]:

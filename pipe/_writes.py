@@ -22,7 +22,22 @@ from twisted.web.http_headers import Headers
 from . import _compat as compat
 from ._batch import WriteBatch
 
-__all__ = ["WritingChannel"]
+__all__ = ["WritingChannel", "pending_bytes"]
+
+
+def pending_bytes(transport: Any) -> Optional[int]:
+    """
+    Bytes written to C{transport} that it has not yet handed to the kernel,
+    or L{None} when the transport cannot tell.  Reads the write buffer of
+    Twisted's file-descriptor transports (through wrappers such as TLS).
+    """
+    layer = transport
+    while layer is not None:
+        pending = compat.buffered(layer)
+        if pending is not None:
+            return pending
+        layer = getattr(layer, "transport", None)
+    return None
 
 
 def _plain_socket(transport: Any) -> Optional[socket.socket]:
@@ -64,13 +79,12 @@ class WritingChannel(HTTPChannel):
     An L{HTTPChannel} with txpipe's write path (see the module docstring).
 
     @ivar _held: what a write batch holds for this connection (L{None}:
-        nothing), and C{_held_size} its length.
+        nothing).
     """
 
     _socket: Optional[socket.socket] = None
     _batch: Optional[WriteBatch] = None
     _held: Optional[List[bytes]] = None
-    _held_size = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -141,8 +155,16 @@ class WritingChannel(HTTPChannel):
             self._held = held = []
             batch.hold(self)
         held.extend(iovec)
-        self._held_size += sum(map(len, iovec))
         return True
+
+    def unsent(self) -> int:
+        """
+        Bytes written to this connection that its transport has not handed
+        to the kernel yet: what a write batch holds, and what Twisted's
+        transport buffers (0 where it cannot tell).
+        """
+        held = sum(map(len, self._held)) if self._held else 0
+        return held + (pending_bytes(self.transport) or 0)
 
     def after_held(self, work: Callable[[], None]) -> bool:
         """
@@ -162,7 +184,6 @@ class WritingChannel(HTTPChannel):
         timers).  Called by the batch when it closes.
         """
         held, self._held = self._held, None
-        self._held_size = 0
         after, self._after_held = self._after_held, []
         if held and self.transport is not None:
             if not self._write_through(held):
@@ -177,7 +198,6 @@ class WritingChannel(HTTPChannel):
         """
         if self._held is not None:
             self._held = []
-            self._held_size = 0
             self._after_held = []
 
     def _write_through(self, iovec: Sequence[bytes]) -> bool:

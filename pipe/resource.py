@@ -26,7 +26,6 @@ from ._parse import (
     PipeRequest,
     parse_path,
     parse_request,
-    query_values,
 )
 from ._parties import Receiver, client_address, client_host
 from ._refusal import Refusal
@@ -134,9 +133,9 @@ class PipeResource(Resource):
             pipe.scope,
             pipe.path,
             pipe.n,
-            query_values(pipe.query, b"expires"),
-            query_values(pipe.query, b"scope"),
-            query_values(pipe.query, b"sig"),
+            pipe.params.get(b"expires", []),
+            pipe.params.get(b"scope", []),
+            pipe.params.get(b"sig", []),
         )
 
     def _preflight(self, request: StreamingRequest) -> bytes:
