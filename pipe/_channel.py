@@ -208,7 +208,9 @@ class StreamingChannel(WritingChannel):
 
     _log = Logger()
     _read_gate: _ReadGate
-    _header_call: Optional[IDelayedCall] = None
+    # The one timer that drops a connection sending no request: the header
+    # timeout, or the abort of a stuck connection's graceful close.
+    _drop_call: Optional[IDelayedCall] = None
     _tcp: Optional[socket.socket] = None
     _unflushed: Any = None
     _delivery: Optional[Delivery] = None
@@ -227,16 +229,16 @@ class StreamingChannel(WritingChannel):
 
     def _await_headers(self) -> None:
         timeout = getattr(getattr(self, "site", None), "header_timeout", 0)
-        if timeout and self._header_call is None:
-            self._header_call = self.callLater(timeout, self._headers_too_slow)
+        if timeout and self._drop_call is None:
+            self._drop_call = self.callLater(timeout, self._headers_too_slow)
 
     def _headers_done(self) -> None:
-        call, self._header_call = self._header_call, None
+        call, self._drop_call = self._drop_call, None
         if call is not None and call.active():
             call.cancel()
 
     def _headers_too_slow(self) -> None:
-        self._header_call = None
+        self._drop_call = None
         self._log.info(
             "closing {peer}: no complete request headers in time",
             peer=str(self.getPeer()),
@@ -315,8 +317,8 @@ class StreamingChannel(WritingChannel):
             peer=str(self.getPeer()),
         )
         self.loseConnection()
-        if self._header_call is None:
-            self._header_call = self.callLater(
+        if self._drop_call is None:
+            self._drop_call = self.callLater(
                 self._give_up_after(), _transport_of(self).abortConnection
             )
 
