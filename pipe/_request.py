@@ -37,6 +37,24 @@ __all__ = ["DISCARD_LIMIT", "DISCARD_SECONDS", "StreamingRequest"]
 DISCARD_LIMIT = 1024 * 1024
 DISCARD_SECONDS = 2.0
 
+#: The headers every pipe response carries, beside its own.
+_SAFETY_HEADERS = {
+    b"cache-control": b"no-store",
+    b"x-content-type-options": b"nosniff",
+    # A received body is someone else's content: a browser that opens it
+    # must not run its script or treat it as this origin's page.
+    b"content-security-policy": b"sandbox",
+    b"access-control-allow-origin": b"*",
+}
+
+#: The fixed headers of a streamed response, encoded once: a streamed
+#: response (every sender's and receiver's C{200}) writes them after its
+#: own, without a C{setHeader} each (see L{StreamingRequest.start_stream}).
+_STREAM_HEADER_LINES = b"".join(
+    b"%s: %s\r\n" % (b"-".join(word.capitalize() for word in name.split(b"-")), value)
+    for name, value in [(b"x-accel-buffering", b"no"), *_SAFETY_HEADERS.items()]
+)
+
 
 class Body(enum.Enum):
     """
@@ -119,6 +137,7 @@ class StreamingRequest(Request):
     _abnormal_close = False
     _discard_call: Optional[IDelayedCall] = None
     _continued = False
+    _header_lines = b""
     _pieces: List[bytes]
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -249,23 +268,21 @@ class StreamingRequest(Request):
         """
         Set up the C{200} of a streamed response (a sender's progress, a
         receiver's data): never cached, never buffered by a proxy.  The
-        caller adds its own headers, then writes.
+        caller adds its own headers (none of L{_SAFETY_HEADERS}), then
+        writes; the fixed headers follow the others, encoded once for all
+        responses (L{_STREAM_HEADER_LINES}).
         """
         self.setResponseCode(200)
         self.setHeader(b"content-type", content_type)
-        self.setHeader(b"x-accel-buffering", b"no")
-        self._set_safety_headers()
+        self._header_lines = _STREAM_HEADER_LINES
 
     def _set_safety_headers(self) -> None:
         """
         The headers every pipe response carries.
         """
-        self.setHeader(b"cache-control", b"no-store")
-        self.setHeader(b"x-content-type-options", b"nosniff")
-        # A received body is someone else's content: a browser that opens
-        # it must not run its script or treat it as this origin's page.
-        self.setHeader(b"content-security-policy", b"sandbox")
-        self.setHeader(b"access-control-allow-origin", b"*")
+        self._header_lines = b""
+        for name, value in _SAFETY_HEADERS.items():
+            self.setHeader(name, value)
 
     def send_plain(
         self, code: int, body: bytes, headers: Optional[Dict[bytes, bytes]] = None
@@ -311,12 +328,16 @@ class StreamingRequest(Request):
         status closes the connection afterwards (C{Connection: close}), since
         the rest of the body will not be read.
         """
-        if not self.startedWriting and self.body is Body.STREAMING:
-            if 200 <= self.code < 300:
-                self.send_continue()
-            else:
-                self.setHeader(b"connection", b"close")
-                self.channel.persistent = False
+        if not self.startedWriting:
+            if self.body is Body.STREAMING:
+                if 200 <= self.code < 300:
+                    self.send_continue()
+                else:
+                    self.setHeader(b"connection", b"close")
+                    self.channel.persistent = False
+            channel = self._streaming_channel()
+            if self._header_lines and channel is not None:
+                channel.header_lines = self._header_lines
         super().write(data)
 
     def finish(self) -> None:

@@ -85,6 +85,9 @@ class WritingChannel(HTTPChannel):
     _socket: Optional[socket.socket] = None
     _batch: Optional[WriteBatch] = None
     _held: Optional[List[bytes]] = None
+    #: Encoded header lines that the next L{writeHeaders} writes after the
+    #: response's own headers (set by the request about to write them).
+    header_lines = b""
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -107,6 +110,9 @@ class WritingChannel(HTTPChannel):
         for name, values in headers.getAllRawHeaders():
             for value in values:
                 sequence.extend((name, b": ", value, b"\r\n"))
+        if self.header_lines:
+            sequence.append(self.header_lines)
+            self.header_lines = b""
         sequence.append(b"\r\n")
         self.writeSequence(sequence)
 
