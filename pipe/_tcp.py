@@ -27,6 +27,7 @@ This module knows nothing about Twisted.
 
 from __future__ import annotations
 
+import _socket
 import socket
 import struct
 import sys
@@ -43,7 +44,12 @@ __all__ = [
 ]
 
 _INT = b"\0\0\0\0"
-_TCP_FAMILIES = {socket.AF_INET, socket.AF_INET6}
+_TCP_FAMILIES = {int(socket.AF_INET), int(socket.AF_INET6)}
+
+# A socket's family and type as plain numbers: C{socket.socket}'s own
+# properties convert each into an enum member first.
+_raw_family = _socket.socket.family.__get__  # type: ignore[attr-defined]
+_raw_type = _socket.socket.type.__get__  # type: ignore[attr-defined]
 
 
 def _reader() -> Optional[Callable[[socket.socket], int]]:
@@ -214,10 +220,9 @@ def _position_in_steps(sock: socket.socket) -> Optional[Tuple[int, int]]:
 def is_tcp(sock: socket.socket) -> bool:
     """
     Whether C{sock} is a TCP socket, the only kind the other functions of
-    this module may be given (they do not check: a socket's family is
-    costly to read).
+    this module may be given (they do not check).
     """
-    return sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
+    return _raw_family(sock) in _TCP_FAMILIES and _raw_type(sock) == socket.SOCK_STREAM
 
 
 def duplicate(sock: Optional[socket.socket]) -> Optional[socket.socket]:
