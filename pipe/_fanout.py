@@ -172,7 +172,15 @@ class BranchState(enum.Enum):
 
 class Watchdogs:
     """
-    The timeouts of a running transfer (0 disables one).
+    The timeouts of running transfers (0 disables one), shared by every
+    fan-out of a site, and the one periodic timer that checks all of their
+    receivers for stalls: a timer per transfer would be created and
+    cancelled for every small pipe, where a stall check never fires.
+
+    The check runs every C{min(1, stall_timeout / 4)} seconds while any
+    fan-out is watched, on the clock of the fan-out that started it (all
+    fan-outs of a site share the site's clock); a stall is seen within that
+    period of its timeout, whatever the phase of the fan-out's start.
 
     @ivar stall_timeout: seconds a receiver may take no bytes while data
         waits for it.
@@ -182,12 +190,49 @@ class Watchdogs:
         fan-out wants data.
     """
 
+    log = Logger()
+
     def __init__(
         self, stall_timeout: float = 0, min_rate: int = 0, idle_timeout: float = 0
     ) -> None:
         self.stall_timeout = stall_timeout
         self.min_rate = min_rate
         self.idle_timeout = idle_timeout
+        self._watched: Dict[Fanout, None] = {}
+        self._sweep: Optional[LoopingCall] = None
+
+    def watch(self, fanout: Fanout) -> None:
+        """
+        Check C{fanout}'s receivers for stalls until L{unwatch}, if stalls
+        are checked at all.
+        """
+        if not self.stall_timeout:
+            return
+        self._watched[fanout] = None
+        if self._sweep is None:
+            self._sweep = sweep = LoopingCall(self._check_all)
+            sweep.clock = fanout.clock
+            sweep.start(min(1.0, self.stall_timeout / 4), now=False)
+
+    def unwatch(self, fanout: Fanout) -> None:
+        """
+        Stop checking C{fanout}.  Idempotent.  The timer stops at its next
+        tick if nothing is left to check.
+        """
+        self._watched.pop(fanout, None)
+
+    def _check_all(self) -> None:
+        for fanout in tuple(self._watched):
+            if fanout not in self._watched:
+                continue
+            try:
+                fanout.check_stalls()
+            except Exception:
+                self.log.failure("stall check failed")
+        if not self._watched:
+            sweep, self._sweep = self._sweep, None
+            if sweep is not None:
+                sweep.stop()
 
 
 @implementer(IPushProducer)
@@ -295,7 +340,6 @@ class Fanout(_TwistedProtocol):
         self._paused: Set[Branch] = set()
         self._last_data = 0.0
         self._idle_call: Optional[IDelayedCall] = None
-        self._stall_check: Optional[LoopingCall] = None
 
     # IProtocol, driven by the upload.
 
@@ -363,13 +407,7 @@ class Fanout(_TwistedProtocol):
         self.branches = [Branch(self, i, o, now) for i, o in enumerate(outlets, 1)]
         self._active = dict.fromkeys(self.branches)
         self.state = State.STREAMING
-        stall = self.watchdogs.stall_timeout
-        if stall:
-            self._stall_check = LoopingCall(self._check_stalls)
-            self._stall_check.clock = self.clock
-            self._stall_check.start(min(1.0, stall / 4), now=False).addErrback(
-                lambda f: self.log.failure("stall check failed", f)
-            )
+        self.watchdogs.watch(self)
         for branch in self.branches:
             branch.outlet.registerProducer(branch, True)
         held, self._held = self._held, []
@@ -524,9 +562,7 @@ class Fanout(_TwistedProtocol):
         self.outcome = outcome
         self.ended_at = self.clock.seconds()
         self._disarm_idle()
-        check, self._stall_check = self._stall_check, None
-        if check is not None and check.running:
-            check.stop()
+        self.watchdogs.unwatch(self)
 
     @property
     def completed(self) -> int:
@@ -565,7 +601,7 @@ class Fanout(_TwistedProtocol):
             return
         self.abort(Outcome.IDLE_TIMEOUT)
 
-    def _check_stalls(self) -> None:
+    def check_stalls(self) -> None:
         """
         Drop every receiver that has taken no bytes for the stall timeout
         while data waits for it, or (with a minimum rate) took fewer than

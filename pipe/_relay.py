@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from . import __version__
 from . import _messages as messages
+from ._fanout import Watchdogs
 from ._guard import Grant, Guard, Requirement
 from ._outcome import Outcome
 from ._refusal import Refusal
@@ -75,6 +76,8 @@ class Relay:
     @ivar lifecycle: see L{Lifecycle}.
     @ivar statistics: what the server counts (L{Statistics}): ended
         transfers, refusals, stalls, wait timeouts, waits and durations.
+    @ivar watchdogs: the timeouts of running transfers, with the one timer
+        that checks every running transfer's receivers for stalls.
     @ivar guard: the L{Guard} of signed URLs, or L{None} when signing is
         off (no keys).
     """
@@ -88,6 +91,9 @@ class Relay:
         self.started_at = reactor.seconds()
         self.lifecycle = Lifecycle.SERVING
         self.statistics = Statistics()
+        self.watchdogs = Watchdogs(
+            settings.stall_timeout, settings.min_rate, settings.idle_timeout
+        )
         self._parties: Dict[Party, str] = {}
         self._per_host: Counter[str] = Counter()
         self._drained: Optional[Deferred[None]] = None

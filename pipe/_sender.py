@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _messages as messages
-from ._fanout import Fanout, State, Watchdogs
+from ._fanout import Fanout, State
 from ._guard import Grant
 from ._outcome import Outcome
 from ._parties import Phase, _Party, path_for_log
@@ -228,12 +228,7 @@ class Sender(_Party):
         grant: Optional[Grant] = None,
     ) -> None:
         super().__init__(request, pipe, relay, grant)
-        settings = relay.settings
-        self.fanout = Fanout(
-            None,
-            relay.reactor,
-            Watchdogs(settings.stall_timeout, settings.min_rate, settings.idle_timeout),
-        )
+        self.fanout = Fanout(None, relay.reactor, relay.watchdogs)
         self.response: _Response = _RESPONSES[pipe.response](self)
         self.receivers_present = 0
 

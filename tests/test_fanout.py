@@ -5,12 +5,13 @@ slowest, with plain fake producers and outlets.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, cast
 
 import pytest
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface.verify import verifyObject
@@ -336,6 +337,72 @@ def test_receiver_with_nothing_waiting_is_never_stalled() -> None:
     outlets[0].buffered = 0
     clock.pump([1] * 100)
     assert fanout.branches[0].state is BranchState.ACTIVE
+
+
+def test_one_timer_checks_every_running_fanout_for_stalls() -> None:
+    """
+    The fan-outs of a site share their watchdogs' one stall timer, which
+    exists only while one of them runs: a small pipe creates no timer.
+    """
+    clock = Clock()
+    watchdogs = Watchdogs(stall_timeout=10)
+    fanouts: List[Fanout] = []
+    outlets: List[Any] = []
+    for started in (0.0, 0.5):
+        clock.advance(started)
+        fanout = Fanout(Listener(), clock, watchdogs)
+        fanout.makeConnection(Upload())  # type: ignore[arg-type]
+        mine: List[Any] = [Outlet()]
+        fanout.start(mine)
+        fanout.dataReceived(b"x" * 100)
+        mine[0].buffered = 100  # nothing taken
+        fanouts.append(fanout)
+        outlets.append(mine[0])
+    assert len(clock.getDelayedCalls()) == 1, "one timer for both"
+    clock.pump([1] * 10)
+    assert [f.branches[0].state for f in fanouts] == [BranchState.STALLED] * 2
+    assert [f.state for f in fanouts] == [State.ENDED] * 2
+    assert [o.end for o in outlets] == ["aborted", "aborted"]
+    clock.advance(1)
+    assert clock.getDelayedCalls() == [], "no timer once none runs"
+    # A new fan-out starts the timer again.
+    fanout = Fanout(Listener(), clock, watchdogs)
+    fanout.makeConnection(Upload())  # type: ignore[arg-type]
+    fanout.start([Outlet()])
+    assert len(clock.getDelayedCalls()) == 1
+    fanout.connectionLost(DONE)
+    clock.advance(1)
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_failing_stall_check_does_not_stop_the_others() -> None:
+    clock = Clock()
+    watchdogs = Watchdogs(stall_timeout=10)
+    broken = Fanout(Listener(), clock, watchdogs)
+    broken.makeConnection(Upload())  # type: ignore[arg-type]
+    broken.start([Outlet()])
+
+    def fail() -> None:
+        raise RuntimeError("broken check")
+
+    broken.check_stalls = fail  # type: ignore[method-assign]
+    fanout = Fanout(Listener(), clock, watchdogs)
+    fanout.makeConnection(Upload())  # type: ignore[arg-type]
+    outlet = Outlet()
+    fanout.start([outlet])
+    fanout.dataReceived(b"x" * 100)
+    outlet.buffered = 100
+    failures: List[Any] = []
+    observer = cast(
+        ILogObserver, lambda event: failures.append(event.get("log_failure"))
+    )
+    globalLogPublisher.addObserver(observer)
+    try:
+        clock.pump([1] * 11)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert fanout.branches[0].state is BranchState.STALLED
+    assert any(f is not None and f.check(RuntimeError) for f in failures)
 
 
 def test_stall_check_without_buffer_info_uses_pause_state() -> None:
