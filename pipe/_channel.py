@@ -208,9 +208,15 @@ class StreamingChannel(WritingChannel):
 
     _log = Logger()
     _read_gate: _ReadGate
-    # The one timer that drops a connection sending no request: the header
-    # timeout, or the abort of a stuck connection's graceful close.
-    _drop_call: Optional[IDelayedCall] = None
+    # When the request headers now awaited are due (None: none awaited), and
+    # the timer that checks it; the timer is not cancelled when headers
+    # arrive in time, only re-armed for the rest when it finds a later
+    # deadline (a connection's requests would otherwise create and cancel
+    # a timer each, twice).
+    _headers_due: Optional[float] = None
+    _header_check: Optional[IDelayedCall] = None
+    # The abort of a stuck connection's graceful close.
+    _stuck_abort: Optional[IDelayedCall] = None
     _tcp: Optional[socket.socket] = None
     _unflushed: Any = None
     _delivery: Optional[Delivery] = None
@@ -229,16 +235,28 @@ class StreamingChannel(WritingChannel):
 
     def _await_headers(self) -> None:
         timeout = getattr(getattr(self, "site", None), "header_timeout", 0)
-        if timeout and self._drop_call is None:
-            self._drop_call = self.callLater(timeout, self._headers_too_slow)
+        if timeout and self._headers_due is None:
+            self._headers_due = self.seconds() + timeout
+            if self._header_check is None:
+                self._header_check = self.callLater(timeout, self._check_headers)
 
     def _headers_done(self) -> None:
-        call, self._drop_call = self._drop_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._headers_due = None
 
-    def _headers_too_slow(self) -> None:
-        self._drop_call = None
+    def _check_headers(self) -> None:
+        """
+        The header timer fired: drop the connection if the headers it waits
+        for are late, else wait for the rest of their time, if any.
+        """
+        self._header_check = None
+        due = self._headers_due
+        if due is None:
+            return
+        left = due - self.seconds()
+        if left > 0:
+            self._header_check = self.callLater(left, self._check_headers)
+            return
+        self._headers_due = None
         self._log.info(
             "closing {peer}: no complete request headers in time",
             peer=str(self.getPeer()),
@@ -317,8 +335,8 @@ class StreamingChannel(WritingChannel):
             peer=str(self.getPeer()),
         )
         self.loseConnection()
-        if self._drop_call is None:
-            self._drop_call = self.callLater(
+        if self._stuck_abort is None:
+            self._stuck_abort = self.callLater(
                 self._give_up_after(), _transport_of(self).abortConnection
             )
 
@@ -452,7 +470,11 @@ class StreamingChannel(WritingChannel):
             keep_alive.stop()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._headers_done()
+        self._headers_due = None
+        for call in (self._header_check, self._stuck_abort):
+            if call is not None and call.active():
+                call.cancel()
+        self._header_check = self._stuck_abort = None
         self._stop_keep_alive()
         delivery = self._delivery
         if delivery is not None:

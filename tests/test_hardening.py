@@ -224,6 +224,29 @@ def test_header_timeout_restarts_for_the_next_request(clock: Clock) -> None:
     assert peer.transport.disconnected
 
 
+def test_header_timer_is_not_created_per_request(clock: Clock) -> None:
+    """
+    A kept-alive connection keeps one header timer: headers that arrive in
+    time leave it be, and when it fires early it waits for the rest of the
+    current deadline.
+    """
+    site = site_with(clock, header_timeout=30)
+    peer = Peer(site)
+    first = clock.getDelayedCalls()
+    assert len(first) == 1
+    for _ in range(3):
+        clock.advance(5)
+        peer.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert peer.output().count(b"200 OK") == 3
+    assert clock.getDelayedCalls() == first, "the same timer, not a new one"
+    clock.advance(15)  # 30 s after connecting, 15 s after the last response
+    assert not peer.transport.disconnected
+    clock.advance(14.9)
+    assert not peer.transport.disconnected
+    clock.advance(0.1)
+    assert peer.transport.disconnected
+
+
 # Limits.
 
 
