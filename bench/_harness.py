@@ -38,6 +38,8 @@ TXPIPE = "txpipe"
 PEER_NAME = "piping-server"
 #: With C{--baseline PYTHON}: txpipe as installed for that interpreter.
 BASELINE = "txpipe-baseline"
+#: The floor: a bare twisted.web site doing a small pipe's two requests.
+FLOOR = "twisted.web"
 
 Params = Dict[str, Any]
 Metrics = Dict[str, Any]
@@ -76,6 +78,34 @@ class PipingServer(ChildServer):
                         "piping-server did not accept connections"
                     ) from None
                 time.sleep(0.05)
+
+
+class FloorServer(ChildServer):
+    """
+    C{floor_server.py}: a stock twisted.web C{Site} that matches a C{GET}
+    and a C{PUT} by path and nothing more (small pipes only: the body is
+    spooled by twisted.web), run by this interpreter.
+    """
+
+    name = FLOOR
+    prefix = "/"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.process = subprocess.Popen(
+            [sys.executable, str(BENCH / "floor_server.py")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.tail.append(raw)
+            if raw.startswith(b"listening on "):
+                self.port = int(raw.split()[-1])
+                break
+        if not self.port:
+            raise SystemExit(f"floor_server.py did not start: {b''.join(self.tail)!r}")
+        self.drain_in_background()
 
 
 def free_port() -> int:
@@ -394,6 +424,10 @@ class Bench:
             server = Server(
                 self.workdir, txpipe_options, python=self.args.baseline, name=BASELINE
             )
+        elif kind == FLOOR:
+            server = FloorServer()
+            self.started.append(server)
+            return server  # small pipes only: no warm-up with 8 MiB
         else:
             server = PipingServer()
         self.started.append(server)
@@ -482,6 +516,7 @@ def versions(baseline: Optional[str] = None) -> Dict[str, str]:
         found[TXPIPE] = importlib.metadata.version("txpipe")
     except importlib.metadata.PackageNotFoundError:
         found[TXPIPE] = "?"
+    found["twisted"] = importlib.metadata.version("twisted")
     if baseline:
         found[BASELINE] = subprocess.run(
             [baseline, "-c", "import pipe; print(pipe.__file__, pipe.__version__)"],

@@ -12,6 +12,7 @@ the machine hits both.  It measures; it asserts nothing: the exit status is
     python bench/compare.py --no-peer            # txpipe alone
     python bench/compare.py --no-peer --baseline /tmp/old/bin/python
                                                  # before/after, interleaved
+    python bench/compare.py --only tiny --floor  # and twisted.web's own floor
 
 Options: C{--reps K} (fanout, throttled, tiny; default 3), C{--concurrent-reps
 K} (default 20), C{--scale-reps K} (default 1), C{--only NAME[,NAME]},
@@ -20,8 +21,12 @@ waiting and n=200 in C{scale}, one repetition, two of C{concurrent}),
 C{--no-peer}, C{--json FILE} (the same JSON lines, also to FILE),
 C{--baseline PYTHON} (also run the txpipe installed for that interpreter,
 e.g. a venv with the previous commit, as C{txpipe-baseline}, interleaved;
-the table adds C{txpipe/base}).  Servers take turns at going first, one
-repetition to the next.
+the table adds C{txpipe/base}), C{--floor} (C{tiny} also runs against
+C{floor_server.py}, a stock twisted.web site that only matches a GET and a
+PUT by path, as C{twisted.web}: the table adds C{txpipe/floor} and
+C{txpipe above twisted.web}, txpipe's CPU per transfer minus the floor's,
+what txpipe itself costs on top of twisted.web).  Servers take turns at
+going first, one repetition to the next.
 
 The peer is installed once, outside git (C{bench/peer/} is ignored):
 
@@ -121,12 +126,13 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from _bulk import run_big, run_fanout, run_throttled
 from _harness import (
     BASELINE,
     BLOCK,
+    FLOOR,
     PEER,
     PEER_INSTALL,
     PEER_NAME,
@@ -153,6 +159,8 @@ class Scenario:
     summary: List[Tuple[str, str]]
     fresh: bool = False
     txpipe_options: List[str] = field(default_factory=list)
+    #: Whether C{--floor} runs it against the twisted.web floor too.
+    floor: bool = False
 
 
 def fanout_sets(args: argparse.Namespace) -> List[Params]:
@@ -205,6 +213,7 @@ SCENARIOS = [
             ("rss_peak_mib", "peak RSS MiB"),
             ("failures", "failures"),
         ],
+        floor=True,
     ),
     Scenario(
         "concurrent",
@@ -296,6 +305,8 @@ def run_scenario(
         kinds = bench.kinds if rep % 2 == 0 else bench.kinds[::-1]
         for params in param_sets:
             for kind in kinds:
+                if kind == FLOOR and not scenario.floor:
+                    continue
                 if scenario.fresh:
                     server = bench.start(kind, scenario.txpipe_options)
                 else:
@@ -342,6 +353,8 @@ def summarize(bench: Bench, scenarios: List[Scenario]) -> List[Dict[str, Any]]:
                     and r["server"] == kind
                     and json.dumps(r["params"], sort_keys=True) == key
                 ]
+                if not runs:
+                    continue
                 entry: Dict[str, Any] = {
                     "runs": len(runs),
                     "ok": sum(1 for r in runs if r.get("ok")),
@@ -368,9 +381,23 @@ def summarize(bench: Bench, scenarios: List[Scenario]) -> List[Dict[str, Any]]:
                     "servers": servers,
                     "ratio": ratios(scenario, servers),
                     "ratio_baseline": ratios(scenario, servers, BASELINE),
+                    "ratio_floor": ratios(scenario, servers, FLOOR),
+                    "above_floor_us": above_floor(servers),
                 }
             )
     return summaries
+
+
+def above_floor(servers: Dict[str, Any]) -> Optional[float]:
+    """
+    txpipe's median server CPU per transfer minus the twisted.web floor's,
+    in microseconds: what txpipe costs on top of twisted.web.
+    """
+    ours = servers.get(TXPIPE, {}).get("cpu_ms_per_transfer")
+    floor = servers.get(FLOOR, {}).get("cpu_ms_per_transfer")
+    if ours is None or floor is None:
+        return None
+    return round((ours["median"] - floor["median"]) * 1000)
 
 
 def ratios(
@@ -395,20 +422,18 @@ def number(value: float) -> str:
 
 def print_table(summaries: List[Dict[str, Any]], scenarios: List[Scenario]) -> None:
     labels = {s.name: s.summary for s in scenarios}
-    kinds = list(summaries[0]["servers"]) if summaries else []
     print()
-    header = f"  {'metric':<18}" + "".join(
-        f"{k + ' median (min..max)':>34}" for k in kinds
-    )
-    others = [k for k in kinds if k != TXPIPE]
-    header += "".join(
-        f"{'txpipe/' + ('base' if k == BASELINE else 'peer'):>15}" for k in others
-    )
     for summary in summaries:
+        servers = summary["servers"]
+        kinds = list(servers)
+        header = f"  {'metric':<18}" + "".join(
+            f"{k + ' median (min..max)':>34}" for k in kinds
+        )
+        others = [k for k in kinds if k != TXPIPE]
+        header += "".join(f"{'txpipe/' + _RATIOS[k][0]:>15}" for k in others)
         params = " ".join(f"{k}={v}" for k, v in summary["params"].items())
         print(f"== {summary['scenario']}  {params}")
         print(header)
-        servers = summary["servers"]
         ok_row = "".join(
             f"{str(servers[k]['ok']) + '/' + str(servers[k]['runs']):>34}"
             for k in kinds
@@ -428,14 +453,26 @@ def print_table(summaries: List[Dict[str, Any]], scenarios: List[Scenario]) -> N
                 )
             row = f"  {label:<18}" + "".join(f"{c:>34}" for c in cells)
             for k in others:
-                key = "ratio_baseline" if k == BASELINE else "ratio"
-                ratio = summary[key].get(metric)
+                ratio = summary[_RATIOS[k][1]].get(metric)
                 row += f"{'-' if ratio is None else f'{ratio:.2f}':>15}"
             print(row)
+        if summary.get("above_floor_us") is not None:
+            print(
+                f"  txpipe above twisted.web: {summary['above_floor_us']} us of"
+                " server CPU per transfer (medians)"
+            )
         for k in kinds:
             if "failure_kinds" in servers[k]:
                 print(f"  {k} failures: {json.dumps(servers[k]['failure_kinds'])}")
         print()
+
+
+#: Each other server's ratio column: its label and its key in a summary.
+_RATIOS = {
+    PEER_NAME: ("peer", "ratio"),
+    BASELINE: ("base", "ratio_baseline"),
+    FLOOR: ("floor", "ratio_floor"),
+}
 
 
 # -- main ------------------------------------------------------------------
@@ -465,6 +502,12 @@ def parse_args() -> argparse.Namespace:
         metavar="PYTHON",
         help="also run, interleaved, the txpipe installed for this interpreter "
         "(a venv with an earlier version): before/after in one run",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run tiny against a stock twisted.web site that only matches "
+        "a GET and a PUT (bench/floor_server.py): txpipe's cost on top of it",
     )
     parser.add_argument("--json", help="also write the JSON lines to this file")
     args = parser.parse_args()
@@ -501,6 +544,8 @@ def main() -> None:
     kinds = [TXPIPE] if args.no_peer else [TXPIPE, PEER_NAME]
     if args.baseline:
         kinds.append(BASELINE)
+    if args.floor and any(s.floor for s in scenarios):
+        kinds.append(FLOOR)
     shm = Path("/dev/shm")
     json_file = open(args.json, "w") if args.json else None
     try:
