@@ -16,13 +16,39 @@ Twisted's own code, so malformed input is refused exactly as before.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 from . import _compat as compat
 
-__all__ = ["ChunkedDecoder"]
+__all__ = ["ChunkedDecoder", "Pieces"]
 
 Data = Union[bytes, memoryview]
+
+
+class Pieces:
+    """
+    The body pieces of one read (several chunks of a chunked body), handed
+    on together without being joined: joining copies every byte of a
+    chunked upload once more, into a fresh allocation per read.
+
+    A consumer sees the upload's bytes in order in L{buffers}, each
+    C{bytes}-like (C{memoryview} slices of the read); C{len()} is their
+    total size, and C{bytes()} joins them (a copy) for code that needs one
+    string.  L{pipe._request.StreamingRequest.write} writes them as one
+    chunk of its response, scatter/gather.
+    """
+
+    __slots__ = ("buffers", "size")
+
+    def __init__(self, buffers: Sequence[Data]) -> None:
+        self.buffers = buffers
+        self.size = sum(map(len, buffers))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.buffers)
 
 
 class ChunkedDecoder(compat.ChunkedTransferDecoder):  # type: ignore[misc]

@@ -22,11 +22,13 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from . import _compat as compat
 from ._channel import StreamingChannel, _transport_of, reset_connection
+from ._chunked import Pieces
 
 __all__ = ["DISCARD_LIMIT", "DISCARD_SECONDS", "StreamingRequest"]
 
@@ -214,15 +216,18 @@ class StreamingRequest(Request):
 
     def flush_body(self) -> None:
         """
-        Deliver the body pieces held since the last flush as one piece.
-        The channel calls this after each read from the socket (a read of a
-        chunked body yields a piece per chunk), and the request before it
-        reports the body complete, so pieces are never reordered or late.
+        Deliver the body pieces held since the last flush as one piece: a
+        single piece as it is, several (a read of a chunked body yields a
+        piece per chunk) as L{Pieces}, which L{write} writes without
+        joining them.  The channel calls this after each read from the
+        socket, and the request before it reports the body complete, so
+        pieces are never reordered or late.
         """
         pieces, self._pieces = self._pieces, []
         protocol = self._body_protocol
         if pieces and protocol is not None and self.body is Body.STREAMING:
-            protocol.dataReceived(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            data = pieces[0] if len(pieces) == 1 else Pieces(pieces)
+            protocol.dataReceived(data)  # type: ignore[arg-type]
 
     def deliver_body(self, protocol: IProtocol) -> None:
         """
@@ -338,7 +343,29 @@ class StreamingRequest(Request):
             channel = self._streaming_channel()
             if self._header_lines and channel is not None:
                 channel.header_lines = self._header_lines
+        if type(data) is Pieces:
+            self._write_pieces(data)
+            return
         super().write(data)
+
+    def _write_pieces(self, pieces: Pieces) -> None:
+        """
+        Write L{Pieces} as Twisted's C{write} would write their join: one
+        chunk of a chunked response (else the bytes as they are), counted
+        in C{sentLength}; the buffers go to the channel scatter/gather.
+        """
+        super().write(b"")  # the status and headers first, and the checks
+        if compat.request_disconnected(self) or self.method == b"HEAD":
+            return
+        if not pieces.size or self.code in NO_BODY_CODES:
+            return
+        self.sentLength += pieces.size
+        channel = self.channel
+        if self.chunked:
+            size = b"%x\r\n" % (pieces.size,)
+            channel.writeSequence([size, *pieces.buffers, b"\r\n"])
+        else:
+            channel.writeSequence(pieces.buffers)
 
     def finish(self) -> None:
         """

@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 
 from pipe import _request
 from pipe._channel import _ReadGate
+from pipe._chunked import Pieces
 from pipe._fanout import HOLD_LIMIT
 from pipe._request import DISCARD_LIMIT, DISCARD_SECONDS
 from pipe.server import PipeSite, Settings, make_site
@@ -405,3 +406,53 @@ def test_chunks_of_one_read_reach_receivers_as_one_chunk(site: PipeSite) -> None
     sender.send(chunk(b"gh") + chunk(b"ij") + b"0\r\n\r\n")
     assert r.output() == chunk(b"ghij") + b"0\r\n\r\n"
     assert b"done: bytes=10 " in sender.output()
+
+
+def test_chunks_of_one_read_reach_an_http10_receiver_as_they_are(
+    site: PipeSite,
+) -> None:
+    r = Peer(site)
+    r.send(b"GET /api/v1/pipe/x?n=1 HTTP/1.0\r\n\r\n")
+    sender = Peer(site)
+    sender.send(put_head(n=1))
+    sender.send(chunk(b"ab") + chunk(b"cde") + chunk(b"f"))
+    head, _, body = r.output().partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert body == b"abcdef"
+    sender.send(chunk(b"gh") + b"0\r\n\r\n")
+    assert r.output().endswith(b"\r\n\r\nabcdefgh")
+    assert r.transport.disconnecting, "the close ends an HTTP/1.0 body"
+
+
+def test_chunks_of_one_read_are_written_without_being_joined(
+    site: PipeSite,
+) -> None:
+    """
+    The pieces of one read go to the receiver's channel as slices of the
+    read, framed as one chunk: no copy of the body on the way.
+    """
+    r = get(site, n=1)
+    sender = Peer(site)
+    sender.send(put_head(n=1))
+    written: List[List[Any]] = []
+    write_sequence = r.channel.writeSequence
+
+    def spy(iovec: List[Any]) -> None:
+        written.append(list(iovec))
+        write_sequence(iovec)
+
+    r.channel.writeSequence = spy  # type: ignore[method-assign]
+    read = chunk(b"ab") + chunk(b"cde") + chunk(b"f")
+    sender.send(read)
+    assert len(written) == 1
+    size, *pieces, end = written[0]
+    assert (size, end) == (b"6\r\n", b"\r\n")
+    assert [bytes(p) for p in pieces] == [b"ab", b"cde", b"f"]
+    assert all(isinstance(p, memoryview) and p.obj is read for p in pieces)
+
+
+def test_pieces_are_sized_and_joined_on_demand() -> None:
+    data = b"abcdef"
+    pieces = Pieces([memoryview(data)[:2], memoryview(data)[2:5], b"f"])
+    assert len(pieces) == 6
+    assert bytes(pieces) == b"abcdef"
