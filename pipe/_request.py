@@ -354,7 +354,9 @@ class StreamingRequest(Request):
         chunk of a chunked response (else the bytes as they are), counted
         in C{sentLength}; the buffers go to the channel scatter/gather.
         """
-        super().write(b"")  # the status and headers first, and the checks
+        if self.finished or not self.startedWriting:
+            # Twisted's checks, and the status and headers of a first write.
+            super().write(b"")
         if compat.request_disconnected(self) or self.method == b"HEAD":
             return
         if not pieces.size or self.code in NO_BODY_CODES:
