@@ -221,13 +221,14 @@ class StreamingChannel(WritingChannel):
     _unflushed: Any = None
     _delivery: Optional[Delivery] = None
     _keep_alive: Optional[Linger] = None
+    _closed: Optional[Deferred[None]] = None
+    _lost = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._tcp = _tcp_socket(self.transport)
         self._read_gate = _ReadGate(compat.network_producer(self))
         compat.set_network_producer(self, self._read_gate)
-        self.closed: Deferred[None] = Deferred()
         opened = getattr(getattr(self, "site", None), "channel_opened", None)
         if opened is not None:
             opened(self)
@@ -488,7 +489,21 @@ class StreamingChannel(WritingChannel):
         closed = getattr(getattr(self, "site", None), "channel_closed", None)
         if closed is not None:
             closed(self)
-        self.closed.callback(None)
+        self._lost = True
+        if self._closed is not None:
+            self._closed.callback(None)
+
+    @property
+    def closed(self) -> Deferred[None]:
+        """
+        Fires when the connection is lost (at once if it is).  Made when
+        first asked for: most connections are never waited for.
+        """
+        if self._closed is None:
+            self._closed = Deferred()
+            if self._lost:
+                self._closed.callback(None)
+        return self._closed
 
     def dataReceived(self, data: bytes) -> None:
         """

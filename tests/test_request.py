@@ -456,3 +456,14 @@ def test_pieces_are_sized_and_joined_on_demand() -> None:
     pieces = Pieces([memoryview(data)[:2], memoryview(data)[2:5], b"f"])
     assert len(pieces) == 6
     assert bytes(pieces) == b"abcdef"
+
+
+def test_closed_fires_when_the_connection_is_lost(site: PipeSite) -> None:
+    asked_before = Peer(site)
+    closed = asked_before.channel.closed
+    assert not closed.called
+    asked_before.lose()
+    assert closed.called
+    asked_after = Peer(site)
+    asked_after.lose()
+    assert asked_after.channel.closed.called, "asked after the loss: at once"
