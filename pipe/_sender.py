@@ -80,16 +80,17 @@ class _Response:
         self._sender = sender
         self._opened = False
 
-    def _open(self) -> None:
+    def _write_lines(self, lines: bytes) -> None:
         """
-        Send C{200} (after C{100 Continue} if asked).  Idempotent.
+        Write C{lines}, after C{200} (and C{100 Continue} if asked) if the
+        response has not begun: the status, headers and first lines in one
+        write.
         """
-        if self._opened:
-            return
-        self._opened = True
         request = self._sender.request
-        request.start_stream(b"text/plain; charset=utf-8")
-        request.write(b"")
+        if not self._opened:
+            self._opened = True
+            request.start_stream(b"text/plain; charset=utf-8")
+        request.write(lines)
 
     def waiting(self) -> None:
         """
@@ -127,8 +128,7 @@ class _Response:
         request = self._sender.request
         if not request.connected:
             return
-        self._open()
-        request.write(line)
+        self._write_lines(line)
         if complete:
             request.finish()
         else:
@@ -151,8 +151,7 @@ class StreamResponse(_Response):
 
     def waiting(self) -> None:
         sender = self._sender
-        self._open()
-        sender.request.write(messages.waiting(sender.n, sender.receivers_present))
+        self._write_lines(messages.waiting(sender.n, sender.receivers_present))
         self._heartbeat = heartbeat = LoopingCall(self._beat)
         heartbeat.clock = sender.relay.reactor
         heartbeat.start(PROGRESS_INTERVAL, now=False).addErrback(
@@ -172,10 +171,8 @@ class StreamResponse(_Response):
 
     def started(self, receivers: int) -> None:
         self.stop()
-        self._open()
-        request, n = self._sender.request, self._sender.n
-        request.write(messages.receiver_joined(receivers, n))
-        request.write(messages.started(n))
+        n = self._sender.n
+        self._write_lines(messages.receiver_joined(receivers, n) + messages.started(n))
 
     def line(self, line: bytes) -> None:
         if self._opened and self._sender.request.connected:
