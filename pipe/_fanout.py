@@ -353,6 +353,9 @@ class Fanout(_TwistedProtocol):
         """
         Bytes of the upload.  Called by the sender's request, possibly while
         the upload is paused (Twisted delivers what it already read).
+        C{data} may be a C{memoryview} of a read or L{pipe._chunked.Pieces}
+        (see L{pipe._request.StreamingRequest.deliver_body}): only its
+        C{len()} is taken, and it is handed to the outlets as it is.
         """
         self.received += len(data)
         if self.state is State.STREAMING:

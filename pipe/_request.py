@@ -236,7 +236,10 @@ class StreamingRequest(Request):
         L{IPushProducer}, C{dataReceived} for each piece, then
         C{connectionLost} with L{ResponseDone} when the body is complete, or
         another failure if the connection was lost first.  An empty body is
-        delivered (as complete) at once.
+        delivered (as complete) at once.  A piece is C{bytes}, a
+        C{memoryview} of a read, or the L{Pieces} of one read of a chunked
+        body: C{protocol} takes its C{len()} and hands it on to L{write}
+        (or calls C{bytes()} on it).
 
         @raise RuntimeError: if the body was already delivered, or is past
             streaming.
