@@ -23,12 +23,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import NO_BODY_CODES
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from . import _compat as compat
 from ._channel import StreamingChannel, _transport_of, reset_connection
 from ._chunked import Pieces
+from ._writes import header_lines
 
 __all__ = ["DISCARD_LIMIT", "DISCARD_SECONDS", "StreamingRequest"]
 
@@ -53,8 +55,17 @@ _SAFETY_HEADERS = {
 #: response (every sender's and receiver's C{200}) writes them after its
 #: own, without a C{setHeader} each (see L{StreamingRequest.start_stream}).
 _STREAM_HEADER_LINES = b"".join(
-    b"%s: %s\r\n" % (b"-".join(word.capitalize() for word in name.split(b"-")), value)
-    for name, value in [(b"x-accel-buffering", b"no"), *_SAFETY_HEADERS.items()]
+    header_lines(
+        Headers(
+            {
+                name: [value]
+                for name, value in [
+                    (b"x-accel-buffering", b"no"),
+                    *_SAFETY_HEADERS.items(),
+                ]
+            }
+        )
+    )
 )
 
 
@@ -139,7 +150,7 @@ class StreamingRequest(Request):
     _abnormal_close = False
     _discard_call: Optional[IDelayedCall] = None
     _continued = False
-    _header_lines = b""
+    _fixed_headers = b""
     _pieces: List[bytes]
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -282,13 +293,13 @@ class StreamingRequest(Request):
         """
         self.setResponseCode(200)
         self.setHeader(b"content-type", content_type)
-        self._header_lines = _STREAM_HEADER_LINES
+        self._fixed_headers = _STREAM_HEADER_LINES
 
     def _set_safety_headers(self) -> None:
         """
         The headers every pipe response carries.
         """
-        self._header_lines = b""
+        self._fixed_headers = b""
         for name, value in _SAFETY_HEADERS.items():
             self.setHeader(name, value)
 
@@ -344,8 +355,8 @@ class StreamingRequest(Request):
                     self.setHeader(b"connection", b"close")
                     self.channel.persistent = False
             channel = self._streaming_channel()
-            if self._header_lines and channel is not None:
-                channel.header_lines = self._header_lines
+            if self._fixed_headers and channel is not None:
+                channel.fixed_headers = self._fixed_headers
         if type(data) is Pieces:
             self._write_pieces(data)
             return

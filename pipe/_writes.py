@@ -22,7 +22,7 @@ from twisted.web.http_headers import Headers
 from . import _compat as compat
 from ._batch import WriteBatch
 
-__all__ = ["WritingChannel", "pending_bytes"]
+__all__ = ["WritingChannel", "header_lines", "pending_bytes"]
 
 
 def pending_bytes(transport: Any) -> Optional[int]:
@@ -38,6 +38,18 @@ def pending_bytes(transport: Any) -> Optional[int]:
             return pending
         layer = getattr(layer, "transport", None)
     return None
+
+
+def header_lines(headers: Headers) -> List[bytes]:
+    """
+    C{headers} as the pieces of their header lines (C{Name: value\\r\\n}),
+    names as Twisted writes them.
+    """
+    pieces: List[bytes] = []
+    for name, values in headers.getAllRawHeaders():
+        for value in values:
+            pieces.extend((name, b": ", value, b"\r\n"))
+    return pieces
 
 
 def _plain_socket(transport: Any) -> Optional[socket.socket]:
@@ -87,7 +99,7 @@ class WritingChannel(HTTPChannel):
     _held: Optional[List[bytes]] = None
     #: Encoded header lines that the next L{writeHeaders} writes after the
     #: response's own headers (set by the request about to write them).
-    header_lines = b""
+    fixed_headers = b""
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -107,12 +119,10 @@ class WritingChannel(HTTPChannel):
             super().writeHeaders(version, code, reason, headers)
             return
         sequence = [version, b" ", code, b" ", reason, b"\r\n"]
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                sequence.extend((name, b": ", value, b"\r\n"))
-        if self.header_lines:
-            sequence.append(self.header_lines)
-            self.header_lines = b""
+        sequence.extend(header_lines(headers))
+        if self.fixed_headers:
+            sequence.append(self.fixed_headers)
+            self.fixed_headers = b""
         sequence.append(b"\r\n")
         self.writeSequence(sequence)
 
