@@ -84,16 +84,19 @@ class FloorServer(ChildServer):
     """
     C{floor_server.py}: a stock twisted.web C{Site} that matches a C{GET}
     and a C{PUT} by path and nothing more (small pipes only: the body is
-    spooled by twisted.web), run by this interpreter.
+    spooled by twisted.web), run by this interpreter, after C{preamble}
+    (Python code, as for L{_twistd.Server}).
     """
 
     name = FLOOR
     prefix = "/"
 
-    def __init__(self) -> None:
+    def __init__(self, preamble: str = "") -> None:
         super().__init__()
+        script = str(BENCH / "floor_server.py")
+        run = f"import runpy; runpy.run_path({script!r}, run_name='__main__')"
         self.process = subprocess.Popen(
-            [sys.executable, str(BENCH / "floor_server.py")],
+            [sys.executable, "-c", preamble + run],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )

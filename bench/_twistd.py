@@ -116,7 +116,8 @@ class Server(ChildServer):
     """
     A C{twistd -n pipe} child process on a free loopback port, run by
     C{python} (another environment's interpreter runs the txpipe installed
-    there: a baseline to compare with).
+    there: a baseline to compare with); C{preamble} is Python code run
+    before twistd starts (C{cost.py} loads its tracer with it).
     """
 
     name = "txpipe"
@@ -128,6 +129,7 @@ class Server(ChildServer):
         options: Optional[List[str]] = None,
         python: str = sys.executable,
         name: str = "txpipe",
+        preamble: str = "",
     ) -> None:
         super().__init__()
         self.name = name
@@ -135,7 +137,8 @@ class Server(ChildServer):
         self.process = subprocess.Popen(
             [
                 python,
-                *TWISTD[1:],
+                "-c",
+                preamble + TWISTD[2],
                 "--nodaemon",
                 "--pidfile=",
                 "--logfile=-",
