@@ -61,7 +61,11 @@ def traced(start: Callable[[str], ChildServer], out: Path) -> ChildServer:
 
 
 def transfers(server: ChildServer, count: int, threads: int, tag: str) -> int:
-    """Run C{count} tiny transfers from C{threads} threads; the failures."""
+    """
+    Run C{count} tiny transfers from C{threads} threads; the failures.  The
+    paths are the same for every server (twisted.web checks a request
+    line byte by byte in Python: a longer path is more work).
+    """
     failures: List[str] = []
 
     def worker(index: int) -> None:
@@ -86,10 +90,10 @@ def measure(
         out = Path(tmp) / "counts.json"
         server = traced(start, out)
         try:
-            transfers(server, WARMUP, 1, f"{name}-warm")
+            transfers(server, WARMUP, 1, "warm")
             os.kill(server.pid, signal.SIGUSR1)
             time.sleep(0.5)
-            failed = transfers(server, count, threads, name)
+            failed = transfers(server, count, threads, "cost")
             os.kill(server.pid, signal.SIGUSR2)
             deadline = time.monotonic() + 60
             while not out.exists() or not out.stat().st_size:
@@ -221,6 +225,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=15, help="rows per list")
     parser.add_argument(
+        "--raw", metavar="FILE", help="also write every count, per server, as JSON"
+    )
+    parser.add_argument(
         "--baseline",
         metavar="PYTHON",
         help="also count the txpipe installed for this interpreter",
@@ -243,6 +250,8 @@ def main() -> None:
             name: measure(name, start, count, args.threads)
             for name, start in starts.items()
         }
+    if args.raw:
+        Path(args.raw).write_text(json.dumps({"transfers": count, "servers": results}))
     report(results, count, args.threads, args.top)
 
 
