@@ -149,7 +149,7 @@ class _Party:
 
         @raise pipe._rendezvous.Rejected: the path refuses this party.
         """
-        self.request.notifyFinish().addErrback(self._lost)
+        self.request.on_lost(self._lost)
         self.relay.enter(self, self.host)  # type: ignore[arg-type]
         try:
             match = join(self.path, self.n, self)

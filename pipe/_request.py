@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import io
-from typing import Dict, List, Optional, cast
+from typing import Callable, Dict, List, Optional, cast
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
@@ -152,6 +152,7 @@ class StreamingRequest(Request):
     _continued = False
     _fixed_headers = b""
     _pieces: List[bytes]
+    _on_lost: Optional[Callable[[Failure], object]] = None
 
     def gotLength(self, length: Optional[int]) -> None:
         """
@@ -167,6 +168,19 @@ class StreamingRequest(Request):
         Whether the client is still connected (writes would reach it).
         """
         return not compat.request_disconnected(self)
+
+    def on_lost(self, lost: Callable[[Failure], object]) -> None:
+        """
+        Call C{lost} with the reason if the connection is lost while the
+        request is still its channel's (until the response is finished and
+        any rest of the body dropped): what an errback of L{notifyFinish}
+        would get, at the same moment, without a L{Deferred} and its
+        callback chain per request (every party of every pipe asks; for a
+        tiny pipe the two chains cost more Python than any step of txpipe's
+        own).  One callable per request; if it raises, the failure is
+        logged and the loss is handled as always.
+        """
+        self._on_lost = lost
 
     @property
     def body_length(self) -> Optional[int]:
@@ -479,6 +493,12 @@ class StreamingRequest(Request):
         if cut_short:
             self.body = Body.LOST
         super().connectionLost(reason)
+        lost, self._on_lost = self._on_lost, None
+        if lost is not None:
+            try:
+                lost(reason)
+            except Exception:
+                self._log.failure("handling a lost connection failed")
         if cut_short and protocol is not None:
             protocol.connectionLost(Failure(ConnectionLost(str(reason.value))))
 

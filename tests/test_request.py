@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, List
+from typing import Any, List, cast
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -17,6 +17,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
@@ -326,6 +327,63 @@ def test_receiver_lost_mid_transfer_others_continue_sender_fails(
     assert b"[ERROR] failed: bytes=6 receivers=1/2" in body
     assert not sender.output().endswith(b"0\r\n\r\n"), "no terminating chunk"
     assert sender.transport.disconnecting
+    assert len(site.pipes.rendezvous) == 0
+
+
+def test_on_lost_is_told_of_a_loss_before_the_response_finished(
+    site: PipeSite,
+) -> None:
+    waiting = get(site, n=1)
+    request = waiting.channel.requests[-1]
+    assert request._on_lost is not None, "the waiting party asked"
+    assert len(site.pipes.rendezvous) == 1
+    waiting.lose()
+    assert len(site.pipes.rendezvous) == 0, "the party heard of it: path free"
+    assert request._on_lost is None, "told once, then forgotten"
+
+    reasons: List[Failure] = []
+    receiver = get(site, n=1)
+    request = receiver.channel.requests[-1]
+    request.on_lost(reasons.append)
+    lost = Failure(ConnectionLost("gone"))
+    receiver.channel.connectionLost(lost)
+    assert reasons == [lost]
+
+
+def test_on_lost_is_not_told_once_the_response_finished(site: PipeSite) -> None:
+    receiver = get(site, n=1)
+    request = receiver.channel.requests[-1]
+    reasons: List[Failure] = []
+    request.on_lost(reasons.append)
+    sender = Peer(site)
+    sender.send(put_head(n=1, length=3) + b"abc")
+    assert request.finished and receiver.body() == b"abc"
+    receiver.lose()
+    assert reasons == []
+
+
+def test_a_failing_on_lost_is_logged_and_the_upload_still_ends(
+    site: PipeSite,
+) -> None:
+    r1 = get(site, n=1)
+    sender = Peer(site)
+    sender.send(put_head(n=1, length=100) + b"x" * 10)
+
+    def fail(reason: Failure) -> None:
+        raise RuntimeError("broken")
+
+    sender.channel.requests[-1].on_lost(fail)
+    failures: List[Any] = []
+    observer = cast(
+        ILogObserver, lambda event: failures.append(event.get("log_failure"))
+    )
+    globalLogPublisher.addObserver(observer)
+    try:
+        sender.lose()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert any(f is not None and f.check(RuntimeError) for f in failures)
+    assert r1.transport.disconnected, "the cut upload still aborts the receiver"
     assert len(site.pipes.rendezvous) == 0
 
 
