@@ -124,6 +124,8 @@ def measure(
 def module(key: str) -> str:
     """C{pipe/_channel.py}, C{twisted/web}, C{stdlib/string.py}, ..."""
     path = key.rsplit(":", 1)[0]
+    if path.startswith("/"):  # a script: bench/floor_server.py
+        return "/".join(path.split("/")[-2:])
     parts = path.split("/")
     if parts[0] == "twisted" and len(parts) > 2:
         return "/".join(parts[:2])
@@ -156,7 +158,7 @@ def report(results: Dict[str, Counts], count: int, threads: int, top: int) -> No
     baseline: Optional[Counts] = results.get("txpipe-baseline")
 
     def per(counter: Counter[str], key: Optional[str] = None) -> float:
-        return (counter[key] if key else sum(counter.values())) / count
+        return (counter[key] if key is not None else sum(counter.values())) / count
 
     how = "in sequence" if threads == 1 else f"from {threads} threads"
     print(f"\nper tiny transfer (1 KiB, n=1; {count} transfers {how}):")
