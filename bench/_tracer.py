@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import signal
 import sys
 from types import FrameType
@@ -84,8 +85,9 @@ def install(out: str) -> None:
     def stop(signum: int, frame: Optional[FrameType]) -> None:
         sys.settrace(None)
         sys.setprofile(None)
-        with open(out, "w") as f:
+        with open(out + ".part", "w") as f:
             f.write(counts.as_json())
+        os.replace(out + ".part", out)  # whole, or not there
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
