@@ -116,8 +116,11 @@ class WritingChannel(HTTPChannel):
         when nothing is buffered (and the body after them, in turn).
         """
         if not isinstance(headers, Headers):
-            super().writeHeaders(version, code, reason, headers)
-            return
+            # Twisted's backward-compatible form (pairs), sanitized as
+            # Twisted does; the fixed headers follow them all the same.
+            pairs, headers = headers, Headers()
+            for name, value in pairs:
+                headers.addRawHeader(name, value)
         sequence = [version, b" ", code, b" ", reason, b"\r\n"]
         sequence.extend(header_lines(headers))
         if self.fixed_headers:

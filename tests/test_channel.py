@@ -74,6 +74,22 @@ def test_string_transport_buffers_as_usual() -> None:
     assert transport.value() == b"abcd"
 
 
+def test_header_pairs_are_written_with_the_fixed_headers() -> None:
+    """
+    Twisted's backward-compatible header form (pairs) is sanitized as
+    Twisted does, and the fixed headers a streamed response set still follow.
+    """
+    channel = StreamingChannel()
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.fixed_headers = b"X-Fixed: yes\r\n"
+    channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [(b"x-a", b"1\r\nX-B: 2")])
+    assert transport.value() == (
+        b"HTTP/1.1 200 OK\r\nX-A: 1 X-B: 2\r\nX-Fixed: yes\r\n\r\n"
+    )
+    assert channel.fixed_headers == b"", "written once"
+
+
 @pytest_twisted.ensureDeferred
 async def test_written_through_at_once(reactor: Any) -> None:
     """
