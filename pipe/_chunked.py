@@ -51,12 +51,15 @@ class Pieces:
         return b"".join(self.buffers)
 
 
+@compat.check_chunk_size_line
 class ChunkedDecoder(compat.ChunkedTransferDecoder):  # type: ignore[misc]
     """
     Twisted's chunked decoder (L{pipe._compat.ChunkedTransferDecoder}),
     reading chunk data straight out of each read (see the module
     docstring).  The data callback may get
     C{memoryview}s of the read; they stay valid (the read is immutable).
+    On a Twisted older than 22.4.0 it refuses the chunk-size lines that
+    22.4.0 refuses (see L{pipe._compat.check_chunk_size_line}).
     """
 
     def __init__(

@@ -32,25 +32,50 @@ import attr
 from twisted.internet import abstract, tcp
 from twisted.web import http, server
 
+from ._supported import (
+    OLDEST_TWISTED,
+    SUPPORTED,
+    TwistedMismatch,
+    check_version,
+    twisted_version,
+)
+
 __all__ = [
+    "EAGER_PIPELINING",
+    "LATE_PIPELINE_BUFFER",
+    "LAX_CHUNK_SIZE",
+    "LAX_CONTENT_LENGTH",
+    "LAX_REQUEST_LINE",
+    "OLDEST_TWISTED",
     "REQUIRED",
+    "SUPPORTED",
     "ChunkedTransferDecoder",
     "Internal",
+    "MalformedChunkedData",
     "TwistedMismatch",
+    "awaiting_request_line",
     "buffered",
     "channel_hooks",
     "check",
+    "check_chunk_size",
+    "check_chunk_size_line",
+    "check_version",
     "chunk_length_line",
     "chunked_buffered",
+    "finish_request_body_in_order",
     "forget_idle_timeout",
+    "handling_request",
+    "hold_pipelined",
     "missing",
     "network_producer",
     "request_disconnected",
     "request_line",
+    "respond_bad_request",
     "set_network_producer",
     "set_transfer_decoder",
     "suspend_idle_timeout",
     "transfer_decoder",
+    "twisted_version",
     "writable_at_once",
 ]
 
@@ -126,6 +151,32 @@ REQUIRED: Tuple[Internal, ...] = (
     ),
     _state(_Channel, "requests", "_channel, server: the requests in progress"),
     _state(
+        _Channel,
+        "_maybeChooseTransferDecoder",
+        "_compat: whether Twisted checks Content-Length (LAX_CONTENT_LENGTH)",
+    ),
+    _hook(
+        _Channel,
+        "_finishRequestBody",
+        "_strict: what follows a body is kept before the request is handled "
+        "(Twisted < 24.7.0)",
+    ),
+    _state(
+        _Channel,
+        "_handlingRequest",
+        "_strict: whether a request is being answered (Twisted < 23.10.0)",
+    ),
+    _state(
+        _Channel,
+        "_dataBuffer",
+        "_strict: what is read meanwhile, kept for later (Twisted < 23.10.0)",
+    ),
+    _state(
+        _Channel,
+        "_HTTPChannel__first_line",
+        "_strict: whether a line is a request line (Twisted < 24.7.0)",
+    ),
+    _state(
         server.Request,
         "_disconnected",
         "_request: whether the connection is still there",
@@ -155,13 +206,6 @@ REQUIRED: Tuple[Internal, ...] = (
         "_channel: only a plain TCP connection is written to directly",
     ),
 )
-
-
-class TwistedMismatch(ImportError):
-    """
-    The installed Twisted lacks internals txpipe relies on (see
-    L{REQUIRED}); the message names each and who needs it.
-    """
 
 
 def _code_names(code: types.CodeType) -> Iterator[str]:
@@ -218,7 +262,7 @@ def check(required: Iterable[Internal] = REQUIRED) -> None:
         )
         raise TwistedMismatch(
             f"txpipe cannot run on Twisted {twisted.__version__}: it lacks\n"
-            f"{lines}\nInstall the Twisted version setup.py names."
+            f"{lines}\ntxpipe needs {SUPPORTED}."
         )
 
 
@@ -351,4 +395,138 @@ def channel_hooks(cls: Any) -> Any:
     return cls
 
 
+# What older Twisted releases lack, that txpipe checks itself (pipe._strict
+# and pipe._chunked): each is found by looking at the installed Twisted's
+# code, not its version number, so that a distribution's backported fix
+# counts as the fix.
+
+
+def _uses(function: Any, name: str) -> bool:
+    code = getattr(function, "__code__", None)
+    return isinstance(code, types.CodeType) and name in set(_code_names(code))
+
+
+#: Twisted before 22.4.0 takes a signed C{Content-Length} (C{+3}, C{-3}) as a
+#: number (request smuggling, CVE-2022-24801).
+LAX_CONTENT_LENGTH = not _uses(_Channel._maybeChooseTransferDecoder, "isdigit")
+
+#: Twisted before 22.4.0 parses a chunk-size line with C{int(size, 16)}
+#: (C{-5}, C{0x5}, C{+5} pass) and takes any bytes in chunk extensions
+#: (CVE-2022-24801).
+LAX_CHUNK_SIZE = not hasattr(http, "_hexint")
+
+#: Twisted before 24.7.0 takes any request line of three words (any
+#: whitespace between them, any method, target or version bytes) and any
+#: header name that does not end in whitespace.
+LAX_REQUEST_LINE = not hasattr(http, "_parseRequestLine")
+
+#: Twisted before 23.10.0 goes on parsing the rest of a read once a request
+#: is complete, so a request pipelined behind one still being answered is
+#: answered first, its response written into the other's (CVE-2023-46137).
+EAGER_PIPELINING = not _uses(_Channel.allContentReceived, "setRawMode")
+
+
+def _late_pipeline_buffer() -> bool:
+    names = list(_code_names(_Channel._finishRequestBody.__code__))
+    return names.index("allContentReceived") < names.index("_dataBuffer")
+
+
+#: Twisted before 24.7.0 handles a request whose body just ended before it
+#: keeps what followed the body in the same read, so a request pipelined
+#: there is answered late or out of order (CVE-2024-41671).
+LATE_PIPELINE_BUFFER = _late_pipeline_buffer()
+
+#: Twisted's error for malformed chunked data, raised by the checks older
+#: releases lack.
+MalformedChunkedData = http._MalformedChunkedDataError
+
+
+def respond_bad_request(channel: http.HTTPChannel) -> None:
+    """
+    Refuse what C{channel} is parsing as Twisted refuses malformed input:
+    its (possibly overridden) bad-request hook, which answers and closes.
+    """
+    channel._respondToBadRequestAndDisconnect()
+
+
+def awaiting_request_line(channel: http.HTTPChannel) -> bool:
+    """
+    Whether the next line C{channel} parses is a request line (not a
+    header line).
+    """
+    return bool(channel._HTTPChannel__first_line)  # type: ignore[attr-defined]
+
+
+def handling_request(channel: http.HTTPChannel) -> bool:
+    """
+    Whether C{channel} has a complete request it has not finished answering
+    (what it reads meanwhile is held for later).
+    """
+    return bool(channel._handlingRequest)
+
+
+def hold_pipelined(channel: http.HTTPChannel, data: bytes) -> None:
+    """
+    Keep C{data}, read while a request is answered, for when it is done
+    (as Twisted's C{dataReceived} does).
+    """
+    channel._dataBuffer.append(data)
+
+
+def finish_request_body_in_order(cls: Any) -> Any:
+    """
+    Class decorator for an C{HTTPChannel} subclass: where Twisted handles a
+    request before keeping what followed its body (L{LATE_PIPELINE_BUFFER}),
+    keep it first, as Twisted 24.7.0 does.
+    """
+    if LATE_PIPELINE_BUFFER:
+
+        def _finishRequestBody(self: Any, data: bytes) -> None:
+            self._dataBuffer.append(data)
+            self.allContentReceived()
+
+        cls._finishRequestBody = _finishRequestBody
+    return cls
+
+
+def check_chunk_size_line(cls: Any) -> Any:
+    """
+    Class decorator for a chunked decoder: where Twisted parses chunk-size
+    lines laxly (L{LAX_CHUNK_SIZE}), refuse what Twisted 22.4.0 refuses (a
+    size that is not hex digits, chunk extensions with control bytes)
+    before Twisted's own parsing.
+    """
+    if LAX_CHUNK_SIZE:
+        parse = _Decoder._dataReceived_CHUNK_LENGTH
+
+        def _dataReceived_CHUNK_LENGTH(self: Any) -> bool:
+            end = self._buffer.find(b"\r\n", self._start)
+            if end != -1:
+                check_chunk_size(bytes(self._buffer[:end]))
+            return parse(self)  # type: ignore[no-any-return]
+
+        cls._dataReceived_CHUNK_LENGTH = _dataReceived_CHUNK_LENGTH
+    return cls
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+#: Twisted's C{_chunkExtChars}: tab, and every byte from space up but DEL.
+_CONTROL = bytes(c for c in range(256) if (c < 0x20 and c != 0x09) or c == 0x7F)
+
+
+def check_chunk_size(line: bytes) -> None:
+    """
+    Refuse a chunk-size line (without its CRLF) as Twisted 22.4.0 does.
+
+    @raise MalformedChunkedData: the size is not one or more hex digits, or
+        an extension holds a control byte.
+    """
+    size, _, extension = line.partition(b";")
+    if not size or not _HEX.issuperset(size):
+        raise MalformedChunkedData("Chunk-size must be hexadecimal digits.")
+    if extension.translate(None, _CONTROL) != extension:
+        raise MalformedChunkedData("Invalid characters in chunk extensions.")
+
+
+check_version()
 check()

@@ -16,11 +16,11 @@ import socket
 from typing import Any, Callable, List, Optional, Sequence
 
 from twisted.internet.tcp import Connection
-from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
 from . import _compat as compat
 from ._batch import WriteBatch
+from ._strict import StrictChannel
 
 __all__ = ["WritingChannel", "header_lines", "pending_bytes"]
 
@@ -86,7 +86,7 @@ def _unsent(iovec: Sequence[bytes], sent: int) -> List[bytes]:
     return rest
 
 
-class WritingChannel(HTTPChannel):
+class WritingChannel(StrictChannel):
     """
     An L{HTTPChannel} with txpipe's write path (see the module docstring).
 

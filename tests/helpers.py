@@ -485,3 +485,55 @@ class RawReceiver:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def split_responses(data: bytes) -> List[Any]:
+    """
+    Split what a server wrote on one connection into its HTTP/1.1
+    responses, in order, as C{(status line, headers, body)}: bodies framed
+    by C{Content-Length} or chunked (decoded); an unframed last body runs
+    to the end.  A C{1xx} response counts as one (no body).
+
+    @raise ValueError: the data is not a sequence of whole responses.
+    """
+    responses = []
+    rest = data
+    while rest:
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError(f"no end of headers in {head[:80]!r}")
+        status, *lines = head.split(b"\r\n")
+        if not status.startswith(b"HTTP/1."):
+            raise ValueError(f"not a status line: {status[:80]!r}")
+        headers: Dict[bytes, bytes] = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if status.split(b" ")[1].startswith(b"1"):
+            body = b""
+        elif b"content-length" in headers:
+            length = int(headers[b"content-length"])
+            if len(rest) < length:
+                raise ValueError(f"body cut short: {len(rest)} of {length}")
+            body, rest = rest[:length], rest[length:]
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            chunks = []
+            while True:
+                size_line, crlf, rest = rest.partition(b"\r\n")
+                if not crlf:
+                    raise ValueError("chunked body cut short")
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    _, end, rest = rest.partition(b"\r\n")
+                    if not end:
+                        raise ValueError("no end of the chunked body")
+                    break
+                chunks.append(rest[:size])
+                if rest[size : size + 2] != b"\r\n":
+                    raise ValueError("chunk without its CRLF")
+                rest = rest[size + 2 :]
+            body = b"".join(chunks)
+        else:
+            body, rest = rest, b""
+        responses.append((status, headers, body))
+    return responses

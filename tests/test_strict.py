@@ -1,0 +1,263 @@
+"""
+Tests for L{pipe._strict} (and the chunk-size check of L{pipe._compat}):
+on every supported Twisted, hostile request lines, header names and
+framing get the answer the newest Twisted gives, and pipelined requests
+are answered in order, never inside another response.
+
+Each runs against a real listening server: the point is what a client
+sees, whatever the installed Twisted.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, List
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+
+from pipe import __version__
+from pipe import _compat as compat
+from pipe._strict import valid_header_name, valid_request_line
+
+from .conftest import RunningServer
+from .helpers import raw_http, split_responses
+
+BAD_REQUEST = b"[ERROR] malformed HTTP request\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"GET  /x HTTP/1.1",
+        b"GET /x  HTTP/1.1",
+        b"GET\t/x HTTP/1.1",
+        b"GET /x HTTP/1.2",
+        b"GET /x HTTP/2.0",
+        b"GET /x http/1.1",
+        b"G(T /x HTTP/1.1",
+        b"G\x01T /x HTTP/1.1",
+        b"GET /\xc0 HTTP/1.1",
+        b"GET /x\x00 HTTP/1.1",
+        b" GET /x HTTP/1.1",
+        b"GET /x HTTP/1.1 ",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_malformed_request_lines_get_a_plain_400(
+    reactor: Any, server: RunningServer, line: bytes
+) -> None:
+    """
+    A request line the newest Twisted refuses (not exactly three parts
+    split by single spaces, a method that is not a token, a target byte
+    outside printable ASCII, another version) is a plain 400 and a closed
+    connection on every Twisted.
+    """
+    assert not valid_request_line(line)
+    text = await raw_http(
+        reactor, server.port.getHost().port, line + b"\r\nHost: t\r\n\r\n"
+    )
+    [(status, _, body)] = split_responses(text)
+    assert status.startswith(b"HTTP/1.1 400 "), text
+    assert body == BAD_REQUEST
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Bad Name: x",
+        b"X-A\x01: y",
+        b"X(A): y",
+        b": empty",
+        b"Content-Length: +0",
+        b"Content-Length: -0",
+        b"Content-Length: 0x0",
+        b"Content-Length: 1_0",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_malformed_headers_get_a_plain_400(
+    reactor: Any, server: RunningServer, header: bytes
+) -> None:
+    """
+    A header name that is not a token, or a C{Content-Length} that is not
+    digits, is a plain 400 on every Twisted (Twisted before 22.4.0 read
+    C{+0} as a number; before 24.7.0 took any header name).
+    """
+    text = await raw_http(
+        reactor,
+        server.port.getHost().port,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + header + b"\r\n\r\n",
+    )
+    [(status, _, body)] = split_responses(text)
+    assert status.startswith(b"HTTP/1.1 400 "), text
+    assert body == BAD_REQUEST
+
+
+def test_well_formed_lines_and_names_pass() -> None:
+    """
+    The checks take what clients send.
+    """
+    for line in (
+        b"GET /api/v1/pipe/a%20b?n=2&x=~ HTTP/1.1",
+        b"PUT / HTTP/1.0",
+        b"OPTIONS * HTTP/1.1",
+        b"M-SEARCH /x HTTP/1.1",
+    ):
+        assert valid_request_line(line), line
+    for name in (b"Content-Length", b"X-Piping", b"x_a", b"A1!#$%'*+-.^_`|~"):
+        assert valid_header_name(name), name
+
+
+@pytest.mark.parametrize(
+    "line", [b"-5", b"+5", b"0x5", b"5 ", b"", b"5;a=\x00", b"5;\x01", b"5;a=\x7f"]
+)
+def test_chunk_size_lines_are_checked(line: bytes) -> None:
+    """
+    What Twisted 22.4.0's chunked decoder refuses, the check refuses (and
+    the decoder uses it where Twisted itself is older).
+    """
+    with pytest.raises(compat.MalformedChunkedData):
+        compat.check_chunk_size(line)
+
+
+def test_chunk_size_lines_that_pass() -> None:
+    for line in (b"5", b"aBc", b"0", b"5;name=value", b'5;a="b c"\t', b"5;\x80\xff"):
+        compat.check_chunk_size(line)
+
+
+class _Client:
+    """
+    A blocking-free socket client that reads everything until the server
+    closes or the expected responses are in.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.data = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.sock.setblocking(True)
+        self.sock.sendall(data)
+        self.sock.setblocking(False)
+
+    def read(self) -> None:
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            self.data += chunk
+
+    async def responses(
+        self, reactor: Any, count: int, timeout: float = 10
+    ) -> List[Any]:
+        """
+        Poll until C{count} whole responses are in (or fail).
+        """
+        deadline = reactor.seconds() + timeout
+        while True:
+            self.read()
+            try:
+                got = split_responses(bytes(self.data))
+            except ValueError:
+                got = []
+            if len(got) >= count:
+                return got
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no {count} responses in: {bytes(self.data)!r}")
+            await task.deferLater(reactor, 0.01, lambda: None)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_pipelined_behind_a_streaming_receiver_waits_for_it(
+    reactor: Any, server: RunningServer
+) -> None:
+    """
+    A receiver that pipelines C{GET /healthz} behind its C{GET} of a pipe
+    (one write, so one read for the server) gets the pipe's whole response
+    first, then the health response: never the health response inside the
+    pipe's (Twisted before 23.10.0 answered it at once).
+    """
+    port = server.port.getHost().port
+    receiver = _Client(port)
+    receiver.send(
+        b"GET /api/v1/pipe/order HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    await task.deferLater(reactor, 0.05, lambda: None)
+    sender = _Client(port)
+    data = b"0123456789" * 10000
+    sender.send(
+        b"PUT /api/v1/pipe/order HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(data) + data
+    )
+    try:
+        (pipe, health) = await receiver.responses(reactor, 2)
+        assert pipe[0] == b"HTTP/1.1 200 OK"
+        assert pipe[2] == data
+        assert health[0] == b"HTTP/1.1 200 OK"
+        assert health[2] == b"ok\n"
+        (sent,) = await sender.responses(reactor, 1)
+        assert b"done: bytes=100000 receivers=1/1" in sent[2]
+    finally:
+        receiver.close()
+        sender.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_pipelined_behind_an_upload_waits_for_it(
+    reactor: Any, server: RunningServer
+) -> None:
+    """
+    A sender that pipelines C{GET /healthz} right after its upload's body,
+    in the same write, gets its whole pipe response first, then the health
+    response (Twisted before 24.7.0 lost or reordered what followed a body
+    in the same read).
+    """
+    port = server.port.getHost().port
+    receiver = _Client(port)
+    receiver.send(b"GET /api/v1/pipe/after HTTP/1.1\r\nHost: t\r\n\r\n")
+    await task.deferLater(reactor, 0.05, lambda: None)
+    sender = _Client(port)
+    sender.send(
+        b"PUT /api/v1/pipe/after HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n"
+        b"hello"
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    try:
+        (sent, health) = await sender.responses(reactor, 2)
+        assert b"done: bytes=5 receivers=1/1" in sent[2], sent
+        assert health[2] == b"ok\n"
+        (got,) = await receiver.responses(reactor, 1)
+        assert got[2] == b"hello"
+    finally:
+        receiver.close()
+        sender.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_requests_answered_at_once_stay_in_order(
+    reactor: Any, server: RunningServer
+) -> None:
+    """
+    Three requests in one write, each answered at once, are answered in
+    order on one connection.
+    """
+    text = await raw_http(
+        reactor,
+        server.port.getHost().port,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    bodies = [body for _, _, body in split_responses(text)]
+    assert bodies[0] == bodies[2] == b"ok\n"
+    assert bodies[1] == __version__.encode() + b"\n"
