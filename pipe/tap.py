@@ -20,9 +20,15 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from . import __version__
+from ._supported import TwistedMismatch
+
+try:
+    from .server import PipeSite, make_site
+except TwistedMismatch as mismatch:
+    # One plain line for whoever runs twistd, not a traceback.
+    raise SystemExit(f"twistd pipe: {mismatch}") from None
 from ._settings import Settings
 from ._settings import options as setting_options
-from .server import PipeSite, make_site
 from .signing import KeyFileError, load_keys
 
 __all__ = ["ListenFailed", "Options", "makeService"]

@@ -137,3 +137,53 @@ def test_a_missing_internal_fails_loudly_naming_it() -> None:
     )
     assert "Renamed._no_such_state (used by _channel: something)" in message
     assert "_command" not in message
+
+
+def test_a_twisted_older_than_the_range_is_named_in_one_line() -> None:
+    """
+    L{check_version} refuses a Twisted older than the oldest supported,
+    naming the range and the installed release.
+    """
+    from pipe._supported import OLDEST_TWISTED, check_version
+
+    check_version(OLDEST_TWISTED)
+    check_version((99, 1, 0))
+    with pytest.raises(TwistedMismatch) as caught:
+        check_version((21, 7, 0))
+    assert str(caught.value) == (
+        "txpipe needs Twisted 22.1.0 or newer (tested up to 26.10.0); "
+        "this is Twisted 21.7.0"
+    )
+
+
+def test_twistd_pipe_on_an_old_twisted_says_one_line() -> None:
+    """
+    C{twistd pipe} on a Twisted older than the range exits with status 1
+    and one plain line on standard error, no traceback.  (The installed
+    Twisted is made to report 21.7.0 before twistd starts.)
+    """
+    import subprocess
+    import sys
+
+    from .helpers import child_env
+
+    program = (
+        "import sys, twisted\n"
+        "from incremental import Version\n"
+        "twisted.version = Version('Twisted', 21, 7, 0)\n"
+        "sys.argv = ['twistd', '--nodaemon', '--pidfile=', 'pipe']\n"
+        "from twisted.scripts.twistd import run\n"
+        "run()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        env=child_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stdout == b""
+    assert done.stderr == (
+        b"twistd pipe: txpipe needs Twisted 22.1.0 or newer (tested up to "
+        b"26.10.0); this is Twisted 21.7.0\n"
+    )
