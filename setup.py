@@ -21,24 +21,27 @@ setup(
     long_description=(_here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    # Twisted 26.4, the oldest Twisted allowed, needs 3.9.12 or later.
-    python_requires=">=3.9.12",
+    python_requires=">=3.9",
     # twisted.plugins is a namespace shared with Twisted: we ship only our
     # plugin module in it, never an __init__.py.
     packages=[*find_packages(include=["pipe", "pipe.*"]), "twisted.plugins"],
     package_data={"twisted.plugins": ["pipe_plugin.py"]},
     install_requires=[
-        # The streaming request factory (pipe/_request.py) relies on
-        # HTTPChannel internals; this is the range the test suite proves.
+        # Every lower bound is the oldest of what Ubuntu 22.04 LTS and
+        # Debian 12 ship, so that a system's own packages satisfy it
+        # (constraints-oldest.txt pins exactly these; docs/install.md).
+        # No upper bound on Twisted: pip must never replace a site's newer
+        # Twisted; CI tests the newest release on every run, and pipe._compat
+        # checks the internals txpipe relies on when the server starts.
         # [tls]: pyOpenSSL and service_identity, for ssl: listeners.
-        "Twisted[tls]>=26.4.0,<27",
-        "zope.interface>=5",
-        "attrs>=22.2",
+        "Twisted[tls]>=22.1.0",
+        "zope.interface>=5.4.0",
+        "attrs>=21.2.0",
         # --metrics-listen: the /metrics endpoint and its Twisted resource.
-        "prometheus_client>=0.17",
+        "prometheus_client>=0.9.0",
         # pipe.client and txpipe send/recv.
-        "treq>=23.11",
-        "tqdm>=4.60",
+        "treq>=22.1.0",
+        "tqdm>=4.57.0",
     ],
     entry_points={"console_scripts": ["txpipe = pipe._cli:main"]},
     extras_require={
