@@ -219,8 +219,7 @@ async def test_request_pipelined_behind_an_upload_waits_for_it(
     """
     A sender that pipelines C{GET /healthz} right after its upload's body,
     in the same write, gets its whole pipe response first, then the health
-    response (Twisted before 24.7.0 lost or reordered what followed a body
-    in the same read).
+    response.
     """
     port = server.port.getHost().port
     receiver = _Client(port)
