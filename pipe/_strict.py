@@ -4,7 +4,7 @@ Request parsing as the newest Twisted does it, on every Twisted txpipe
 supports.
 
 Twisted tightened its HTTP/1.1 server over the releases txpipe supports
-(see L{pipe._compat.OLDEST_TWISTED}): signed C{Content-Length} values and
+(see L{pipe._supported.OLDEST_TWISTED}): signed C{Content-Length} values and
 lax chunk-size lines are refused from 22.4.0 (CVE-2022-24801), a request
 pipelined behind one still being answered waits for it from 23.10.0
 (CVE-2023-46137) and 24.7.0 (CVE-2024-41671), and request lines and header
