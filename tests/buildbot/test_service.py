@@ -99,6 +99,16 @@ def secret_file(tmp_path: Path) -> Path:
     return path
 
 
+async def serving(master: Master, listening: List[int]) -> int:
+    """
+    Start C{master} with a L{PipeService} on C{LISTEN}; the port it got.
+    """
+    await master.startService()
+    await master.reconfig(PipeService(args=["--listen", LISTEN]))
+    [port] = listening
+    return port
+
+
 async def answers(reactor: Any, port: int) -> bool:
     """
     Whether a txpipe server answers its status page on C{port}.
@@ -127,10 +137,7 @@ async def test_starts_and_stops_with_the_master(
 async def test_reconfig_with_the_same_args_keeps_the_listener(
     reactor: Any, master: Master, listening: List[int]
 ) -> None:
-    await master.startService()
-    await master.reconfig(PipeService(args=["--listen", LISTEN]))
-    [port] = listening
-
+    port = await serving(master, listening)
     await master.reconfig(PipeService(args=["--listen", LISTEN]))
     await master.reconfig(PipeService(args=("--listen", LISTEN)))
     assert listening == [port]
@@ -141,10 +148,9 @@ async def test_reconfig_with_the_same_args_keeps_the_listener(
 async def test_reconfig_with_changed_args_replaces_the_server(
     reactor: Any, master: Master, listening: List[int]
 ) -> None:
-    await master.startService()
-    await master.reconfig(PipeService(args=["--listen", LISTEN]))
+    old = await serving(master, listening)
     await master.reconfig(PipeService(args=["--listen", LISTEN, "--max-pipes", "5"]))
-    old, new = listening
+    new = listening[-1]
     assert not await answers(reactor, old)
     assert await answers(reactor, new)
 
@@ -169,9 +175,7 @@ async def test_a_failed_listen_fails_the_reconfig_and_leaves_no_server(
 
     other = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
     taken = f"tcp:{other.getHost().port}:interface=127.0.0.1"
-    await master.startService()
-    await master.reconfig(PipeService(args=["--listen", LISTEN]))
-    [port] = listening
+    port = await serving(master, listening)
     try:
         with pytest.raises(ListenFailed, match="cannot listen on tcp:"):
             await master.reconfig(
