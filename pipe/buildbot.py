@@ -39,7 +39,7 @@ except ImportError as error:  # pragma: no cover (depends on the environment)
         f" ({error})"
     ) from error
 
-import attrs
+import attr
 from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -72,7 +72,7 @@ def parse_args(args: Sequence[str]) -> Options:
     return options
 
 
-@attrs.frozen
+@attr.s(auto_attribs=True, frozen=True)
 class _Running:
     """
     The server a L{PipeService} runs, with what it was made from.
@@ -209,7 +209,7 @@ class PipeService(BuildbotService):
 
 
 @implementer(IRenderable)
-@attrs.frozen
+@attr.s(auto_attribs=True, frozen=True)
 class _SignedURL:
     """
     A pipe URL signed when it is rendered, by the running L{PipeService}
