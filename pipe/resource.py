@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from . import _messages as messages
 from ._guard import Grant
 from ._landing import Landing, Version
+from ._mount import ROOT, Mount, mount_at
 from ._parse import (
     ALLOWED_METHODS,
     MAX_PATH_LENGTH,
@@ -75,13 +76,24 @@ class PipeResource(Resource):
     one place.
 
     @ivar relay: the server-wide state (rendezvous, limits, statistics).
+    @ivar mount: where the pipe tree sits in its site (see L{pipe._mount}).
     """
 
     isLeaf = True
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, prefix: Optional[bytes] = None) -> None:
+        """
+        @param relay: the server-wide state.
+        @param prefix: the path the whole pipe tree is mounted under
+            (C{b"ci"}: pipes at C{/ci/api/v1/pipe/<path>}), or L{None} for
+            the site's root; see L{pipe.server.make_site}.
+        @raise ValueError: C{prefix} is not a plain path (see
+            L{pipe._mount.mount_at}).
+        """
         super().__init__()
         self.relay = relay
+        self.mount: Mount = ROOT if prefix is None else mount_at(prefix)
+        self._pipe_prefix = self.mount.pipe_prefix
 
     @property
     def rendezvous(self) -> Rendezvous:  # type: ignore[type-arg]
@@ -93,9 +105,12 @@ class PipeResource(Resource):
     def render(self, request: StreamingRequest) -> object:  # type: ignore[override]
         try:
             if request.method == b"OPTIONS":
-                parse_path(request.path)
+                parse_path(request.path, self._pipe_prefix)
                 return self._preflight(request)
-            self._join(request, parse_request(request, self.relay.settings))
+            self._join(
+                request,
+                parse_request(request, self.relay.settings, self._pipe_prefix),
+            )
         except Refusal as refusal:
             self.relay.statistics.refused(refusal.reason)
             return _respond(request, refusal)
@@ -248,10 +263,11 @@ def site_tree(pipes: PipeResource) -> RootResource:
         /api/v1/status     the counters, JSON
         /api/v1/pipe/...   the pipes (L{PipeResource})
 
-    and a plain-text 404 for everything else.
+    and a plain-text 404 for everything else; all of it under the pipes'
+    mount, if any (C{/ci/healthz}, ...; see L{pipe._mount}).
     """
     relay = pipes.relay
-    root = RootResource(Landing(relay))
+    root = RootResource(Landing(relay, pipes.mount.path))
     root.putChild(b"healthz", _Health(relay))
     root.putChild(b"version", Version())
     api = _Directory()
