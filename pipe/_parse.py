@@ -212,12 +212,12 @@ def parse_path(raw: bytes, prefix: bytes = PIPE_PREFIX) -> bytes:
         control byte, 414 when longer than L{MAX_PATH_LENGTH}.
     """
     if raw == prefix[:-1]:
-        raise Refusal(400, messages.path_empty(), "path_empty")
+        raise Refusal(400, messages.path_empty(prefix), "path_empty")
     if not raw.startswith(prefix):
-        raise Refusal(404, messages.not_found(), "not_found")
+        raise Refusal(404, messages.not_found(prefix), "not_found")
     path = raw[len(prefix) :]
     if not path:
-        raise Refusal(400, messages.path_empty(), "path_empty")
+        raise Refusal(400, messages.path_empty(prefix), "path_empty")
     if len(path) > MAX_PATH_LENGTH:
         raise Refusal(
             414, messages.path_too_long(len(path), MAX_PATH_LENGTH), "path_too_long"

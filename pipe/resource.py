@@ -201,13 +201,18 @@ class _Status(Resource):
 
 class _NotFound(Resource):
     """
-    A plain-text 404 for every path outside the API.
+    A plain-text 404 for every path outside the API, naming where pipes
+    are (C{pipe_prefix}: under the mount, if any).
     """
 
     isLeaf = True
 
+    def __init__(self, pipe_prefix: bytes = PIPE_PREFIX) -> None:
+        super().__init__()
+        self._message = messages.not_found(pipe_prefix)
+
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        return _respond(request, Refusal(404, messages.not_found(), "not_found"))
+        return _respond(request, Refusal(404, self._message, "not_found"))
 
 
 class _Directory(Resource):
@@ -216,11 +221,15 @@ class _Directory(Resource):
     plain-text 404 for everything else.
     """
 
+    def __init__(self, pipe_prefix: bytes = PIPE_PREFIX) -> None:
+        super().__init__()
+        self._not_found = _NotFound(pipe_prefix)
+
     def getChild(self, name: bytes, request: object) -> Resource:
-        return _NotFound()
+        return self._not_found
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        return _NotFound().render(request)
+        return self._not_found.render(request)
 
 
 class RootResource(_Directory):
@@ -230,14 +239,14 @@ class RootResource(_Directory):
     everything else is a plain-text 404.
     """
 
-    def __init__(self, landing: Landing) -> None:
-        super().__init__()
+    def __init__(self, landing: Landing, pipe_prefix: bytes = PIPE_PREFIX) -> None:
+        super().__init__(pipe_prefix)
         self._landing = landing
 
     def getChild(self, name: bytes, request: object) -> Resource:
         if name == b"":
             return self
-        return _NotFound()
+        return self._not_found
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
         if request.method not in (b"GET", b"HEAD"):
@@ -267,12 +276,13 @@ def site_tree(pipes: PipeResource) -> RootResource:
     mount, if any (C{/ci/healthz}, ...; see L{pipe._mount}).
     """
     relay = pipes.relay
-    root = RootResource(Landing(relay, pipes.mount.path))
+    mount = pipes.mount
+    root = RootResource(Landing(relay, mount.path), mount.pipe_prefix)
     root.putChild(b"healthz", _Health(relay))
     root.putChild(b"version", Version())
-    api = _Directory()
+    api = _Directory(mount.pipe_prefix)
     root.putChild(b"api", api)
-    v1 = _Directory()
+    v1 = _Directory(mount.pipe_prefix)
     api.putChild(b"v1", v1)
     v1.putChild(b"status", _Status(relay))
     v1.putChild(b"pipe", pipes)

@@ -263,11 +263,17 @@ def test_status_and_landing_page_under_the_prefix(mixed: PipeSite) -> None:
     assert b"http://pipes.example/api/" not in page
 
 
-def test_unknown_path_under_the_prefix_is_the_pipes_404(mixed: PipeSite) -> None:
+def test_refusals_under_the_prefix_name_the_mounted_pipe_urls(mixed: PipeSite) -> None:
     peer = Peer(mixed)
     peer.send(b"GET /ci/nothing HTTP/1.1\r\nHost: t\r\n\r\n")
     assert peer.output().startswith(b"HTTP/1.1 404 Not Found\r\n")
-    assert peer.body().startswith(b"[ERROR] not found")
+    assert peer.body() == b"[ERROR] not found: pipes are at /ci/api/v1/pipe/<path>\n"
+    empty = Peer(mixed)
+    empty.send(b"GET /ci/api/v1/pipe/ HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert empty.output().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert empty.body() == (
+        b"[ERROR] the pipe path is empty: use /ci/api/v1/pipe/<path>\n"
+    )
 
 
 @pytest.mark.parametrize("path", [b"/healthz", b"/ci/healthz"])
