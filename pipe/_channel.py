@@ -184,11 +184,9 @@ class StreamingChannel(WritingChannel):
         and the HTTP idle timeout is suspended until it is done (an upload
         held back by a slow receiver is not idle);
       - C{100 Continue} is not sent automatically to a request that
-        streams: the request sends it when it accepts the body (see
-        L{StreamingRequest.write});
-      - a request outside the pipe tree of a site that mounts it (see
-        L{pipe._mount}) is left to Twisted's own handling, the above
-        aside from the read gate, header timeout and direct writes;
+        streams: it sends it when it accepts the body (L{StreamingRequest.write});
+      - a request that does not stream (L{pipe._mount}) is left to Twisted
+        but for the read gate, the header timeout and the write path;
       - a malformed body after a response has begun ends the connection
         without writing a second status line into that response;
       - a client must send its request line and headers within the site's
@@ -551,11 +549,9 @@ class StreamingChannel(WritingChannel):
 
     def allHeadersReceived(self) -> None:
         """
-        Called by Twisted when a request's headers are in: Twisted's own
-        handling (which has the request decide, in C{gotLength}, whether it
-        streams); then a request that streams and has a body is rendered at
-        once, its body read in larger pieces with fewer copies.  A request
-        that does not stream (L{pipe._mount}) is left to Twisted.
+        A request's headers are in: Twisted's handling (the request decides
+        in C{gotLength} whether it streams); one that streams with a body
+        renders now.  One that does not is left to Twisted.
         """
         self._headers_done()
         super().allHeadersReceived()
@@ -584,6 +580,9 @@ class StreamingChannel(WritingChannel):
         sends it itself, only when it accepts the body.
         """
         if self.requests and not self.requests[-1].streams:
+            # Twisted writes it to the transport itself: the responses this
+            # read has held for the connection (pipelined) go first.
+            self.send_held()
             compat.send_continue(self)
 
     def answer_unparsable(self) -> None:

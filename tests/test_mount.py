@@ -195,6 +195,30 @@ def test_100_continue_outside_the_prefix_is_twisteds(mixed: PipeSite) -> None:
     assert peer.body() == b"name=bob content=name=bob"
 
 
+def test_100_continue_outside_the_prefix_follows_pipelined_responses(
+    mixed: PipeSite,
+) -> None:
+    """
+    Requests pipelined in one read: the responses written while it is
+    handled are held and sent together, and Twisted's C{100 Continue},
+    which it writes to the transport itself, still comes after the
+    responses to the requests before it.
+    """
+    peer = Peer(mixed)
+    body = b"name=ada"
+    peer.send(
+        form_post(body)
+        + body
+        + b"GET /ci/healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        + form_post(body, extra=b"Expect: 100-continue\r\n")
+    )
+    out = peer.output()
+    assert out.count(b"HTTP/1.1 ") == 3
+    assert out.endswith(b"ok\nHTTP/1.1 100 Continue\r\n\r\n")
+    peer.send(body)
+    assert peer.output().endswith(b"\r\n\r\nname=ada content=name=ada")
+
+
 def test_100_continue_under_the_prefix_is_the_pipes(mixed: PipeSite) -> None:
     """
     Under the prefix, a sender gets C{100 Continue} only when its upload
