@@ -142,8 +142,9 @@ class PipeSite(Site):
         (C{relay.drain()}: waiting parties get 503, running transfers get
         the drain timeout), then close every connection left
         (L{close_connections}).  All of it applies to the whole site: in a
-        mixed site, to the application's own connections too.  Call it
-        after the site's ports stopped listening.
+        mixed site, to the application's own connections too.  C{twistd
+        pipe} stops its listeners first; a connection made during the
+        drain is answered (pipes: 503) and then closed with the rest.
 
         @return: fires when every connection is closed.
         """

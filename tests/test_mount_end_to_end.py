@@ -22,7 +22,7 @@ from pipe.client import PipeRejected, receive, send
 from pipe.server import PipeSite, Settings, make_site
 from pipe.signing import sign_url
 
-from .helpers import DONE, curl, payload, sha256_of, wait_for
+from .helpers import DONE, curl, payload, raw_http, sha256_of, wait_for
 from .test_cli import ended, txpipe
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -207,3 +207,36 @@ async def test_signed_urls_client_and_command_under_the_prefix(
     with pytest.raises(PipeRejected) as refused:
         await send(url, str(data), reactor=reactor)
     assert refused.value.status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_drain_covers_the_whole_site(reactor: Any, mixed: Any) -> None:
+    """
+    C{site.drain()} sends a waiting receiver under the prefix away with
+    503 and closes the application's idle keep-alive connection too.
+    """
+    server: Mixed = mixed()
+    port = int(server.root.rsplit(":", 1)[1])
+    idle = raw_http(reactor, port, b"GET /static/hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+    waiting = curl(
+        reactor,
+        "-sS",
+        "-w",
+        "%{http_code}",
+        f"{server.root}/ci/api/v1/pipe/drained",
+        keep_text=True,
+    )
+    await wait_for(
+        reactor,
+        lambda: (
+            server.site.pipes.rendezvous.parties(b"drained") == (False, 1)
+            and any(s.uri == b"/static/hello.txt" for s in server.seen)
+            and sum(not c.requests for c in server.site._channels) == 1
+        ),
+        what="a waiting receiver and an idle connection",
+    )
+    await server.site.drain()
+    kept = await idle
+    assert kept.startswith(b"HTTP/1.1 200 OK\r\n") and kept.endswith(b"static hello\n")
+    late = await waiting.ended
+    assert late.text.endswith(b"503"), late
