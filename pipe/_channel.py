@@ -183,8 +183,10 @@ class StreamingChannel(WritingChannel):
         L{StreamingRequest.headers_received} as soon as its headers are in,
         and the HTTP idle timeout is suspended until it is done (an upload
         held back by a slow receiver is not idle);
-      - C{100 Continue} is not sent automatically: the request sends it when
-        it accepts the body (see L{StreamingRequest.write});
+      - C{100 Continue} is not sent automatically to a request that
+        streams: it sends it when it accepts the body (L{StreamingRequest.write});
+      - a request that does not stream (L{pipe._mount}) is left to Twisted
+        but for the read gate, the header timeout and the write path;
       - a malformed body after a response has begun ends the connection
         without writing a second status line into that response;
       - a client must send its request line and headers within the site's
@@ -546,8 +548,15 @@ class StreamingChannel(WritingChannel):
         return self._read_gate
 
     def allHeadersReceived(self) -> None:
+        """
+        A request's headers are in: Twisted's handling (the request decides
+        in C{gotLength} whether it streams); one that streams with a body
+        renders now.  One that does not is left to Twisted.
+        """
         self._headers_done()
         super().allHeadersReceived()
+        if not self.requests[-1].streams:
+            return
         decoder = compat.transfer_decoder(self)
         if type(decoder) is compat.ChunkedTransferDecoder:
             # The same rules, fewer copies (see pipe._chunked).
@@ -562,11 +571,19 @@ class StreamingChannel(WritingChannel):
                 self.transport.bufferSize = UPLOAD_READ_SIZE
             request.headers_received(*compat.request_line(self))
 
-    def no_automatic_continue(self) -> None:
+    def automatic_continue(self) -> None:
         """
-        Do nothing: L{StreamingRequest} sends C{100 Continue} itself, only
-        when it accepts the body.
+        Called by Twisted (as its C{_send100Continue}) when the request
+        whose headers are in expects C{100 Continue}.  Twisted's own answer
+        for a request that does not stream (outside the pipe tree, see
+        L{pipe._mount}); nothing for one that does: L{StreamingRequest}
+        sends it itself, only when it accepts the body.
         """
+        if self.requests and not self.requests[-1].streams:
+            # Twisted writes it to the transport itself: the responses this
+            # read has held for the connection (pipelined) go first.
+            self.send_held()
+            compat.send_continue(self)
 
     def answer_unparsable(self) -> None:
         """

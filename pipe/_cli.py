@@ -127,7 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         "(default %(default)g, theirs too; 0: no limit)",
     )
     sign.add_argument(
-        "url", metavar="URL", help="http(s)://HOST/api/v1/pipe/<path>?n=N"
+        "url",
+        metavar="URL",
+        help="http(s)://HOST/api/v1/pipe/<path>?n=N, or under a mount:"
+        " http(s)://HOST/PREFIX/api/v1/pipe/<path>?n=N",
     )
 
     commands.add_parser(

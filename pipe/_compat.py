@@ -71,6 +71,7 @@ __all__ = [
     "request_disconnected",
     "request_line",
     "respond_bad_request",
+    "send_continue",
     "set_network_producer",
     "set_transfer_decoder",
     "suspend_idle_timeout",
@@ -117,8 +118,8 @@ REQUIRED: Tuple[Internal, ...] = (
     _hook(
         _Channel,
         "_send100Continue",
-        "_channel: no automatic 100 Continue; the request sends it only when "
-        "it accepts the body",
+        "_channel: no automatic 100 Continue for a request that streams (it "
+        "sends it only when it accepts the body); Twisted's own for any other",
     ),
     _hook(
         _Channel,
@@ -292,6 +293,14 @@ def request_line(channel: http.HTTPChannel) -> Tuple[bytes, bytes, bytes]:
     return channel._command, channel._path, channel._version  # type: ignore[attr-defined]
 
 
+def send_continue(channel: http.HTTPChannel) -> None:
+    """
+    Send C{100 Continue} on C{channel} with Twisted's own code (the hook
+    that L{channel_hooks} overrides in a subclass).
+    """
+    http.HTTPChannel._send100Continue(channel)
+
+
 def suspend_idle_timeout(channel: http.HTTPChannel) -> None:
     """
     Turn C{channel}'s idle timeout off until its request is done (as
@@ -375,7 +384,7 @@ def chunk_length_line(decoder: http._ChunkedTransferDecoder, line: Any) -> None:
 #: The hooks of C{HTTPChannel} a subclass overrides, by the public name of
 #: its method (see L{channel_hooks}).
 _CHANNEL_HOOKS = {
-    "no_automatic_continue": "_send100Continue",
+    "automatic_continue": "_send100Continue",
     "answer_unparsable": "_respondToBadRequestAndDisconnect",
 }
 
@@ -383,7 +392,7 @@ _CHANNEL_HOOKS = {
 def channel_hooks(cls: Any) -> Any:
     """
     Class decorator for an C{HTTPChannel} subclass: install its
-    C{no_automatic_continue} as Twisted's C{_send100Continue} and its
+    C{automatic_continue} as Twisted's C{_send100Continue} and its
     C{answer_unparsable} as C{_respondToBadRequestAndDisconnect}.  The
     hooks were checked at import (L{check}); this checks that the class
     defines each method.

@@ -186,17 +186,24 @@ def wants_html(request: StreamingRequest) -> bool:
 
 class Landing(Resource):
     """
-    C{GET /}: the page (see the module docstring).
+    C{GET /}: the page (see the module docstring).  Under a mount
+    (C{/ci/}), every URL it shows is under the mount too.
     """
 
     isLeaf = True
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, mount: bytes = b"") -> None:
+        """
+        @param relay: the server-wide state (is signing on?).
+        @param mount: the raw URL path of the pipe tree (C{b""} at the
+            site's root, C{b"/ci"} under a prefix).
+        """
         super().__init__()
         self._relay = relay
+        self._mount = mount.decode("ascii")
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        base = base_url(request)
+        base = base_url(request) + self._mount
         signed = self._relay.guard is not None
         request.setHeader(b"vary", b"Accept, Host")
         if wants_html(request):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from ._mount import PIPE_PREFIX
+
 __all__ = ["error", "info", "show"]
 
 SHOWN = 64
@@ -68,8 +70,8 @@ def bad_n(values: Iterable[bytes], maximum: int) -> bytes:
     return error(f"n must be one integer from 1 to {maximum}, got {shown}")
 
 
-def path_empty() -> bytes:
-    return error("the pipe path is empty: use /api/v1/pipe/<path>")
+def path_empty(prefix: bytes = PIPE_PREFIX) -> bytes:
+    return error(f"the pipe path is empty: use {prefix.decode('ascii')}<path>")
 
 
 def path_too_long(length: int, maximum: int) -> bytes:
@@ -86,9 +88,9 @@ def method_not_allowed(method: bytes) -> bytes:
     )
 
 
-def not_found() -> bytes:
+def not_found(prefix: bytes = PIPE_PREFIX) -> bytes:
     # Never echo the path: a mistyped pipe URL is still a credential.
-    return error("not found: pipes are at /api/v1/pipe/<path>")
+    return error(f"not found: pipes are at {prefix.decode('ascii')}<path>")
 
 
 def count_mismatch(given: int, waiting: int) -> bytes:

@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 import attr
 
 from . import _messages as messages
+from ._mount import PIPE_PREFIX
 from ._refusal import Refusal
 from ._request import StreamingRequest
 from ._sender import SenderResponse
@@ -39,9 +40,6 @@ __all__ = [
 #: A query's parameters: each percent-decoded name, its values in order.
 Params = Dict[bytes, List[bytes]]
 
-#: The URL path prefix of every pipe.
-PIPE_PREFIX = b"/api/v1/pipe/"
-
 #: The longest pipe path, in raw bytes.
 MAX_PATH_LENGTH = 1024
 
@@ -60,7 +58,8 @@ class PipeRequest:
     """
     What a sender's or receiver's request asks for.
 
-    @ivar path: the pipe's path: the raw bytes after L{PIPE_PREFIX}.
+    @ivar path: the pipe's path: the raw bytes after L{PIPE_PREFIX} (and
+        the pipe tree's mount, if any).
     @ivar n: the number of receivers.
     @ivar wait: how long the party may wait for its transfer to start
         (seconds; 0: no limit).
@@ -80,15 +79,19 @@ class PipeRequest:
     params: Params
 
 
-def parse_request(request: StreamingRequest, settings: Settings) -> PipeRequest:
+def parse_request(
+    request: StreamingRequest, settings: Settings, prefix: bytes = PIPE_PREFIX
+) -> PipeRequest:
     """
     Parse a C{GET}, C{PUT} or C{POST} of a pipe.
 
+    @param prefix: the raw path prefix of the site's pipes (see
+        L{parse_path}).
     @raise Refusal: for a malformed path (404, 400, 414), a method that is
         not a pipe's (405), or a malformed C{n}, C{wait} or
         C{Txpipe-Sender-Response} (400).
     """
-    path = parse_path(request.path)
+    path = parse_path(request.path, prefix)
     method = request.method
     scope = _SCOPES.get(method)
     if scope is None:
@@ -197,21 +200,24 @@ def parse_sender_response(request: StreamingRequest) -> SenderResponse:
     raise Refusal(400, messages.bad_sender_response(values), "bad_sender_response")
 
 
-def parse_path(raw: bytes) -> bytes:
+def parse_path(raw: bytes, prefix: bytes = PIPE_PREFIX) -> bytes:
     """
-    The pipe path of a raw request path: everything after L{PIPE_PREFIX},
+    The pipe path of a raw request path: everything after C{prefix},
     neither percent-decoded nor normalised.
 
+    @param prefix: the raw path prefix of the site's pipes: L{PIPE_PREFIX},
+        or it under the pipe tree's mount (C{/ci/api/v1/pipe/}, see
+        L{pipe._mount}).
     @raise Refusal: 404 outside the prefix, 400 when empty or holding a
         control byte, 414 when longer than L{MAX_PATH_LENGTH}.
     """
-    if raw == PIPE_PREFIX.rstrip(b"/"):
-        raise Refusal(400, messages.path_empty(), "path_empty")
-    if not raw.startswith(PIPE_PREFIX):
-        raise Refusal(404, messages.not_found(), "not_found")
-    path = raw[len(PIPE_PREFIX) :]
+    if raw == prefix[:-1]:
+        raise Refusal(400, messages.path_empty(prefix), "path_empty")
+    if not raw.startswith(prefix):
+        raise Refusal(404, messages.not_found(prefix), "not_found")
+    path = raw[len(prefix) :]
     if not path:
-        raise Refusal(400, messages.path_empty(), "path_empty")
+        raise Refusal(400, messages.path_empty(prefix), "path_empty")
     if len(path) > MAX_PATH_LENGTH:
         raise Refusal(
             414, messages.path_too_long(len(path), MAX_PATH_LENGTH), "path_too_long"

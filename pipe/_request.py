@@ -9,6 +9,12 @@ body as soon as its headers are in (L{pipe._channel.StreamingChannel} calls
 it), and delivers the body, as it arrives, to the L{IProtocol} that the
 resource passes to L{StreamingRequest.deliver_body}.  Nothing is ever written
 to C{request.content}.
+
+That is for the requests in the pipe tree.  In a site that mounts the pipe
+tree into an application's own tree (see L{pipe._mount}), a request outside
+it is decided, once, when its headers are in, to be twisted.web's own
+(L{Body.STOCK}): its body is spooled, its form and query parsed, and it
+renders when the body is complete, as in a stock L{twisted.web.server.Site}.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from zope.interface import implementer
 from . import _compat as compat
 from ._channel import StreamingChannel, _transport_of, reset_connection
 from ._chunked import Pieces
+from ._mount import streams
 from ._writes import header_lines
 
 __all__ = ["DISCARD_LIMIT", "DISCARD_SECONDS", "StreamingRequest"]
@@ -87,7 +94,13 @@ class Body(enum.Enum):
                      body is read and dropped for a bounded while
     C{ABANDONED}     the body's consumer stopped it: no more      LOST
                      reading, the connection is closing
+    C{STOCK}         outside the pipe tree (see L{pipe._mount}):  -
+                     twisted.web's own handling, the body
+                     spooled to C{content}, rendered once complete
     ===============  ===========================================  ============
+
+    A request is C{NONE} or C{STOCK} from its start (decided in
+    L{StreamingRequest.gotLength}).
     """
 
     NONE = "none"
@@ -96,6 +109,7 @@ class Body(enum.Enum):
     LOST = "lost"
     DISCARDING = "discarding"
     ABANDONED = "abandoned"
+    STOCK = "stock"
 
 
 @implementer(IPushProducer)
@@ -140,7 +154,7 @@ class StreamingRequest(Request):
     """
 
     _log = Logger()
-    defaultContentType = b"text/plain; charset=utf-8"
+    defaultContentType: Optional[bytes] = b"text/plain; charset=utf-8"
 
     body = Body.NONE
     _body_length: Optional[int] = 0
@@ -156,11 +170,29 @@ class StreamingRequest(Request):
 
     def gotLength(self, length: Optional[int]) -> None:
         """
-        Note the body length; never create a spool file.  C{content} stays an
-        empty buffer for code that expects one.
+        Called by the channel when the headers are in, before any body
+        byte: decide, once, how the request is handled (see
+        L{pipe._mount.streams}).  A request in the pipe tree notes its body
+        length and never gets a spool file: C{content} stays an empty buffer
+        for code that expects one.  Any other is twisted.web's own from here
+        on (L{Body.STOCK}): a spool file as Twisted makes it, and Twisted's
+        default content type.
         """
-        self._body_length = length
-        self.content = io.BytesIO()
+        if streams(self.channel):
+            self._body_length = length
+            self.content = io.BytesIO()
+            return
+        self.body = Body.STOCK
+        self.defaultContentType = Request.defaultContentType
+        super().gotLength(length)
+
+    @property
+    def streams(self) -> bool:
+        """
+        Whether this request is in the pipe tree, handled as a stream (not
+        L{Body.STOCK}); known once its headers are in.
+        """
+        return self.body is not Body.STOCK
 
     @property
     def connected(self) -> bool:
@@ -224,10 +256,13 @@ class StreamingRequest(Request):
         elif self.body is Body.DISCARDING:
             self.body = Body.COMPLETE
             self._close_after_discard()
+        elif self.body is Body.STOCK:
+            super().requestReceived(command, path, version)
 
     def handleContentChunk(self, data: bytes) -> None:
         """
-        A piece of the body: hold it for L{flush_body}, or drop it.
+        A piece of the body: hold it for L{flush_body}, or drop it (or, for
+        L{Body.STOCK}, spool it as Twisted does).
         """
         if self.body is Body.STREAMING:
             if self._body_protocol is not None:
@@ -238,6 +273,8 @@ class StreamingRequest(Request):
             self._discarded += len(data)
             if self._discarded > DISCARD_LIMIT:
                 self._close_after_discard()
+        elif self.body is Body.STOCK:
+            super().handleContentChunk(data)
 
     def flush_body(self) -> None:
         """

@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from . import _messages as messages
 from ._guard import Grant
 from ._landing import Landing, Version
+from ._mount import ROOT, Mount, mount_at
 from ._parse import (
     ALLOWED_METHODS,
     MAX_PATH_LENGTH,
@@ -75,13 +76,24 @@ class PipeResource(Resource):
     one place.
 
     @ivar relay: the server-wide state (rendezvous, limits, statistics).
+    @ivar mount: where the pipe tree sits in its site (see L{pipe._mount}).
     """
 
     isLeaf = True
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, prefix: Optional[bytes] = None) -> None:
+        """
+        @param relay: the server-wide state.
+        @param prefix: the path the whole pipe tree is mounted under
+            (C{b"ci"}: pipes at C{/ci/api/v1/pipe/<path>}), or L{None} for
+            the site's root; see L{pipe.server.make_site}.
+        @raise ValueError: C{prefix} is not a plain path (see
+            L{pipe._mount.mount_at}).
+        """
         super().__init__()
         self.relay = relay
+        self.mount: Mount = ROOT if prefix is None else mount_at(prefix)
+        self._pipe_prefix = self.mount.pipe_prefix
 
     @property
     def rendezvous(self) -> Rendezvous:  # type: ignore[type-arg]
@@ -93,9 +105,12 @@ class PipeResource(Resource):
     def render(self, request: StreamingRequest) -> object:  # type: ignore[override]
         try:
             if request.method == b"OPTIONS":
-                parse_path(request.path)
+                parse_path(request.path, self._pipe_prefix)
                 return self._preflight(request)
-            self._join(request, parse_request(request, self.relay.settings))
+            self._join(
+                request,
+                parse_request(request, self.relay.settings, self._pipe_prefix),
+            )
         except Refusal as refusal:
             self.relay.statistics.refused(refusal.reason)
             return _respond(request, refusal)
@@ -186,13 +201,18 @@ class _Status(Resource):
 
 class _NotFound(Resource):
     """
-    A plain-text 404 for every path outside the API.
+    A plain-text 404 for every path outside the API, naming where pipes
+    are (C{pipe_prefix}: under the mount, if any).
     """
 
     isLeaf = True
 
+    def __init__(self, pipe_prefix: bytes = PIPE_PREFIX) -> None:
+        super().__init__()
+        self._message = messages.not_found(pipe_prefix)
+
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        return _respond(request, Refusal(404, messages.not_found(), "not_found"))
+        return _respond(request, Refusal(404, self._message, "not_found"))
 
 
 class _Directory(Resource):
@@ -201,11 +221,15 @@ class _Directory(Resource):
     plain-text 404 for everything else.
     """
 
+    def __init__(self, pipe_prefix: bytes = PIPE_PREFIX) -> None:
+        super().__init__()
+        self._not_found = _NotFound(pipe_prefix)
+
     def getChild(self, name: bytes, request: object) -> Resource:
-        return _NotFound()
+        return self._not_found
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        return _NotFound().render(request)
+        return self._not_found.render(request)
 
 
 class RootResource(_Directory):
@@ -215,14 +239,14 @@ class RootResource(_Directory):
     everything else is a plain-text 404.
     """
 
-    def __init__(self, landing: Landing) -> None:
-        super().__init__()
+    def __init__(self, landing: Landing, pipe_prefix: bytes = PIPE_PREFIX) -> None:
+        super().__init__(pipe_prefix)
         self._landing = landing
 
     def getChild(self, name: bytes, request: object) -> Resource:
         if name == b"":
             return self
-        return _NotFound()
+        return self._not_found
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
         if request.method not in (b"GET", b"HEAD"):
@@ -248,15 +272,17 @@ def site_tree(pipes: PipeResource) -> RootResource:
         /api/v1/status     the counters, JSON
         /api/v1/pipe/...   the pipes (L{PipeResource})
 
-    and a plain-text 404 for everything else.
+    and a plain-text 404 for everything else; all of it under the pipes'
+    mount, if any (C{/ci/healthz}, ...; see L{pipe._mount}).
     """
     relay = pipes.relay
-    root = RootResource(Landing(relay))
+    mount = pipes.mount
+    root = RootResource(Landing(relay, mount.path), mount.pipe_prefix)
     root.putChild(b"healthz", _Health(relay))
     root.putChild(b"version", Version())
-    api = _Directory()
+    api = _Directory(mount.pipe_prefix)
     root.putChild(b"api", api)
-    v1 = _Directory()
+    v1 = _Directory(mount.pipe_prefix)
     api.putChild(b"v1", v1)
     v1.putChild(b"status", _Status(relay))
     v1.putChild(b"pipe", pipes)

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_end_to_end -*-
 """
-Building the L{Site}: the one supported way to serve pipes.
+Building the L{Site}: the one supported way to serve pipes, alone or in an
+application's own resource tree, on one port.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from typing import List, Optional, Set
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import Site
 
 from ._batch import WriteBatch
@@ -30,10 +33,21 @@ class PipeSite(Site):
     A L{Site} whose connections are L{StreamingChannel}s (HTTP/1.x only: no
     HTTP/2 through ALPN) and whose requests are L{StreamingRequest}s.
 
-    The access log is off: a pipe path is a credential, and the pipe logs
-    each transfer itself with a digest of its path.
+    It serves the pipe tree (L{site_tree}) alone, or an application's own
+    resource tree with the pipe tree mounted under a prefix (see
+    L{make_site}): then the requests under the prefix stream, and every
+    other one is handled as a stock L{Site} handles it (see
+    L{pipe._mount}).  Connection handling (the header timeout, the drain)
+    is the same for all.
+
+    The access log is off for the pipe tree: a pipe path is a credential,
+    and the pipe logs each transfer itself with a digest of its path.  The
+    application's own requests are logged as a stock L{Site} logs them.
 
     @ivar pipes: the L{PipeResource}.
+    @ivar mount: where the pipe tree sits (C{pipes.mount}).
+    @ivar tree: the pipe tree; C{resource} is the site's root: the pipe
+        tree, or the application's own root.
     @ivar relay: the server-wide state; C{relay.rendezvous} holds every
         waiting and running path, C{relay.drain()} shuts down gracefully.
     @ivar header_timeout: seconds a client has to send its request line and
@@ -46,18 +60,56 @@ class PipeSite(Site):
     requestFactory = StreamingRequest
     displayTracebacks = False
 
-    def __init__(self, pipes: PipeResource, reactor: IReactorTime) -> None:
-        super().__init__(site_tree(pipes), reactor=reactor)
+    def __init__(
+        self,
+        pipes: PipeResource,
+        reactor: IReactorTime,
+        root: Optional[IResource] = None,
+    ) -> None:
+        """
+        @param pipes: the pipe resource; its C{mount} says where the pipe
+            tree sits.
+        @param reactor: the reactor (its clock drives every timeout).
+        @param root: the application's own root resource, when the pipe
+            tree is mounted under a prefix; L{None} when the pipe tree is
+            the whole site.
+        @raise ValueError: C{root} is given and the pipes are not under a
+            prefix, or the other way round.
+        """
+        if (root is None) != (pipes.mount.path == b""):
+            raise ValueError(
+                "a site with its own root needs the pipes under a prefix,"
+                " and pipes under a prefix need the site's own root"
+            )
+        tree = site_tree(pipes)
+        super().__init__(tree if root is None else root, reactor=reactor)
         self.pipes = pipes
+        self.mount = pipes.mount
+        self.tree = tree
         self.relay = pipes.relay
         self.header_timeout = pipes.relay.settings.header_timeout
-        if self.header_timeout:
+        if self.header_timeout and root is None:
             # The header timeout already closes a connection that sends no
             # request (from its start, or from its last response's end);
             # Twisted's own idle timeout would only add a timer to each.
+            # (A mixed site keeps it: the application's requests are stock.)
             self.timeOut = None
         self.write_batch = WriteBatch()
         self._channels: Set[StreamingChannel] = set()
+
+    def getResourceFor(self, request: IRequest) -> IResource:
+        """
+        The resource for C{request}: in the application's own tree, as a
+        stock L{Site} finds it, or, for a request that streams, in the pipe
+        tree past the prefix (C{prepath} then holds the prefix's
+        segments).
+        """
+        if self.resource is self.tree or not getattr(request, "streams", True):
+            return super().getResourceFor(request)  # type: ignore[no-any-return]
+        request.site = self  # type: ignore[attr-defined]
+        request.sitepath = request.prepath[:]  # type: ignore[attr-defined]
+        self.mount.enter(request)
+        return getChildForRequest(self.tree, request)  # type: ignore[no-any-return]
 
     def channel_opened(self, channel: StreamingChannel) -> None:
         """
@@ -82,6 +134,24 @@ class PipeSite(Site):
             channel.persistent = False
             if not channel.requests:
                 channel.loseConnection()
+
+    def drain(self) -> Deferred[None]:
+        """
+        Shut down gracefully, as C{twistd pipe} does on C{SIGTERM}: stop
+        keeping connections alive (L{end_keep_alive}), drain the relay
+        (C{relay.drain()}: waiting parties get 503, running transfers get
+        the drain timeout), then close every connection left
+        (L{close_connections}).  All of it applies to the whole site: in a
+        mixed site, to the application's own connections too.  C{twistd
+        pipe} stops its listeners first; a connection made during the
+        drain is answered (pipes: 503) and then closed with the rest.
+
+        @return: fires when every connection is closed.
+        """
+        self.end_keep_alive()
+        drained = self.relay.drain()
+        drained.addCallback(lambda _: self.close_connections())
+        return drained
 
     def close_connections(self, grace: float = CLOSE_GRACE) -> Deferred[None]:
         """
@@ -121,17 +191,44 @@ class PipeSite(Site):
 
     def log(self, request: object) -> None:
         """
-        Write no access log line (see the class docstring).
+        Write no access log line for the pipe tree; log the application's
+        own requests as a stock L{Site} does (see the class docstring).
         """
+        if self.resource is not self.tree and not getattr(request, "streams", True):
+            super().log(request)  # type: ignore[arg-type]
 
 
-def make_site(reactor: IReactorTime, settings: Optional[Settings] = None) -> PipeSite:
+def make_site(
+    reactor: IReactorTime,
+    settings: Optional[Settings] = None,
+    *,
+    root: Optional[IResource] = None,
+    prefix: Optional[bytes] = None,
+) -> PipeSite:
     """
     Build the site that serves pipes at C{/api/v1/pipe/<path>}, with
     C{/healthz} and C{/api/v1/status}.
 
+    With C{root} and C{prefix}, the site serves the application's own
+    resource tree C{root}, as a stock L{Site} would (request bodies
+    spooled to C{request.content}, forms and queries parsed into
+    C{request.args}, automatic C{100 Continue}), and the whole pipe tree
+    under C{/<prefix>/} (C{/ci/api/v1/pipe/<path>}, C{/ci/healthz},
+    C{/ci/api/v1/status}, C{/ci/}), where uploads stream as they do in the
+    pipe-only site.  Whether a request is under the prefix is decided on
+    its raw path, once, when its headers are in.  C{root} is not changed
+    (nothing is put into it); a child of C{root} named like the prefix is
+    never reached.
+
     @param reactor: the reactor (its clock drives every timeout).
     @param settings: limits and timeouts (the defaults of C{twistd pipe}).
+    @param root: the application's own root resource.
+    @param prefix: the path segments the pipe tree is mounted under:
+        C{b"ci"}, C{b"tools/pipes"} (letters, digits and C{.-_~}).
+    @raise ValueError: only one of C{root} and C{prefix} is given, or
+        C{prefix} is not a plain path (see L{pipe._mount.mount_at}).
     """
+    if (root is None) != (prefix is None):
+        raise ValueError("give both root and prefix, or neither")
     relay = Relay(reactor, settings if settings is not None else Settings())
-    return PipeSite(PipeResource(relay), reactor)
+    return PipeSite(PipeResource(relay, prefix), reactor, root)

@@ -151,7 +151,10 @@ def sign_url(
     serves all C{n} receivers of one transfer.
 
     @param url: a pipe URL, C{http(s)://HOST/api/v1/pipe/<path>[?n=N]}
-        (C{n} absent means 1).
+        (C{n} absent means 1), or one of a pipe tree mounted under a prefix
+        (C{http(s)://HOST/ci/api/v1/pipe/<path>}, see
+        L{pipe.server.make_site}): the signature covers the path after the
+        first C{/api/v1/pipe/}, as the server reads it.
     @param key: the signing key (the first of L{load_keys}).
     @param scope: L{Scope} or its value, C{"send"} or C{"receive"}.
     @param ttl: seconds the URL stays valid, more than 0.
@@ -163,9 +166,12 @@ def sign_url(
     if not ttl > 0 or math.isinf(ttl):
         raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
     parts = urlsplit(url)
-    if not parts.path.startswith(_PIPE_PREFIX) or parts.path == _PIPE_PREFIX:
+    # A mount's prefix never contains api/v1/pipe (pipe._mount), so the
+    # first one is the pipe's.
+    start = parts.path.find(_PIPE_PREFIX)
+    if start == -1 or parts.path[start:] == _PIPE_PREFIX:
         raise ValueError(f"not a pipe URL (want {_PIPE_PREFIX}<path>): {url!r}")
-    path = parts.path[len(_PIPE_PREFIX) :].encode("utf-8")
+    path = parts.path[start + len(_PIPE_PREFIX) :].encode("utf-8")
     kept: List[str] = []
     n_values: List[str] = []
     for part in parts.query.split("&") if parts.query else []:

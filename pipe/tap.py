@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-C{twistd pipe}: options and service.
+C{twistd pipe}: options and service; and the same service for an
+application of one's own (a C{.tac} file), L{pipe_service}.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -18,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource
 
 from . import __version__
 from ._supported import TwistedMismatch
@@ -31,7 +33,7 @@ from ._settings import Settings
 from ._settings import options as setting_options
 from .signing import KeyFileError, load_keys
 
-__all__ = ["ListenFailed", "Options", "makeService"]
+__all__ = ["ListenFailed", "Options", "makeService", "pipe_service"]
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -167,10 +169,7 @@ class _Drain(Service):
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         super().stopService()
-        self._site.end_keep_alive()
-        drained = self._site.relay.drain()
-        drained.addCallback(lambda _: self._site.close_connections())
-        return drained
+        return self._site.drain()
 
 
 class ListenFailed(Exception):
@@ -313,8 +312,61 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         # as the process, so keep the cyclic garbage collector from walking
         # it again and again (fewer, shorter pauses under small transfers).
         reactor.callWhenRunning(gc.freeze)
-    settings = options.settings()
-    site = make_site(reactor, settings)
+    return _service(options, reactor, make_site(reactor, options.settings()))
+
+
+def pipe_service(
+    args: Sequence[str] = (),
+    reactor: Any = None,
+    *,
+    root: Optional[IResource] = None,
+    prefix: Optional[bytes] = None,
+) -> IService:
+    """
+    The service of C{twistd pipe ARGS...}, for an application of one's own
+    (a C{.tac} file run by C{twistd -y}): add it to the application with
+    C{setServiceParent}.  It listens on every C{--listen} endpoint (and
+    C{--metrics-listen}), and its stop drains as C{twistd pipe}'s does
+    (L{pipe.server.PipeSite.drain}): listeners close, waiting parties get
+    503, running transfers get C{--drain-timeout} seconds, then the
+    remaining connections close.
+
+    With C{root} and C{prefix}, its site serves the application's own
+    resource tree with the pipe tree under the prefix, on the same
+    listeners (see L{pipe.server.make_site}).
+
+    Unlike C{twistd pipe}, it leaves the process's garbage collector alone
+    (the process is the application's).
+
+    @param args: the options of C{twistd pipe}, as on its command line
+        (C{["--listen", "tcp:8080", "--max-receivers", "100"]}).
+    @param reactor: the reactor; by default the one installed (import this
+        module and call this from the C{.tac}, never at import time of a
+        module that must not pick a reactor).
+    @param root: the application's own root resource.
+    @param prefix: the path segments the pipe tree is mounted under.
+    @raise twisted.python.usage.UsageError: C{args} is not a valid
+        C{twistd pipe} command line.
+    @raise SystemExit: C{--secret-file} cannot be used (as C{twistd pipe}).
+    @raise ValueError: only one of C{root} and C{prefix} is given, or the
+        prefix is not a plain path.
+    """
+    options = Options()
+    options.parseOptions(list(args))
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    site = make_site(reactor, options.settings(), root=root, prefix=prefix)
+    return _service(options, reactor, site)
+
+
+def _service(options: Options, reactor: Any, site: PipeSite) -> IService:
+    """
+    The listeners of C{options} for C{site}, its metrics listeners, and its
+    drain on stop, as one service.
+    """
+    settings = site.relay.settings
     if settings.keys:
         _log.info(
             "signed URLs required ({required}); {count} keys verify",

@@ -24,7 +24,12 @@ from pipe._request import _UploadProducer
 def test_public_names() -> None:
     assert set(pipe.__all__) == {"__version__"}
     assert set(pipe.server.__all__) == {"make_site", "PipeSite", "Settings"}
-    assert set(pipe.tap.__all__) == {"ListenFailed", "Options", "makeService"}
+    assert set(pipe.tap.__all__) == {
+        "ListenFailed",
+        "Options",
+        "makeService",
+        "pipe_service",
+    }
     assert set(pipe.signing.__all__) == {
         "KeyFileError",
         "MIN_KEY_LENGTH",

@@ -16,10 +16,12 @@ from typing import Any, List
 import pytest
 import pytest_twisted
 from twisted.internet import task
+from twisted.web.resource import Resource
 
 from pipe import __version__
 from pipe import _compat as compat
 from pipe._strict import valid_header_name, valid_request_line
+from pipe.server import make_site
 
 from .conftest import RunningServer
 from .helpers import raw_http, split_responses
@@ -260,3 +262,41 @@ async def test_pipelined_requests_answered_at_once_stay_in_order(
     bodies = [body for _, _, body in split_responses(text)]
     assert bodies[0] == bodies[2] == b"ok\n"
     assert bodies[1] == __version__.encode() + b"\n"
+
+
+class _Form(Resource):
+    """
+    An application's form: answers a C{POST} at once with what it read.
+    """
+
+    isLeaf = True
+
+    def render_POST(self, request: Any) -> bytes:
+        return b"got " + request.content.read() + b"\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_pipelined_behind_a_body_answered_at_once(reactor: Any) -> None:
+    """
+    A request pipelined right after a body, in the same write, whose own
+    response is written at once (an application's form in a mixed site)
+    is answered next, in order (Twisted before 24.7.0 kept the rest of the
+    read only after the first was answered, so the second waited for more
+    data that never came).
+    """
+    root = Resource()
+    root.putChild(b"form", _Form())
+    site = make_site(reactor, root=root, prefix=b"ci")
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        text = await raw_http(
+            reactor,
+            port.getHost().port,
+            b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"Content-Type: text/plain\r\n\r\nhello"
+            b"GET /ci/healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+    finally:
+        await port.stopListening()
+    bodies = [body for _, _, body in split_responses(text)]
+    assert bodies == [b"got hello\n", b"ok\n"]

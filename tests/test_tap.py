@@ -20,11 +20,19 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 
 from pipe import __version__
 from pipe._settings import Option, Settings
 from pipe._settings import options as setting_options
-from pipe.tap import DEFAULT_BACKLOG, Options, _Listener, makeService, with_backlog
+from pipe.tap import (
+    DEFAULT_BACKLOG,
+    Options,
+    _Listener,
+    makeService,
+    pipe_service,
+    with_backlog,
+)
 
 from .helpers import (
     DONE,
@@ -72,6 +80,39 @@ def test_make_service_has_one_listener_per_endpoint() -> None:
     assert IService.providedBy(service)
     # A drain service, then one listener per endpoint.
     assert len(list(service)) == 3  # type: ignore[call-overload]
+
+
+def test_pipe_service_is_twistd_pipe_from_its_command_line() -> None:
+    """
+    L{pipe_service} takes C{twistd pipe}'s arguments: the same drain and
+    listeners, the settings parsed from them, the pipes at the root.
+    """
+    service = pipe_service(
+        ["--listen", "tcp:0", "--listen", "tcp:0", "--max-receivers", "5"],
+        reactor=Clock(),
+    )
+    assert IService.providedBy(service)
+    drain, *listeners = list(service)  # type: ignore[call-overload]
+    assert len(listeners) == 2
+    site = drain._site
+    assert site.relay.settings.max_receivers == 5
+    assert site.resource is site.tree
+
+
+def test_pipe_service_mounts_the_pipes_into_a_root() -> None:
+    root = Resource()
+    service = pipe_service(["--listen", "tcp:0"], Clock(), root=root, prefix=b"ci")
+    drain, _ = list(service)  # type: ignore[call-overload]
+    site = drain._site
+    assert site.resource is root
+    assert site.mount.pipe_prefix == b"/ci/api/v1/pipe/"
+
+
+def test_pipe_service_refuses_what_twistd_pipe_refuses() -> None:
+    with pytest.raises(usage.UsageError):
+        pipe_service(["--max-receivers", "0"], Clock())
+    with pytest.raises(ValueError):
+        pipe_service([], Clock(), root=Resource())
 
 
 def test_listeners_get_a_large_backlog_unless_set() -> None:
