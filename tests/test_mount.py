@@ -18,7 +18,11 @@ from typing import Any, List
 import pytest
 from twisted.internet.task import Clock
 from twisted.web import http
-from twisted.web.pages import notFound
+
+try:
+    from twisted.web.pages import notFound
+except ImportError:  # Twisted before 22.10
+    from twisted.web.resource import NoResource as notFound  # type: ignore[assignment]
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
