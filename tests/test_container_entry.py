@@ -1,8 +1,8 @@
 """
 The container image's entry point (L{pipe._container}) and C{HEALTHCHECK}
 (L{pipe._healthcheck}) as real processes on loopback, and the version the
-C{Dockerfile} carries.  The image itself is tested in C{tests/container}
-(C{tox -e container}).
+C{Dockerfile} and the Kubernetes Deployment carry.  The image itself is
+tested in C{tests/container} (C{tox -e container}).
 """
 
 from __future__ import annotations
@@ -169,6 +169,8 @@ def test_the_healthcheck_fails_when_nothing_answers() -> None:
     assert result.stdout.strip()
 
 
-def test_the_image_carries_the_package_version() -> None:
+def test_the_image_and_the_manifests_carry_the_package_version() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"\nARG VERSION={pipe.__version__}\n" in dockerfile
+    deployment = (ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text()
+    assert f"image: txpipe:{pipe.__version__}\n" in deployment
