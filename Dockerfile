@@ -28,16 +28,15 @@ ARG PIP_NO_INDEX
 ARG PIP_TRUSTED_HOST
 COPY . /src
 # Wheels first (txpipe's and every dependency's), then a venv of those
-# wheels alone. pip and setuptools leave the venv, and so do Twisted's own
-# test suites (a third of its size): the server needs none of them.
+# wheels alone (pip compiles them: a read-only root cannot cache bytecode).
+# pip and setuptools leave the venv, and so do Twisted's own test suites (a
+# third of its size): the server needs none of them.
 RUN python3 -m venv /opt/txpipe \
  && /opt/txpipe/bin/pip wheel --wheel-dir /wheels /src \
  && /opt/txpipe/bin/pip install --no-index --find-links /wheels txpipe \
  && /opt/txpipe/bin/pip uninstall --yes pip setuptools wheel \
  && find /opt/txpipe/lib -path '*/site-packages/twisted/*' -type d -name test \
         -prune -exec rm -rf {} + \
- && find /opt/txpipe -name '__pycache__' -prune -exec rm -rf {} + \
- && /opt/txpipe/bin/python -m compileall -q /opt/txpipe/lib \
  && /opt/txpipe/bin/twistd --help | grep -q '^ *pipe '
 
 FROM ${BASE}

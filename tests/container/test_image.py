@@ -20,7 +20,7 @@ import pytest
 
 import pipe
 
-from ._runtime import HARDENED, Container, Runtime
+from ._runtime import HARDENED, Container, Runtime, say
 
 pytestmark = pytest.mark.needs_runtime
 
@@ -182,7 +182,7 @@ def test_sigterm_during_a_transfer_lets_it_finish_and_exits_0(
     logs = container.logs()
     assert "received SIGTERM: draining" in logs
     assert "drained" in logs
-    print(f"SIGTERM to exit 0: {took:.1f} s")
+    say(f"SIGTERM mid-transfer to exit status 0: {took:.1f} s")
 
 
 def test_the_healthcheck_passes_on_the_default_command(
