@@ -174,3 +174,17 @@ def test_the_image_and_the_manifests_carry_the_package_version() -> None:
     assert f"\nARG VERSION={pipe.__version__}\n" in dockerfile
     deployment = (ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text()
     assert f"image: txpipe:{pipe.__version__}\n" in deployment
+
+
+def test_the_drain_watch_is_a_log_observer() -> None:
+    from twisted.logger import ILogObserver
+    from zope.interface.verify import verifyObject
+
+    from pipe._container import _DrainWatch
+
+    watch = _DrainWatch()
+    assert verifyObject(ILogObserver, watch)
+    watch({"log_namespace": "pipe._relay.Relay", "log_format": "drained"})
+    assert not watch.aborted
+    watch({"log_namespace": "pipe._relay.Relay", "log_format": "drain timeout: x"})
+    assert watch.aborted
