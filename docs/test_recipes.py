@@ -20,6 +20,8 @@ RECIPES = Path(__file__).resolve().parent / "recipes.md"
 SCHEMAS = {
     "## GitHub Actions": "vendor.github-workflows",
     "## GitLab CI": "vendor.gitlab-ci",
+    "## GitHub Actions: txpipe as a service container": "vendor.github-workflows",
+    "## GitLab CI: txpipe as a service": "vendor.gitlab-ci",
 }
 
 
@@ -61,6 +63,11 @@ def test_recipe_is_valid_for_its_ci(heading: str, tmp_path: Path) -> None:
 BREAKAGE = {
     "## GitHub Actions": ("\njobs:\n", "\njobz:\n"),
     "## GitLab CI": ("parallel: 4", "parallel: four"),
+    "## GitHub Actions: txpipe as a service container": (
+        "        ports:\n",
+        "        portz:\n",
+    ),
+    "## GitLab CI: txpipe as a service": ("alias: pipe", "alias: [pipe]"),
 }
 
 

@@ -53,7 +53,12 @@ SIGNATURE_PARAMETERS = ("expires", "scope", "sig")
 
 _PIPE_PREFIX = "/api/v1/pipe/"
 _N_SYNTAX = re.compile(r"[1-9][0-9]*")
-_GROUP_OR_OTHER_READ_WRITE = 0o066
+#: Key-file permissions, as PostgreSQL checks its key files: no file may be
+#: readable or writable by other; a file owned by root may be readable by its
+#: group (how Kubernetes mounts a Secret: root, group fsGroup, 0440), a file
+#: owned by anyone else by its owner only.  Execute bits mean nothing here.
+_OTHER_READ_WRITE = stat.S_IROTH | stat.S_IWOTH
+_GROUP_READ_WRITE = stat.S_IRGRP | stat.S_IWGRP
 
 
 class Scope(enum.Enum):
@@ -81,11 +86,14 @@ def load_keys(path: Union[str, os.PathLike[str]]) -> List[bytes]:
     signed have expired.
 
     @raise KeyFileError: the file is missing or unreadable, holds no key or
-        a key shorter than L{MIN_KEY_LENGTH} bytes, or is readable or
-        writable by group or other (C{chmod 600} it).
+        a key shorter than L{MIN_KEY_LENGTH} bytes, or its permissions are
+        too open (see L{_check_permissions}).
     """
     try:
-        mode = os.stat(path).st_mode
+        # stat follows symbolic links: a Kubernetes Secret's file is a link
+        # into its ..data directory, and the target is what is read.
+        status = os.stat(path)
+        mode, owner = status.st_mode, status.st_uid
         with open(path, "rb") as handle:
             text = handle.read()
     except OSError as error:
@@ -94,11 +102,7 @@ def load_keys(path: Union[str, os.PathLike[str]]) -> List[bytes]:
         ) from None
     if not stat.S_ISREG(mode):
         raise KeyFileError(f"secret file {os.fspath(path)!r} is not a regular file")
-    if mode & _GROUP_OR_OTHER_READ_WRITE:
-        raise KeyFileError(
-            f"secret file {os.fspath(path)!r} is readable or writable by group or"
-            f" other (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-        )
+    _check_permissions(os.fspath(path), mode, owner)
     keys = [line.strip() for line in text.splitlines() if line.strip()]
     if not keys:
         raise KeyFileError(f"secret file {os.fspath(path)!r} holds no key")
@@ -109,6 +113,43 @@ def load_keys(path: Union[str, os.PathLike[str]]) -> List[bytes]:
                 f" {MIN_KEY_LENGTH} bytes"
             )
     return keys
+
+
+def _check_permissions(path: str, mode: int, owner: int) -> None:
+    """
+    Refuse a key file that someone other than its owner (or, for a file
+    owned by root, its group) could read or change: PostgreSQL's rule for
+    its key files.
+
+        - readable or writable by other: refused, whoever owns it;
+        - owned by root: its group may read it (0640, 0440), not write it;
+        - owned by anyone else: owner only (0600, 0400).
+
+    A Kubernetes Secret mounted with C{defaultMode: 0440} and an C{fsGroup}
+    (root, group fsGroup), and a Docker or Compose secret given C{mode:
+    0440} and the server's C{gid}, pass; a group-readable file that the
+    server's own user owns does not, since any member of that group could
+    have been given it.
+
+    @raise KeyFileError: with the mode, the owner and the fix.
+    """
+    if mode & _OTHER_READ_WRITE:
+        raise KeyFileError(
+            f"secret file {path!r} is readable or writable by other"
+            f" (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    if owner == 0 and mode & stat.S_IWGRP:
+        raise KeyFileError(
+            f"secret file {path!r} is writable by its group"
+            f" (mode {stat.S_IMODE(mode):04o}); chmod 640 it"
+        )
+    if owner != 0 and mode & _GROUP_READ_WRITE:
+        raise KeyFileError(
+            f"secret file {path!r} is readable or writable by its group"
+            f" (mode {stat.S_IMODE(mode):04o}) and owned by uid {owner}, not"
+            " root; chmod 600 it (only a file owned by root may be"
+            " group-readable)"
+        )
 
 
 def canonical(scope: Scope, path: bytes, n: int, expires: int) -> bytes:

@@ -87,7 +87,9 @@ class Options(usage.Options):
             None,
             None,
             "Turn signed URLs on: FILE holds one key per line (the first signs, "
-            "all verify) and must not be readable or writable by group or other. "
+            "all verify). Only its owner may read it (0600/0400), or, if root "
+            "owns it, also its group (0640/0440, as Kubernetes mounts Secrets); "
+            "never anyone else. "
             "Mint URLs with: txpipe sign.",
         ],
     ]
