@@ -46,7 +46,7 @@ def parse_networks(text: str) -> Tuple[Network, ...]:
     return tuple(networks)
 
 
-def _address(text: str) -> Optional[_Address]:
+def _hop_address(text: str) -> Optional[_Address]:
     """
     The address C{text} names (an IPv4-mapped IPv6 address as IPv4), or
     L{None} if it names none.
@@ -85,7 +85,7 @@ def forwarded_client(
     """
     if not trusted or not forwarded:
         return None
-    address = _address(peer)
+    address = _hop_address(peer)
     if address is None or not _trusted(address, trusted):
         return None
     hops = [
@@ -96,7 +96,7 @@ def forwarded_client(
     ]
     client: Optional[str] = None
     for hop in reversed(hops):
-        hop_address = _address(hop)
+        hop_address = _hop_address(hop)
         if hop_address is None:
             break
         client = str(hop_address)

@@ -16,7 +16,6 @@ import socket
 from typing import Any, Callable, List, Optional, Sequence
 
 from twisted.internet.tcp import Connection
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.web.http_headers import Headers
 
 from . import _compat as compat
@@ -60,7 +59,7 @@ def tcp_connection(transport: Any) -> Optional[Connection]:
     header is read it passes every byte through unchanged, both ways);
     L{None} for anything else (TLS, Unix sockets, test transports).
     """
-    while isinstance(transport, HAProxyProtocolWrapper):
+    while isinstance(transport, compat.HAProxyProtocolWrapper):
         transport = transport.transport
     return transport if isinstance(transport, Connection) else None
 
