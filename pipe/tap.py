@@ -81,8 +81,16 @@ class Options(usage.Options):
         if option.coerce is None
     ]
 
+    # An empty default (no trusted proxies) is shown as none by its help
+    # text, not as "[default: ()]".
     optParameters = [
-        [option.name, None, option.default, option.help, option.coerce]
+        [
+            option.name,
+            None,
+            None if option.default == () else option.default,
+            option.help,
+            option.coerce,
+        ]
         for option in setting_options()
         if option.coerce is not None
     ] + [
@@ -156,7 +164,11 @@ class Options(usage.Options):
         """
         values: Dict[str, Any] = {
             option.field: (
-                bool(self[option.name]) if option.coerce is None else self[option.name]
+                bool(self[option.name])
+                if option.coerce is None
+                else option.default
+                if self[option.name] is None
+                else self[option.name]
             )
             for option in setting_options()
         }
