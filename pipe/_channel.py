@@ -34,7 +34,7 @@ from . import _compat as compat
 from . import _tcp
 from ._chunked import ChunkedDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
-from ._writes import WritingChannel, pending_bytes
+from ._writes import WritingChannel, pending_bytes, tcp_connection
 
 __all__ = [
     "UPLOAD_READ_SIZE",
@@ -274,8 +274,9 @@ class StreamingChannel(WritingChannel):
         idle timers for the next request start only when the peer has
         acknowledged all of it (see L{Linger}).
         """
-        if isinstance(self.transport, Connection):
-            self.transport.bufferSize = Connection.bufferSize
+        connection = tcp_connection(self.transport)
+        if connection is not None:
+            connection.bufferSize = Connection.bufferSize
         # Twisted would restart its idle timeout now; next_request_timers does.
         compat.forget_idle_timeout(self)
         super().requestDone(request)
@@ -567,8 +568,9 @@ class StreamingChannel(WritingChannel):
             request = self.requests[-1]
             if self.timeOut:
                 compat.suspend_idle_timeout(self)
-            if isinstance(self.transport, Connection):
-                self.transport.bufferSize = UPLOAD_READ_SIZE
+            connection = tcp_connection(self.transport)
+            if connection is not None:
+                connection.bufferSize = UPLOAD_READ_SIZE
             request.headers_received(*compat.request_line(self))
 
     def automatic_continue(self) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple
 
 import attr
 from twisted.internet import abstract, tcp
+from twisted.protocols.haproxy import _wrapper as _haproxy_wrapper
 from twisted.web import http, server
 
 from ._supported import (
@@ -50,6 +51,7 @@ __all__ = [
     "REQUIRED",
     "SUPPORTED",
     "ChunkedTransferDecoder",
+    "HAProxyProtocolWrapper",
     "Internal",
     "MalformedChunkedData",
     "TwistedMismatch",
@@ -82,6 +84,11 @@ __all__ = [
 
 #: Twisted's chunked request body decoder, which L{pipe._chunked} extends.
 ChunkedTransferDecoder = http._ChunkedTransferDecoder
+
+#: The transport a C{haproxy:} listener gives its protocols (Twisted exports
+#: only C{proxyEndpoint}): L{pipe._writes} looks through it for the TCP
+#: connection, since it passes every byte through once the header is read.
+HAProxyProtocolWrapper = _haproxy_wrapper.HAProxyProtocolWrapper
 
 
 @attr.s(auto_attribs=True, frozen=True)

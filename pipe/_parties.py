@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from . import _messages as messages
 from ._channel import pending_bytes
 from ._fanout import Branch
+from ._forwarded import forwarded_client
 from ._guard import Grant
 from ._outcome import Outcome
 from ._refusal import Refusal
@@ -58,23 +59,46 @@ def path_for_log(path: bytes, relay: Relay) -> str:
     return messages.show(path, 1024) if relay.settings.log_paths else path_digest(path)
 
 
+def _client(request: StreamingRequest) -> Tuple[str, Optional[int]]:
+    """
+    The client's host and port: the connection's peer (behind a C{haproxy:}
+    listener, the client the PROXY protocol names), unless the peer is one
+    of the site's C{trusted_proxies} and the request says in
+    C{X-Forwarded-For} whom it forwards for (L{forwarded_client}); then that
+    host, with no port.  The one place that decides who a client is.
+    """
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(address), None
+    port = getattr(address, "port", None)
+    site = getattr(request.channel, "site", None)
+    trusted = getattr(site, "trusted_proxies", ())
+    if trusted:
+        forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
+        client = forwarded_client(host, forwarded, trusted)
+        if client is not None:
+            return client, None
+    return str(host), port
+
+
 def client_host(request: StreamingRequest) -> str:
     """
     The client's host (the key of the per-address limit).
     """
-    address = request.getClientAddress()
-    return str(getattr(address, "host", None) or address)
+    return _client(request)[0]
 
 
 def client_address(request: StreamingRequest) -> str:
     """
-    The client's address as C{host:port} (or the address's string form).
+    The client's address as C{host:port} (C{[host]:port} for IPv6), or its
+    host alone when a trusted proxy named it (or the address's string form).
     """
-    address = request.getClientAddress()
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None:
-        return str(address)
+    if getattr(request.getClientAddress(), "host", None) is None:
+        return str(request.getClientAddress())
+    host, port = _client(request)
+    if port is None:
+        return f"[{host}]" if ":" in host else host
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -15,7 +15,34 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-__all__ = ["RETRY_AFTER", "Refusal"]
+__all__ = ["REASONS", "RETRY_AFTER", "Refusal"]
+
+#: Every reason's slug: the metrics export each from the start (at 0), so
+#: that C{rate()} and C{increase()} see a reason's first refusal.
+REASONS = (
+    "bad_n",
+    "bad_wait",
+    "bad_sender_response",
+    "path_empty",
+    "path_too_long",
+    "path_control",
+    "not_found",
+    "method_not_allowed",
+    "count_mismatch",
+    "sender_taken",
+    "receivers_full",
+    "transfer_running",
+    "shutting_down",
+    "too_many_pipes",
+    "too_many_connections",
+    "signature_required",
+    "signature_malformed",
+    "signature_mismatch",
+    "signature_scope",
+    "signature_expired",
+    "signature_lifetime",
+    "signature_used",
+)
 
 #: The C{Retry-After} of a 503 (seconds), when the server is full or
 #: shutting down.

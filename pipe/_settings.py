@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 import attr
 
+from ._forwarded import Network, parse_networks
+
 __all__ = ["Option", "Settings", "options"]
 
 
@@ -148,11 +150,25 @@ class Settings:
         0,
         Option(
             name="max-connections-per-ip",
-            help="Parties waiting or transferring from one peer address; more "
-            "get 503 (0: unlimited). Behind a reverse proxy the peer is the proxy.",
+            help="Parties waiting or transferring from one client address; more "
+            "get 503 (0: unlimited). Behind a proxy, the client is the one the "
+            "PROXY protocol (a haproxy: listener) or a trusted proxy's "
+            "X-Forwarded-For (--trusted-proxies) names; else the proxy.",
             metavar="N",
             coerce=int,
             minimum=0,
+        ),
+    )
+    trusted_proxies: Tuple[Network, ...] = _setting(
+        (),
+        Option(
+            name="trusted-proxies",
+            help="Comma-separated addresses and networks (127.0.0.1,10.0.0.0/8) "
+            "of the proxies whose X-Forwarded-For header names the client: the "
+            "right-most hop that is not one of them. Others' header is ignored. "
+            "Default: none (the peer is the client).",
+            metavar="NETWORKS",
+            coerce=parse_networks,
         ),
     )
     drain_timeout: float = _seconds(

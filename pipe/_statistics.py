@@ -18,6 +18,7 @@ from typing import Dict, Optional
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ._outcome import Outcome
+from ._refusal import REASONS
 
 __all__ = ["DURATION_BUCKETS", "WAIT_BUCKETS", "Statistics"]
 
@@ -71,6 +72,11 @@ class Statistics:
             ["reason"],
             registry=registry,
         )
+        # Exported at 0 from the start: a series that first appears at 1
+        # shows no increase to rate() and increase(), so alerts and
+        # dashboards would miss a reason's first refusals.
+        for reason in REASONS:
+            self._rejections.labels(reason)
         self._stalled = Counter(
             "txpipe_receivers_stalled",
             "Receivers dropped by the stall watchdog.",
@@ -164,7 +170,7 @@ class Statistics:
             sample.labels["reason"]: int(sample.value)
             for metric in self._rejections.collect()
             for sample in metric.samples
-            if sample.name.endswith("_total")
+            if sample.name.endswith("_total") and sample.value
         }
 
     @property

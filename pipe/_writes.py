@@ -22,7 +22,7 @@ from . import _compat as compat
 from ._batch import WriteBatch
 from ._strict import StrictChannel
 
-__all__ = ["WritingChannel", "header_lines", "pending_bytes"]
+__all__ = ["WritingChannel", "header_lines", "pending_bytes", "tcp_connection"]
 
 
 def pending_bytes(transport: Any) -> Optional[int]:
@@ -52,14 +52,27 @@ def header_lines(headers: Headers) -> List[bytes]:
     return pieces
 
 
+def tcp_connection(transport: Any) -> Optional[Connection]:
+    """
+    The TCP connection of Twisted's own that C{transport} is, or that it
+    wraps in PROXY-protocol wrappers (a C{haproxy:} listener's: once the
+    header is read it passes every byte through unchanged, both ways);
+    L{None} for anything else (TLS, Unix sockets, test transports).
+    """
+    while isinstance(transport, compat.HAProxyProtocolWrapper):
+        transport = transport.transport
+    return transport if isinstance(transport, Connection) else None
+
+
 def _plain_socket(transport: Any) -> Optional[socket.socket]:
     """
     The socket of C{transport} if it is a plain (not TLS) TCP connection of
-    Twisted's own, which L{StreamingChannel} may write to directly; else
-    L{None}.
+    Twisted's own (behind a C{haproxy:} listener too), which
+    L{StreamingChannel} may write to directly; else L{None}.
     """
-    if isinstance(transport, Connection) and not getattr(transport, "TLS", False):
-        return transport.socket
+    connection = tcp_connection(transport)
+    if connection is not None and not getattr(connection, "TLS", False):
+        return connection.socket
     return None
 
 
@@ -228,7 +241,11 @@ class WritingChannel(StrictChannel):
         """
         sock = self._socket
         transport = self.transport
-        if sock is None or transport is None or not compat.writable_at_once(transport):
+        if (
+            sock is None
+            or transport is None
+            or not compat.writable_at_once(tcp_connection(transport))
+        ):
             return False
         try:
             sent = sock.sendmsg(iovec)

@@ -52,6 +52,8 @@ class PipeSite(Site):
         waiting and running path, C{relay.drain()} shuts down gracefully.
     @ivar header_timeout: seconds a client has to send its request line and
         headers (0: no limit); read by L{StreamingChannel}.
+    @ivar trusted_proxies: the networks whose C{X-Forwarded-For} names the
+        client (C{--trusted-proxies}); read by L{pipe._parties}.
     @ivar write_batch: the L{WriteBatch} its channels hold writes in while
         they handle a read.
     """
@@ -88,6 +90,7 @@ class PipeSite(Site):
         self.tree = tree
         self.relay = pipes.relay
         self.header_timeout = pipes.relay.settings.header_timeout
+        self.trusted_proxies = pipes.relay.settings.trusted_proxies
         if self.header_timeout and root is None:
             # The header timeout already closes a connection that sends no
             # request (from its start, or from its last response's end);

@@ -50,9 +50,13 @@ _BACKLOG_TYPES = {"tcp", "tcp6", "ssl", "unix"}
 def with_backlog(description: str) -> str:
     """
     C{description} with C{backlog=DEFAULT_BACKLOG} added if its endpoint
-    type takes a backlog and it sets none.
+    type takes a backlog and it sets none (also behind the PROXY-protocol
+    prefix: C{haproxy:tcp:8081}).
     """
-    kind = description.split(":", 1)[0].lower()
+    inner = description
+    while inner.lower().startswith("haproxy:"):
+        inner = inner[len("haproxy:") :]
+    kind = inner.split(":", 1)[0].lower()
     if kind in _BACKLOG_TYPES and "backlog=" not in description:
         return f"{description}:backlog={DEFAULT_BACKLOG}"
     return description
@@ -77,8 +81,16 @@ class Options(usage.Options):
         if option.coerce is None
     ]
 
+    # An empty default (no trusted proxies) is shown as none by its help
+    # text, not as "[default: ()]".
     optParameters = [
-        [option.name, None, option.default, option.help, option.coerce]
+        [
+            option.name,
+            None,
+            None if option.default == () else option.default,
+            option.help,
+            option.coerce,
+        ]
         for option in setting_options()
         if option.coerce is not None
     ] + [
@@ -105,7 +117,9 @@ class Options(usage.Options):
     opt_listen.__doc__ = (
         "Listen on ENDPOINT, a Twisted server endpoint string: tcp:8080, "
         "tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=KEY:certKey=CERT, "
-        "unix:/run/pipe.sock, systemd:domain=INET:index=0. Repeatable; "
+        "unix:/run/pipe.sock, systemd:domain=INET:index=0, and behind HAProxy "
+        "with send-proxy-v2: haproxy:tcp:8081 (the PROXY protocol names the "
+        "client). Repeatable; "
         "default: tcp:8080. tcp, tcp6, ssl and unix listeners get "
         f"backlog={DEFAULT_BACKLOG} unless the description sets a backlog."
     )
@@ -152,7 +166,11 @@ class Options(usage.Options):
         """
         values: Dict[str, Any] = {
             option.field: (
-                bool(self[option.name]) if option.coerce is None else self[option.name]
+                bool(self[option.name])
+                if option.coerce is None
+                else option.default
+                if self[option.name] is None
+                else self[option.name]
             )
             for option in setting_options()
         }

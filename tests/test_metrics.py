@@ -190,3 +190,36 @@ def test_statistics_are_per_server_and_status_reads_them() -> None:
     assert registry.get_sample_value("txpipe_wait_seconds_sum") == 0.2
     assert other.status()["transfers"]["complete"] == 0
     assert other.statistics.registry.get_sample_value("txpipe_wait_timeouts_total") == 0
+
+
+def test_every_refusal_reason_is_exported_from_the_start() -> None:
+    """
+    Each reason's counter is there at 0 before its first refusal (a series
+    that first appears at 1 shows no increase to rate() and increase()),
+    the reasons are those docs/operations.md lists, and the status reads
+    only the reasons that happened.
+    """
+    from twisted.internet.task import Clock
+
+    from pipe._refusal import REASONS
+    from pipe._relay import Relay
+
+    relay = Relay(Clock(), Settings())
+    registry = relay.statistics.registry
+    for reason in REASONS:
+        assert (
+            registry.get_sample_value("txpipe_rejections_total", {"reason": reason})
+            == 0
+        )
+    assert relay.statistics.rejections() == {}
+    docs = (
+        Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+    ).read_text()
+    rows = [
+        line
+        for line in docs.splitlines()
+        if line.startswith("| `txpipe_rejections_total`")
+    ]
+    (row,) = rows
+    named = set(re.findall(r"`([a-z_]+)`", row)) - {"txpipe_rejections_total", "reason"}
+    assert named == set(REASONS)

@@ -121,6 +121,7 @@ def test_listeners_get_a_large_backlog_unless_set() -> None:
         f"SSL:443:privateKey=k:backlog={DEFAULT_BACKLOG}"
     )
     assert with_backlog("tcp:0:backlog=7") == "tcp:0:backlog=7"
+    assert with_backlog("haproxy:tcp:0") == f"haproxy:tcp:0:backlog={DEFAULT_BACKLOG}"
     assert with_backlog("systemd:domain=INET:index=0") == (
         "systemd:domain=INET:index=0"
     )
@@ -325,6 +326,8 @@ def documented_default(option: Option) -> str:
         return "off" if not option.default else "on"
     if isinstance(option.default, str):
         return option.default
+    if isinstance(option.default, tuple):
+        return ",".join(map(str, option.default)) or "none"
     value = option.default
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -372,8 +375,10 @@ def test_options_are_generated_from_the_settings() -> None:
             argv += [f"--{option.name}", option.choices[-1]]
             expected[option.field] = option.choices[-1]
         else:
-            argv += [f"--{option.name}", "7"]
-            expected[option.field] = option.coerce("7")
+            # A number, or what the option takes instead.
+            given = {"trusted-proxies": "10.0.0.0/8"}.get(option.name, "7")
+            argv += [f"--{option.name}", given]
+            expected[option.field] = option.coerce(given)
     argv += ["--secret-file", "/nonexistent"]
     options = Options()
     with pytest.raises(SystemExit):  # the secret file is read last

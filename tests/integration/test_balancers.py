@@ -9,6 +9,12 @@ receivers, one backend is killed mid-run: exactly the pipes on it fail (its
 receivers and senders see an error), the others complete; then the same
 paths work again, on the survivors.
 
+And the client behind each balancer is the client: HAProxy names it with
+the PROXY protocol (C{send-proxy-v2} to C{haproxy:} listeners), nginx in
+C{X-Forwarded-For}, believed from it (C{--trusted-proxies}); curl clients
+on 127.0.0.2 and 127.0.0.3 appear in the transfer log with their own
+addresses, and C{--max-connections-per-ip} holds each to its own count.
+
 Run by C{tox -e balancers} (C{.ci/run} installs HAProxy and nginx); skipped
 where they are not installed.
 """
@@ -73,11 +79,19 @@ def answers(port: int, path: str = "/healthz") -> bool:
 
 
 class Backend:
-    """One C{twistd -n pipe} on a fixed loopback port."""
+    """
+    One C{twistd -n pipe} on fixed loopback ports: C{port} plain (for nginx,
+    whose C{X-Forwarded-For} it trusts, and for the tests' own requests),
+    C{proxy_port} a C{haproxy:} listener (for HAProxy's C{send-proxy-v2}).
+    """
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(
+        self, directory: Path, name: str, options: Tuple[str, ...] = ()
+    ) -> None:
         self.name = name
         self.port = free_port()
+        self.proxy_port = free_port()
+        self.options = options
         self.log = directory / f"{name}.log"
         self.directory = directory
         self.process: Optional[subprocess.Popen[bytes]] = None
@@ -86,8 +100,13 @@ class Backend:
         self.process = subprocess.Popen(
             twistd_pipe(
                 f"tcp:{self.port}:interface=127.0.0.1",
+                "--listen",
+                f"haproxy:tcp:{self.proxy_port}:interface=127.0.0.1",
+                "--trusted-proxies",
+                "127.0.0.1",
                 "--wait-timeout",
                 "60",
+                *self.options,
                 log=str(self.log),
             ),
             cwd=self.directory,
@@ -113,6 +132,11 @@ class Backend:
         ) as r:
             return json.load(r)  # type: ignore[no-any-return]
 
+    def transfer_lines(self) -> List[str]:
+        """The transfer log's lines of this backend."""
+        text = self.log.read_text() if self.log.exists() else ""
+        return re.findall(r"transfer [0-9a-f]{12} \w+: .*", text)
+
     def completed_digests(self) -> List[str]:
         """The path digests of the transfers this backend completed."""
         text = self.log.read_text() if self.log.exists() else ""
@@ -125,7 +149,9 @@ def digest(path: str) -> str:
 
 def rewrite_servers(text: str, pattern: str, line: str, backends: List[Backend]) -> str:
     """Replace the configuration's example server lines by ours."""
-    lines = [line.format(name=b.name, port=b.port) for b in backends]
+    lines = [
+        line.format(name=b.name, port=b.port, proxy_port=b.proxy_port) for b in backends
+    ]
     out, count = re.subn(
         pattern, lambda m: lines.pop(0) if lines else "", text, flags=re.M
     )
@@ -150,7 +176,7 @@ class Balancer:
             text = rewrite_servers(
                 text,
                 r"^    server txpipe\d 127\.0\.0\.1:808\d$",
-                "    server {name} 127.0.0.1:{port}",
+                "    server {name} 127.0.0.1:{proxy_port}",
                 backends,
             )
             config = self.directory / "haproxy.cfg"
@@ -294,8 +320,13 @@ def _kill_when_running(backend: Backend, pipes: int) -> None:
 
 
 @pytest.fixture
-def backends(tmp_path: Path) -> Iterator[List[Backend]]:
-    started = [Backend(tmp_path, f"txpipe{i}") for i in (1, 2, 3)]
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[List[Backend]]:
+    """
+    Three backends, with the extra options a test names in its
+    C{backend_options} attribute.
+    """
+    options = getattr(request.function, "backend_options", ())
+    started = [Backend(tmp_path, f"txpipe{i}", options) for i in (1, 2, 3)]
     for backend in started:
         backend.start()
     yield started
@@ -469,3 +500,73 @@ def test_a_draining_backend_finishes_its_transfers_and_gets_no_new_pipes(
     assert victim.completed_digests().count(digest(later_path)) == 1  # the probe
     # twistd ends by re-raising the signal that stopped it.
     assert victim.process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def _curl_from(source: str, *args: str) -> List[str]:
+    return ["curl", "-sS", "--interface", source, "--max-time", "60", *args]
+
+
+def test_clients_behind_the_balancer_keep_their_own_addresses(
+    balancer: Balancer, backends: List[Backend], tmp_path: Path
+) -> None:
+    """
+    Clients on 127.0.0.2, .3 and .4 through the balancer: with
+    C{--max-connections-per-ip 1}, the second party of 127.0.0.2 is refused
+    while 127.0.0.3 joins the same pipe; 127.0.0.4 sends; the transfer log
+    names each party by its own address (HAProxy: with its port, from the
+    PROXY protocol; nginx: the host, from X-Forwarded-For).
+    """
+    path = "clients/" + secrets.token_hex(4)
+    url = balancer.url(path, "n=2")
+    data = os.urandom(256 * 1024)
+    upload = tmp_path / "upload"
+    upload.write_bytes(data)
+    first = subprocess.Popen(
+        _curl_from("127.0.0.2", "-f", "-o", str(tmp_path / "a"), url)
+    )
+    wait_until(
+        lambda: sum(b.status()["pipes_waiting"] for b in backends) == 1,  # type: ignore[misc]
+        "the first receiver to wait",
+    )
+    refused = subprocess.run(
+        _curl_from("127.0.0.2", "-w", "\n%{http_code}", url),
+        capture_output=True,
+        timeout=90,
+    )
+    assert refused.stdout.endswith(b"\n503"), refused
+    assert b"too many parties from 127.0.0.2: 1" in refused.stdout
+    second = subprocess.Popen(
+        _curl_from("127.0.0.3", "-f", "-o", str(tmp_path / "b"), url)
+    )
+    sender = subprocess.run(
+        _curl_from("127.0.0.4", "-f", "-T", str(upload), url),
+        capture_output=True,
+        timeout=90,
+    )
+    assert sender.returncode == 0, sender
+    assert b"[INFO] done: bytes=%d receivers=2/2" % len(data) in sender.stdout
+    assert first.wait(timeout=60) == 0 and second.wait(timeout=60) == 0
+    expected = hashlib.sha256(data).hexdigest()
+    for out in ("a", "b"):
+        assert hashlib.sha256((tmp_path / out).read_bytes()).hexdigest() == expected
+    (line,) = [
+        line
+        for b in backends
+        for line in b.transfer_lines()
+        if line.startswith(f"transfer {digest(path)} complete")
+    ]
+    port = r":\d+" if balancer.kind == "haproxy" else ""
+    match = re.search(r"sender (\S+), receivers (\S+), (\S+)$", line)
+    assert match is not None, line
+    sender_address, *receiver_addresses = match.groups()
+    assert re.fullmatch(rf"127\.0\.0\.4{port}", sender_address), line
+    hosts = sorted(a.rsplit(":", 1)[0] if port else a for a in receiver_addresses)
+    assert hosts == ["127.0.0.2", "127.0.0.3"], line
+    for address in receiver_addresses:
+        assert re.fullmatch(rf"127\.0\.0\.[23]{port}", address), line
+
+
+test_clients_behind_the_balancer_keep_their_own_addresses.backend_options = (  # type: ignore[attr-defined]
+    "--max-connections-per-ip",
+    "1",
+)
