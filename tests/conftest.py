@@ -4,10 +4,11 @@ Fixtures: a real pipe server listening on a loopback port.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, cast
 
 import pytest
 import pytest_twisted
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from pipe.server import PipeSite, Settings, make_site
 
@@ -67,3 +68,15 @@ def serve(reactor: Any) -> Iterator[Any]:
     yield start
     for port in ports:
         pytest_twisted.blockon(port.stopListening())
+
+
+@pytest.fixture
+def events() -> Iterator[List[Any]]:
+    """
+    Every log event published while the test runs.
+    """
+    seen: List[Any] = []
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
+    yield seen
+    globalLogPublisher.removeObserver(observer)

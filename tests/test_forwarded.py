@@ -8,13 +8,12 @@ an operator sees the client: the transfer log and the per-address limit.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, List, Optional, Sequence, cast
+from typing import Any, List, Optional, Sequence
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python import usage
 
 from pipe._forwarded import forwarded_client, parse_networks
@@ -86,15 +85,6 @@ def test_no_trusted_proxies_believes_nothing() -> None:
 
 
 # Real requests.
-
-
-@pytest.fixture
-def events() -> Any:
-    seen: List[Any] = []
-    observer = cast(ILogObserver, seen.append)
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
 
 
 class ProxiedPeer(Peer):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, List, cast
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from pipe._outcome import Outcome
 from pipe._parties import Receiver
@@ -35,15 +35,6 @@ def status_of(site: PipeSite) -> Any:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-def events() -> Any:
-    seen: List[Any] = []
-    observer = cast(ILogObserver, seen.append)
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
 
 
 # Wait timeout.

@@ -12,27 +12,16 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from typing import Any, Iterator, List, cast
+from typing import Any, List
 
-import pytest
 import pytest_twisted
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import ILogObserver, globalLogPublisher
 
 from pipe._channel import StreamingChannel
 from pipe._writes import tcp_connection
 from pipe.server import make_site
 
 from .helpers import raw_http, wait_for
-
-
-@pytest.fixture
-def events() -> Iterator[List[Any]]:
-    seen: List[Any] = []
-    observer = cast(ILogObserver, seen.append)
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
 
 
 def proxy_v1(source: str, port: int) -> bytes:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List, cast
+from typing import Any, List
 
 import pytest
 import pytest_twisted
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from pipe.signing import sign_url
 
@@ -29,15 +29,6 @@ from .helpers import (
 )
 
 KEY = b"end-to-end-signing-key-0123456789"
-
-
-@pytest.fixture
-def events() -> Iterator[List[Any]]:
-    seen: List[Any] = []
-    observer = cast(ILogObserver, seen.append)
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
 
 
 @pytest.fixture
