@@ -34,7 +34,7 @@ from . import _compat as compat
 from . import _tcp
 from ._chunked import ChunkedDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
-from ._writes import WritingChannel, pending_bytes, tcp_connection
+from ._writes import WritingChannel, pending_bytes
 
 __all__ = [
     "UPLOAD_READ_SIZE",
@@ -274,7 +274,7 @@ class StreamingChannel(WritingChannel):
         idle timers for the next request start only when the peer has
         acknowledged all of it (see L{Linger}).
         """
-        connection = tcp_connection(self.transport)
+        connection = self.tcp_transport
         if connection is not None:
             connection.bufferSize = Connection.bufferSize
         # Twisted would restart its idle timeout now; next_request_timers does.
@@ -568,7 +568,7 @@ class StreamingChannel(WritingChannel):
             request = self.requests[-1]
             if self.timeOut:
                 compat.suspend_idle_timeout(self)
-            connection = tcp_connection(self.transport)
+            connection = self.tcp_transport
             if connection is not None:
                 connection.bufferSize = UPLOAD_READ_SIZE
             request.headers_received(*compat.request_line(self))

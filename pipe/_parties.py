@@ -65,8 +65,16 @@ def _client(request: StreamingRequest) -> Tuple[str, Optional[int]]:
     listener, the client the PROXY protocol names), unless the peer is one
     of the site's C{trusted_proxies} and the request says in
     C{X-Forwarded-For} whom it forwards for (L{forwarded_client}); then that
-    host, with no port.  The one place that decides who a client is.
+    host, with no port.  The one place that decides who a client is; found
+    once per request (the limit, the logs and the transfer event all ask).
     """
+    client = request.known_client
+    if client is None:
+        client = request.known_client = _find_client(request)
+    return client
+
+
+def _find_client(request: StreamingRequest) -> Tuple[str, Optional[int]]:
     address = request.getClientAddress()
     host = getattr(address, "host", None)
     if host is None:

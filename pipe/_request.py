@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import io
-from typing import Callable, Dict, List, Optional, cast
+from typing import Callable, Dict, List, Optional, Tuple, cast
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
@@ -167,6 +167,9 @@ class StreamingRequest(Request):
     _fixed_headers = b""
     _pieces: List[bytes]
     _on_lost: Optional[Callable[[Failure], object]] = None
+    #: Who the client is, C{(host, port or None)}, once
+    #: L{pipe._parties} has found it (its headers no longer change).
+    known_client: Optional[Tuple[str, Optional[int]]] = None
 
     def gotLength(self, length: Optional[int]) -> None:
         """

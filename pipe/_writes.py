@@ -64,13 +64,11 @@ def tcp_connection(transport: Any) -> Optional[Connection]:
     return transport if isinstance(transport, Connection) else None
 
 
-def _plain_socket(transport: Any) -> Optional[socket.socket]:
+def _plain_socket(connection: Optional[Connection]) -> Optional[socket.socket]:
     """
-    The socket of C{transport} if it is a plain (not TLS) TCP connection of
-    Twisted's own (behind a C{haproxy:} listener too), which
-    L{StreamingChannel} may write to directly; else L{None}.
+    The socket of C{connection} (see L{tcp_connection}) if it is plain (not
+    TLS), which L{StreamingChannel} may write to directly; else L{None}.
     """
-    connection = tcp_connection(transport)
     if connection is not None and not getattr(connection, "TLS", False):
         return connection.socket
     return None
@@ -107,6 +105,7 @@ class WritingChannel(StrictChannel):
         nothing).
     """
 
+    _connection: Optional[Connection] = None
     _socket: Optional[socket.socket] = None
     _batch: Optional[WriteBatch] = None
     _held: Optional[List[bytes]] = None
@@ -116,9 +115,20 @@ class WritingChannel(StrictChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._socket = _plain_socket(self.transport)
+        # Found once: the layers of a connection do not change.
+        self._connection = tcp_connection(self.transport)
+        self._socket = _plain_socket(self._connection)
         self._batch = getattr(getattr(self, "site", None), "write_batch", None)
         self._after_held: List[Callable[[], None]] = []
+
+    @property
+    def tcp_transport(self) -> Optional[Connection]:
+        """
+        Twisted's TCP connection under this channel's transport (see
+        L{tcp_connection}), or L{None} (TLS, a Unix socket, a test
+        transport).
+        """
+        return self._connection
 
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Any
@@ -244,7 +254,7 @@ class WritingChannel(StrictChannel):
         if (
             sock is None
             or transport is None
-            or not compat.writable_at_once(tcp_connection(transport))
+            or not compat.writable_at_once(self._connection)
         ):
             return False
         try:
