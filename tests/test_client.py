@@ -343,6 +343,8 @@ def test_importing_the_client_installs_no_reactor() -> None:
         "pipe._client_source",
         "pipe._client_types",
         "pipe._cli",
+        "pipe._cli_output",
+        "pipe._cli_progress",
         "pipe._transfer_cli",
     )
     code = (
