@@ -19,6 +19,7 @@ __all__ = [
     "PipeRejected",
     "TransferFailed",
     "WaitTimeout",
+    "ended_early",
     "failures_in",
     "tracebacks",
     "unreachable",
@@ -95,6 +96,17 @@ def what_broke(failures: Sequence[Failure]) -> str:
             # Raised by the source or the sink, not by the network.
             return f"reading the source failed: {failure.value}"
     return "the connection closed before the end of the data"
+
+
+def ended_early(what: str, error: BaseException) -> TransferFailed:
+    """
+    The error for a request whose connection ended before its response:
+    C{what} happened, and why, in plain words.
+    """
+    failures = failures_in(error)
+    return TransferFailed(
+        f"{what}: {what_broke(failures)}", details=tracebacks(failures)
+    )
 
 
 def unreachable(url: str, error: Exception) -> TransferFailed:

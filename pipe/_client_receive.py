@@ -16,13 +16,7 @@ from twisted.web.client import ResponseFailed
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from ._client_body import read_all, refusal
-from ._client_errors import (
-    TransferFailed,
-    failures_in,
-    tracebacks,
-    unreachable,
-    what_broke,
-)
+from ._client_errors import TransferFailed, ended_early, unreachable
 from ._client_types import Progress, ProgressCallback, ReceiveResult, Sink
 
 __all__ = ["stream_from"]
@@ -41,11 +35,8 @@ async def stream_from(
     except (ConnectError, DNSLookupError) as error:
         raise unreachable(url, error) from None
     except ResponseFailed as error:
-        failures = failures_in(error)
-        raise TransferFailed(
-            f"the connection ended before the response: {what_broke(failures)}",
-            details=tracebacks(failures),
-        ) from None
+        what = "the connection ended before the response"
+        raise ended_early(what, error) from None
     if response.code != 200:
         raise await refusal(response)
     total = None if response.length is UNKNOWN_LENGTH else int(response.length)

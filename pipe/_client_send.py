@@ -26,10 +26,8 @@ from ._client_errors import (
     PipeError,
     TransferFailed,
     WaitTimeout,
-    failures_in,
-    tracebacks,
+    ended_early,
     unreachable,
-    what_broke,
 )
 from ._client_source import CountingProducer, FileProducer
 from ._client_types import Progress, ProgressCallback, SendResult, Source
@@ -167,11 +165,7 @@ async def stream_to(
             # The server cut the upload off (a transfer that failed, or a
             # refusal in mid-upload) before its answer could be read, or
             # reading the source failed.
-            failures = failures_in(error)
-            raise TransferFailed(
-                f"the transfer ended early: {what_broke(failures)}",
-                details=tracebacks(failures),
-            ) from None
+            raise ended_early("the transfer ended early", error) from None
         if response.code != 200:
             raise await refusal(response)
         failure: Optional[PipeError] = None
