@@ -31,6 +31,7 @@ from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from . import _compat as compat
+from . import _messages as messages
 from . import _tcp
 from ._chunked import ChunkedDecoder
 from ._delivery import Delivery, DeliveryWatcher, Linger
@@ -49,7 +50,7 @@ __all__ = [
 #: receivers, never copied per receiver on the direct write path.
 UPLOAD_READ_SIZE = 256 * 1024
 
-_BAD_REQUEST_BODY = b"[ERROR] malformed HTTP request\n"
+_BAD_REQUEST_BODY = messages.malformed_request()
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"

@@ -65,6 +65,13 @@ def size(count: int) -> str:
 # Request errors.
 
 
+def malformed_request() -> bytes:
+    """
+    The body of the 400 a channel answers to a request it cannot parse.
+    """
+    return error("malformed HTTP request")
+
+
 def bad_n(values: Iterable[bytes], maximum: int) -> bytes:
     shown = ", ".join(show(v) for v in values)
     return error(f"n must be one integer from 1 to {maximum}, got {shown}")
@@ -155,6 +162,13 @@ def done(count: int, ok: int, n: int, seconds: float) -> bytes:
 
 def failed(count: int, ok: int, n: int, why: str) -> bytes:
     return error(f"failed: bytes={count} receivers={ok}/{n}: {why}")
+
+
+# The metrics listener.
+
+
+def metrics_not_found() -> bytes:
+    return error("not found: metrics are at /metrics")
 
 
 # Limits, timeouts and shutdown.

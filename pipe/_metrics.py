@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from . import __version__
+from . import _messages as messages
 from ._relay import Relay
 from ._rendezvous import Stage
 
@@ -167,4 +168,4 @@ class _PlainNotFound(Resource):
     def render(self, request: Any) -> bytes:
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"[ERROR] not found: metrics are at /metrics\n"
+        return messages.metrics_not_found()

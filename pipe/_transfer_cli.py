@@ -1,22 +1,22 @@
 # -*- test-case-name: tests.test_cli -*-
 """
 C{txpipe send} and C{txpipe recv}: L{pipe.client} with a progress bar
-(tqdm, on stderr, only when stderr is a terminal and not C{-q}), a SHA-256
-of the data at the end, and the exit statuses of L{pipe._exit}.
+(L{pipe._cli_progress}: tqdm, on stderr, only when stderr is a terminal and
+not C{-q}), a SHA-256 of the data at the end, and the exit statuses of
+L{pipe._exit}.  This is where C{send} and C{recv} run the global reactor
+(C{react}), and hand it to L{pipe.client}.
 
 Every error is one plain line on stderr, C{txpipe recv: WHAT HAPPENED (N
 bytes received)}; C{-v} adds what Twisted reported underneath.  C{recv -o
 FILE} writes to a temporary file beside FILE and renames it to FILE only
-once the data is whole and, with C{--sha256}, verified.
+once the data is whole and, with C{--sha256}, verified
+(L{pipe._cli_output}).
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
-import os
-import secrets
-import stat
 import sys
 import traceback
 from typing import IO, Any, Optional, Tuple
@@ -25,11 +25,12 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
 
+from ._cli_output import Output
+from ._cli_progress import ProgressBar
 from ._exit import ExitStatus
 from .client import (
     PipeError,
     PipeRejected,
-    Progress,
     TransferFailed,
     WaitTimeout,
     receive,
@@ -37,174 +38,6 @@ from .client import (
 )
 
 __all__ = ["run_transfer"]
-
-
-class _Bar:
-    """
-    A tqdm bar on stderr, or nothing when quiet or not on a terminal.
-
-    @ivar bytes: the bytes moved so far, as the last progress said.
-    """
-
-    def __init__(self, quiet: bool, what: str) -> None:
-        self._bar: Any = None
-        self._what = what
-        self._shown = not quiet and sys.stderr.isatty()
-        self.bytes = 0
-
-    def __call__(self, progress: Progress) -> None:
-        self.bytes = progress.bytes
-        if not self._shown:
-            return
-        if self._bar is None:
-            from tqdm import tqdm  # type: ignore[import-untyped]
-
-            self._bar = tqdm(
-                total=progress.total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=self._what,
-                file=sys.stderr,
-                dynamic_ncols=True,
-            )
-        bar = self._bar
-        bar.update(progress.bytes - bar.n)
-        if progress.n is not None and not progress.started:
-            bar.set_postfix_str(f"waiting: {progress.receivers}/{progress.n} receivers")
-        elif progress.started and progress.n is not None:
-            bar.set_postfix_str(f"{progress.n} receivers")
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-class _OutputState(enum.Enum):
-    """
-    The states of an L{_Output}: C{OPEN} (being written) goes to C{KEPT}
-    (the data is at its name) or C{DISCARDED} (nothing new is); both final.
-    """
-
-    OPEN = "open"
-    KEPT = "kept"
-    DISCARDED = "discarded"
-
-
-class _Output:
-    """
-    Where C{recv} writes.  A regular FILE (or one that does not exist yet)
-    is written through a temporary file beside it, C{.FILE.RANDOM.part},
-    renamed over FILE by L{keep} and removed by L{discard}, so that FILE
-    only ever holds whole, verified data.  Standard output and other
-    files (a device, a FIFO) are written directly: what reached them
-    stays.
-
-    @ivar file: what to write to.
-    @ivar name: the name given on the command line.
-    """
-
-    def __init__(
-        self,
-        file: IO[bytes],
-        name: str,
-        existed: bool,
-        part: Optional[str] = None,
-        final: Optional[str] = None,
-    ) -> None:
-        """
-        @param existed: whether C{name} existed before.
-        @param part: the temporary file's path, or L{None} for a direct
-            output.
-        @param final: the path C{part} is renamed to.
-        """
-        self.file = file
-        self.name = name
-        self._existed = existed
-        self._part = part
-        self._final = final
-        self._state = _OutputState.OPEN
-
-    @classmethod
-    def open(cls, name: str) -> _Output:
-        """
-        Open the output for C{name} (C{-}: standard output).
-
-        @raise OSError: when it cannot be created.
-        """
-        if name == "-":
-            return cls(sys.stdout.buffer, name, existed=True)
-        final = os.path.realpath(name)
-        try:
-            info: Optional[os.stat_result] = os.stat(final)
-        except FileNotFoundError:
-            info = None
-        if info is not None and not stat.S_ISREG(info.st_mode):
-            return cls(open(final, "wb"), name, existed=True)
-        mode = 0o666 if info is None else stat.S_IMODE(info.st_mode)
-        directory, base = os.path.split(final)
-        while True:
-            part = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.part")
-            try:
-                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            except FileExistsError:
-                continue
-            break
-        return cls(os.fdopen(fd, "wb"), name, info is not None, part, final)
-
-    @property
-    def fate(self) -> str:
-        """
-        What became of the output's name after a failure, for the message.
-        """
-        if self._part is None:
-            return ""
-        return f"; {self.name} {'left as it was' if self._existed else 'not created'}"
-
-    def keep(self) -> None:
-        """
-        The data is whole and verified: flush it to disk and put it at its
-        name.
-
-        @raise OSError: when that fails (the output is then discarded).
-        """
-        if self._state is not _OutputState.OPEN:
-            raise RuntimeError(f"keep() of an output {self._state.value}")
-        try:
-            self.file.flush()
-            if self._part is not None and self._final is not None:
-                os.fsync(self.file.fileno())
-                self.file.close()
-                os.replace(self._part, self._final)
-            elif self.file is not sys.stdout.buffer:
-                self.file.close()
-        except OSError:
-            self.discard()
-            raise
-        self._state = _OutputState.KEPT
-
-    def discard(self) -> None:
-        """
-        The data is not to be kept: remove the temporary file (standard
-        output and other direct outputs keep what reached them).  Safe to
-        call again, and after L{keep}.
-        """
-        if self._state is not _OutputState.OPEN:
-            return
-        self._state = _OutputState.DISCARDED
-        try:
-            if self.file is sys.stdout.buffer:
-                self.file.flush()
-            else:
-                self.file.close()
-        except OSError:
-            pass  # The write that failed was reported; nothing more to do.
-        if self._part is not None:
-            try:
-                os.unlink(self._part)
-            except FileNotFoundError:
-                pass
 
 
 class _RunState(enum.Enum):
@@ -232,10 +65,10 @@ class _Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.command: str = args.command
         self._verbose: bool = args.verbose
-        self.bar = _Bar(args.quiet, args.command)
+        self.bar = ProgressBar(args.quiet, args.command)
         self.state = _RunState.RUNNING
         self.status = ExitStatus.FAILED
-        self.output: Optional[_Output] = None
+        self.output: Optional[Output] = None
 
     def interrupt(self) -> None:
         """
@@ -369,7 +202,7 @@ async def _send(reactor: Any, args: argparse.Namespace, run: _Run) -> ExitStatus
 
 async def _recv(reactor: Any, args: argparse.Namespace, run: _Run) -> ExitStatus:
     try:
-        output = run.output = _Output.open(args.output)
+        output = run.output = Output.open(args.output)
     except OSError as error:
         return run.usage(f"cannot write {args.output}: {error.strerror}")
     try:

@@ -10,27 +10,32 @@ import hashlib
 import io
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IProtocol, IPushProducer
 from twisted.internet.protocol import Factory
+from twisted.internet.testing import StringTransport
 from twisted.web.client import FileBodyProducer
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+import pipe.client
+from pipe._client_body import BodyFlow, BodyProtocol
+from pipe._client_source import CountingProducer, FileProducer
 from pipe.client import (
     CHUNK_SIZE,
     PipeRejected,
     Progress,
     TransferFailed,
     WaitTimeout,
-    _FileProducer,
     receive,
     send,
 )
@@ -285,9 +290,71 @@ async def test_send_from_a_pipe_sends_what_it_has_as_it_comes(
 
 
 def test_producers_provide_their_interfaces() -> None:
-    producer = _FileProducer(None, io.BytesIO(b"x"), lambda chunk: None)
+    producer = FileProducer(None, io.BytesIO(b"x"), lambda chunk: None)
     assert verifyObject(IBodyProducer, producer)
     assert verifyObject(IPushProducer, producer)
+    counting = CountingProducer(FileBodyProducer(io.BytesIO(b"x")), lambda chunk: None)
+    assert verifyObject(IBodyProducer, counting)
+    assert verifyObject(IPushProducer, BodyFlow(StringTransport()))
+
+
+def test_the_body_reader_is_a_twisted_protocol() -> None:
+    """
+    What reads a response body is a Twisted protocol (the only sense of
+    "protocol" in txpipe), given to C{IResponse.deliverBody}.
+    """
+    reader = BodyProtocol(lambda data: None)
+    assert isinstance(reader, protocol.Protocol)
+    assert verifyObject(IProtocol, reader)
+
+
+def test_the_public_surface() -> None:
+    """
+    C{pipe.client} exports its documented names, and still offers the
+    ones it always offered outside C{__all__}.
+    """
+    assert set(pipe.client.__all__) == {
+        "PipeError",
+        "PipeRejected",
+        "Progress",
+        "ReceiveResult",
+        "SendResult",
+        "TransferFailed",
+        "WaitTimeout",
+        "receive",
+        "send",
+    }
+    for name in ("CHUNK_SIZE", "ProgressCallback", "Sink", "Source"):
+        assert hasattr(pipe.client, name), name
+    assert CHUNK_SIZE == 256 * 1024
+
+
+def test_importing_the_client_installs_no_reactor() -> None:
+    """
+    The client library and the command's modules import the global reactor
+    only when a call without a C{reactor} (or the command) runs.
+    """
+    modules = (
+        "pipe.client",
+        "pipe._client_body",
+        "pipe._client_errors",
+        "pipe._client_receive",
+        "pipe._client_send",
+        "pipe._client_source",
+        "pipe._client_types",
+        "pipe._cli",
+        "pipe._cli_output",
+        "pipe._cli_progress",
+        "pipe._transfer_cli",
+    )
+    code = (
+        f"import sys, {', '.join(modules)};"
+        "print('twisted.internet.reactor' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
 
 
 @implementer(IConsumer)
