@@ -187,3 +187,47 @@ def test_twistd_pipe_on_an_old_twisted_says_one_line() -> None:
         b"twistd pipe: txpipe needs Twisted 22.1.0 or newer (tested up to "
         b"26.10.0); this is Twisted 21.7.0\n"
     )
+
+
+def test_every_override_of_twisted_is_listed() -> None:
+    """
+    Every method of Twisted's channel, request and chunked decoder that a
+    txpipe subclass defines is listed: a public one in
+    L{pipe._compat.OVERRIDDEN} (with the Twisted release it copies, if it
+    is a copy), a private hook in L{REQUIRED}.
+    """
+    from twisted.web import server
+
+    from pipe._acknowledging import AcknowledgingChannel
+    from pipe._channel import StreamingChannel
+    from pipe._chunked import ChunkedDecoder
+    from pipe._request import StreamingRequest
+    from pipe._response import RespondingRequest
+    from pipe._strict import StrictChannel
+    from pipe._timers import TimedChannel
+    from pipe._writes import WritingChannel
+
+    ours = [
+        (StrictChannel, http.HTTPChannel),
+        (WritingChannel, http.HTTPChannel),
+        (AcknowledgingChannel, http.HTTPChannel),
+        (TimedChannel, http.HTTPChannel),
+        (StreamingChannel, http.HTTPChannel),
+        (RespondingRequest, server.Request),
+        (StreamingRequest, server.Request),
+        (ChunkedDecoder, _compat.ChunkedTransferDecoder),
+    ]
+    listed = {(o.owner, o.name) for o in _compat.OVERRIDDEN}
+    listed |= {(i.owner, i.name) for i in REQUIRED if i.hook}
+    unlisted = [
+        f"{cls.__name__}.{name}"
+        for cls, twisted_class in ours
+        for name, value in vars(cls).items()
+        if not name.startswith("__")
+        and callable(value)
+        and callable(getattr(twisted_class, name, None))
+        and (twisted_class, name) not in listed
+    ]
+    assert unlisted == []
+    copies = {o.name for o in _compat.OVERRIDDEN if o.copied_from}
+    assert "writeHeaders" in copies
