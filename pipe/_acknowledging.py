@@ -4,7 +4,8 @@ The channel's side of delivery: what its peer has acknowledged, and who
 waits for it.
 
 L{AcknowledgingChannel} is a L{pipe._writes.WritingChannel} that reads,
-through its TCP socket (found once, also under TLS), how much of what was
+through its TCP socket (found once by the writing layer, also under TLS),
+how much of what was
 written its peer's TCP has acknowledged, and keeps the L{Delivery} that
 answers whoever waits for that (L{IConnection.watch_delivery}).
 L{pipe._timers.TimedChannel} builds on it.
@@ -25,16 +26,7 @@ from ._delivery import Delivery
 from ._interfaces import IDeliveryConnection, IDeliveryWatcher, ILingerChannel
 from ._writes import WritingChannel, pending_bytes
 
-__all__ = ["AcknowledgingChannel", "tcp_socket_of"]
-
-
-def tcp_socket_of(transport: object) -> Optional[socket.socket]:
-    """
-    The TCP socket under C{transport}, through wrapping transports (TLS),
-    or L{None} (no socket, or not TCP: a Unix socket).
-    """
-    sock = _tcp.socket_under(transport)
-    return sock if sock is not None and _tcp.is_tcp(sock) else None
+__all__ = ["AcknowledgingChannel"]
 
 
 @implementer(IDeliveryConnection, ILingerChannel)
@@ -52,12 +44,7 @@ class AcknowledgingChannel(WritingChannel):
         waits (L{None}: nobody).
     """
 
-    _tcp: Optional[socket.socket] = None
     _delivery: Optional[Delivery] = None
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self._tcp = tcp_socket_of(self.transport)
 
     @property
     def tcp_socket(self) -> Optional[socket.socket]:

@@ -120,10 +120,6 @@ class _ReadGate:
         if not self._holds:
             self._producer.resumeProducing()
 
-    @property
-    def paused(self) -> bool:
-        return bool(self._holds)
-
     # The IPushProducer that HTTPChannel itself uses.
     def pauseProducing(self) -> None:
         self.hold(self._CHANNEL)

@@ -36,7 +36,7 @@ import _socket
 import socket
 import struct
 import sys
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 __all__ = [
     "SUPPORTED",
@@ -253,16 +253,20 @@ def duplicate(sock: Optional[socket.socket]) -> Optional[socket.socket]:
         return None
 
 
-def layers(transport: Any) -> Iterator[Any]:
+def layers(transport: Any) -> List[Any]:
     """
     C{transport} and each transport it wraps, outermost first (a TLS or
     PROXY-protocol wrapper's C{transport}, down to the connection): the one
-    walk down a connection's layers.
+    walk down a connection's layers.  (A list, not a generator: it is made
+    per connection and per delivery check, and a generator costs a Python
+    call per step.)
     """
+    found = []
     layer = transport
     while layer is not None:
-        yield layer
+        found.append(layer)
         layer = getattr(layer, "transport", None)
+    return found
 
 
 def socket_under(transport: Any) -> Optional[socket.socket]:

@@ -25,7 +25,13 @@ from ._batch import IHolder, WriteBatch
 from ._interfaces import IPipeSite
 from ._strict import StrictChannel
 
-__all__ = ["WritingChannel", "header_lines", "pending_bytes", "tcp_connection"]
+__all__ = [
+    "WritingChannel",
+    "header_lines",
+    "pending_bytes",
+    "tcp_connection",
+    "tcp_socket_of",
+]
 
 #: A piece of response data: bytes, or a C{memoryview} slice of a read.
 Buffer = Union[bytes, memoryview]
@@ -67,6 +73,15 @@ def tcp_connection(transport: Any) -> Optional[Connection]:
         if not isinstance(layer, compat.HAProxyProtocolWrapper):
             return layer if isinstance(layer, Connection) else None
     return None
+
+
+def tcp_socket_of(transport: Any) -> Optional[socket.socket]:
+    """
+    The TCP socket under C{transport}, through wrapping transports (TLS),
+    or L{None} (no socket, or not TCP: a Unix socket).
+    """
+    sock = _tcp.socket_under(transport)
+    return sock if sock is not None and _tcp.is_tcp(sock) else None
 
 
 def _plain_socket(connection: Optional[Connection]) -> Optional[socket.socket]:
@@ -124,6 +139,7 @@ class WritingChannel(StrictChannel):
     _site: IPipeSite
     _connection: Optional[Connection] = None
     _socket: Optional[socket.socket] = None
+    _tcp: Optional[socket.socket] = None
     _batch: Optional[WriteBatch] = None
     _held: Optional[List[Buffer]] = None
     _head_lines = b""
@@ -134,9 +150,15 @@ class WritingChannel(StrictChannel):
         if not IPipeSite.providedBy(site):
             raise RuntimeError(f"a txpipe channel needs an IPipeSite, got {site!r}")
         self._site = site
-        # Found once: the layers of a connection do not change.
-        self._connection = tcp_connection(self.transport)
-        self._socket = _plain_socket(self._connection)
+        # Found once: the layers of a connection do not change.  The TCP
+        # socket is also the acknowledging layer's (under TLS too).
+        self._connection = connection = tcp_connection(self.transport)
+        self._socket = _plain_socket(connection)
+        if connection is not None:
+            sock = connection.socket
+            self._tcp = sock if _tcp.is_tcp(sock) else None
+        else:
+            self._tcp = tcp_socket_of(self.transport)
         self._batch = site.write_batch
         self._after_held: List[Callable[[], None]] = []
 

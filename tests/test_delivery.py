@@ -370,7 +370,7 @@ def test_unix_sockets_are_not_counted() -> None:
     A Unix socket's send queue empties when the peer reads, or dies: it
     says nothing about delivery, and the channel never asks it.
     """
-    from pipe._acknowledging import tcp_socket_of as _tcp_socket
+    from pipe._writes import tcp_socket_of as _tcp_socket
 
     class Transport:
         def __init__(self, sock: socket.socket) -> None:
