@@ -44,54 +44,61 @@ class Override:
     copied_from: Optional[str] = None
 
 
+def _extended(owner: type, where: str, *names: str) -> List[Override]:
+    return [Override(owner, name, where) for name in names]
+
+
 #: Every public method of Twisted's that txpipe overrides (its private
-#: hooks are in L{REQUIRED}).
+#: hooks are in L{pipe._compat.REQUIRED}).
 OVERRIDDEN: Tuple[Override, ...] = (
     Override(
         _Channel,
         "writeHeaders",
-        "_writes.WritingChannel (through writeSequence, with add_to_head's lines)",
+        "_writes.WritingChannel: through writeSequence, with add_to_head's lines",
         copied_from="26.10.0 (which takes Headers; older releases pass pairs,"
         " which the copy also takes)",
     ),
-    Override(_Channel, "write", "_writes.WritingChannel"),
-    Override(_Channel, "writeSequence", "_writes.WritingChannel"),
-    Override(
-        _Channel,
-        "connectionMade",
-        "_writes.WritingChannel, _acknowledging.AcknowledgingChannel,"
-        " _timers.TimedChannel, _channel.StreamingChannel",
-    ),
-    Override(
-        _Channel,
-        "connectionLost",
-        "_acknowledging.AcknowledgingChannel, _timers.TimedChannel,"
-        " _channel.StreamingChannel",
-    ),
-    Override(_Channel, "requestDone", "_timers.TimedChannel"),
-    Override(_Channel, "dataReceived", "_channel.StreamingChannel"),
     Override(
         _Channel,
         "lineReceived",
-        "_strict.StrictChannel (Twisted < 24.7.0)",
-        copied_from="24.7.0 (its request-line check, _strict.valid_request_line)",
+        "_strict.StrictChannel, on Twisted < 24.7.0",
+        copied_from="24.7.0: its request-line check (_strict.valid_request_line)",
     ),
     Override(
         _Channel,
         "headerReceived",
-        "_strict.StrictChannel (Twisted < 24.7.0)",
-        copied_from="24.7.0 (its header-name and Content-Length checks)",
+        "_strict.StrictChannel, on Twisted < 24.7.0",
+        copied_from="24.7.0: its header-name and Content-Length checks",
     ),
-    Override(
-        _Channel, "allContentReceived", "_strict.StrictChannel (Twisted < 23.10.0)"
+    *_extended(_Channel, "_writes.WritingChannel", "write", "writeSequence"),
+    *_extended(
+        _Channel,
+        "_writes.WritingChannel, _timers.TimedChannel, _channel.StreamingChannel",
+        "connectionMade",
     ),
-    Override(_Channel, "rawDataReceived", "_strict.StrictChannel (Twisted < 23.10.0)"),
-    Override(_Request, "gotLength", "_request.StreamingRequest"),
-    Override(_Request, "requestReceived", "_request.StreamingRequest"),
-    Override(_Request, "handleContentChunk", "_request.StreamingRequest"),
-    Override(_Request, "write", "_response.RespondingRequest"),
-    Override(_Request, "finish", "_request.StreamingRequest"),
-    Override(_Request, "connectionLost", "_request.StreamingRequest"),
+    *_extended(
+        _Channel,
+        "_acknowledging.AcknowledgingChannel, _timers.TimedChannel,"
+        " _channel.StreamingChannel",
+        "connectionLost",
+    ),
+    *_extended(_Channel, "_timers.TimedChannel", "requestDone"),
+    *_extended(_Channel, "_channel.StreamingChannel", "dataReceived"),
+    *_extended(
+        _Channel,
+        "_strict.StrictChannel, on Twisted < 23.10.0",
+        "allContentReceived",
+        "rawDataReceived",
+    ),
+    *_extended(
+        _Request,
+        "_request.StreamingRequest",
+        "gotLength",
+        "requestReceived",
+        "handleContentChunk",
+        "connectionLost",
+    ),
+    *_extended(_Request, "_response.RespondingRequest", "write", "finish"),
 )
 
 

@@ -238,7 +238,7 @@ class _Party:
 class Receiver(_Party):
     """
     One receiver: the L{pipe._fanout.Outlet} over its request, and the
-    L{pipe._channel.DeliveryWatcher} of its response once finished.
+    L{pipe._interfaces.IDeliveryWatcher} of its response once finished.
 
     @ivar branch: the fan-out branch feeding this receiver, once started.
     @ivar undelivered_bytes: when its connection ended after the response
@@ -402,7 +402,7 @@ class Receiver(_Party):
             return 0
         return pending_bytes(channel.transport)
 
-    # DeliveryWatcher
+    # IDeliveryWatcher
 
     def delivery_progress(self) -> None:
         if self.branch is not None:

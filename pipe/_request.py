@@ -50,6 +50,11 @@ class _UploadProducer:
     bytes Twisted already read still arrive after a pause.  L{stopProducing}
     means the consumer wants no more of the body: reading stops for good and
     the connection is left for the response to end.
+
+    It owns no bytes: a pause or resume asks the connection, which owns the
+    reading (L{IConnection.pause_reading}, keyed by this producer, so that
+    it composes with the channel's own pauses), and only while the body
+    streams; after the body is complete or lost they do nothing.
     """
 
     def __init__(self, request: StreamingRequest) -> None:

@@ -231,3 +231,21 @@ def test_every_override_of_twisted_is_listed() -> None:
     assert unlisted == []
     copies = {o.name for o in _compat.OVERRIDDEN if o.copied_from}
     assert "writeHeaders" in copies
+
+
+def test_each_listed_override_is_where_it_says() -> None:
+    """
+    Each class L{pipe._compat.OVERRIDDEN} names as overriding a method does
+    define it (a conditional one, on an older Twisted only, may not).
+    """
+    import importlib
+
+    wrong = []
+    for override in _compat.OVERRIDDEN:
+        if "on Twisted <" in override.where:
+            continue
+        for module, name in re.findall(r"(_\w+)\.(\w+)", override.where):
+            cls = getattr(importlib.import_module(f"pipe.{module}"), name)
+            if override.name not in vars(cls):
+                wrong.append(f"{name}.{override.name}")
+    assert wrong == []
