@@ -171,7 +171,9 @@ class StreamingChannel(TimedChannel):
         L{pipe._chunked});
       - a connection is reset in one way only, L{reset}, by whoever resets
         it (a request ending abnormally, a party its transfer failed); it
-        is closed gracefully by L{close} or Twisted's C{loseConnection}.
+        is closed gracefully by L{close} or Twisted's C{loseConnection},
+        and dropped without a reset by L{abort} (the end of a timeout, or of
+        the site's shutdown grace).
     """
 
     _read_gate: _ReadGate

@@ -99,6 +99,13 @@ class IConnection(Interface):
         response head written on this connection, and only that one.
         """
 
+    def unsent() -> int:
+        """
+        Bytes written to the connection that have not been handed to the
+        kernel yet (held by a write batch, or buffered by the transport; 0
+        where that cannot be known).
+        """
+
     def unacknowledged() -> Optional[int]:
         """
         Bytes written to the connection that the peer's TCP has not

@@ -86,9 +86,9 @@ class TimedChannel(AcknowledgingChannel):
             "closing {peer}: no complete request headers in time",
             peer=str(self.getPeer()),
         )
-        # Armed only once everything written was acknowledged: a reset
+        # Armed only once everything written was acknowledged: an abort
         # loses nothing.
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.abort()
 
     def requestDone(self, request: Any) -> None:
         """
@@ -159,10 +159,18 @@ class TimedChannel(AcknowledgingChannel):
         )
         self.loseConnection()
         if self._stuck_abort is None:
-            self._stuck_abort = self.callLater(
-                self._give_up_after(),
-                self.transport.abortConnection,  # type: ignore[union-attr]
-            )
+            self._stuck_abort = self.callLater(self._give_up_after(), self.abort)
+
+    def abort(self) -> None:
+        """
+        Drop the connection now, without waiting for what is unsent
+        (Twisted's C{abortConnection}; no reset is asked for, see
+        L{pipe._channel.StreamingChannel.reset}): the end of a timeout, or
+        of a shutdown's grace.  Nothing if it is gone.
+        """
+        transport = self.transport
+        if transport is not None:
+            transport.abortConnection()  # type: ignore[attr-defined]
 
     def _stop_keep_alive(self) -> None:
         keep_alive, self._keep_alive = self._keep_alive, None

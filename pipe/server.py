@@ -184,9 +184,7 @@ class PipeSite(Site):
 
     def _abort_remaining(self) -> None:
         for channel in list(self._channels):
-            transport = channel.transport
-            if transport is not None:
-                transport.abortConnection()  # type: ignore[attr-defined]
+            channel.abort()
 
     def acceptableProtocols(self) -> List[bytes]:
         """
