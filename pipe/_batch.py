@@ -11,31 +11,36 @@ when the outermost batch closes every connection that holds something sends
 it with one C{sendmsg}: nothing is held past the handling of the read that
 wrote it.
 
-This module knows nothing about HTTP or Twisted.
+This module knows nothing about HTTP; of Twisted it uses only the logger,
+for a holder whose send fails.
 """
 
 from __future__ import annotations
 
-from typing import List, Protocol
+from typing import List
 
 from twisted.logger import Logger
+from zope.interface import Interface
 
-__all__ = ["Holder", "WriteBatch"]
+__all__ = ["IHolder", "WriteBatch"]
 
 
-class Holder(Protocol):
+class IHolder(Interface):
     """
     A connection that holds writes while a batch is open.
     """
 
-    def send_held(self) -> None:
-        """Send what was held, then do what waited for it."""
+    def send_held() -> None:
+        """
+        Send what was held, then do what waited for it.  Called by the
+        batch, once per batch in which the holder held something.
+        """
 
 
 class WriteBatch:
     """
     Nested C{open}/C{close} around the handling of a read; when the
-    outermost one closes, every L{Holder} that held writes sends them, the
+    outermost one closes, every L{IHolder} that held writes sends them, the
     last to hold first (receivers, whose delivery may end the transfer, go
     before the sender that then writes its last line), until none holds
     anything.
@@ -47,7 +52,7 @@ class WriteBatch:
 
     def __init__(self) -> None:
         self.depth = 0
-        self._holders: List[Holder] = []
+        self._holders: List[IHolder] = []
 
     def open(self) -> None:
         self.depth += 1
@@ -73,7 +78,7 @@ class WriteBatch:
         finally:
             self.depth -= 1
 
-    def hold(self, holder: Holder) -> None:
+    def hold(self, holder: IHolder) -> None:
         """
         C{holder} holds writes now (it calls this once per batch, with its
         first held write).

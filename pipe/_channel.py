@@ -1,11 +1,25 @@
 # -*- test-case-name: tests.test_request -*-
 """
-The connection side of streaming: an L{HTTPChannel} that hands a request its
-headers before its body, the read gate that lets several parties pause one
-transport, and helpers that act on a connection's transport (reset, unsent
-bytes).
+The owner of a connection's bytes: L{StreamingChannel}, an L{HTTPChannel}
+that reads (and pauses reading), writes, watches the acknowledgement of,
+resets and closes its connection, for its requests and their parties, who
+ask it through L{pipe._interfaces.IConnection}.
 
-With L{pipe._request} and L{pipe._chunked}, this is the only code that
+It is built in layers, one responsibility each:
+
+  - L{pipe._strict.StrictChannel}: request parsing as the newest Twisted
+    does it;
+  - L{pipe._writes.WritingChannel}: the write path (straight to the
+    socket, held in a write batch);
+  - L{pipe._acknowledging.AcknowledgingChannel}: what the peer has
+    acknowledged, and who waits for it;
+  - L{pipe._timers.TimedChannel}: the header timeout and keep-alive
+    timers;
+  - L{StreamingChannel} (here): reading, with the read gate that lets
+    several holders pause one transport; a request's head before its body;
+    the one reset and the graceful close.
+
+With L{pipe._request} and L{pipe._chunked}, these are the only code that
 relies on L{twisted.web.http.HTTPChannel} and transport internals
 (the network producer, the parsed request line, the idle timeout, the body
 decoder, two overridden hooks, a file descriptor transport's write buffer),
@@ -16,26 +30,21 @@ that the tests prove.
 
 from __future__ import annotations
 
-import socket
-import struct
-from typing import Any, Optional, Set, Tuple
+from typing import Any, Optional, Set
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
-from twisted.internet.tcp import Connection
-from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from . import _compat as compat
 from . import _messages as messages
 from . import _tcp
 from ._chunked import ChunkedDecoder
-from ._delivery import Delivery, DeliveryWatcher, Linger
-from ._writes import WritingChannel, pending_bytes
+from ._interfaces import IConnection
+from ._timers import TimedChannel
+from ._writes import pending_bytes
 
 __all__ = [
     "UPLOAD_READ_SIZE",
@@ -67,44 +76,11 @@ def reset_connection(transport: Any) -> None:
     HTTP/1.0 close-delimited body would otherwise look complete).
 
     Works through wrapping transports (TLS); where there is no TCP socket the
-    connection is aborted without the reset option.
+    connection is aborted without the reset option.  Only
+    L{StreamingChannel.reset} calls it.
     """
-    layer = transport
-    while layer is not None:
-        sock = getattr(layer, "socket", None)
-        if isinstance(sock, socket.socket):
-            try:
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-            except OSError:
-                pass
-            break
-        layer = getattr(layer, "transport", None)
+    _tcp.reset_on_close(_tcp.socket_under(transport))
     transport.abortConnection()
-
-
-def _transport_of(channel: HTTPChannel) -> Any:
-    """
-    The transport of a connected channel.
-    """
-    transport = channel.transport
-    assert transport is not None, "channel is not connected"
-    return transport
-
-
-def _tcp_socket(transport: Any) -> Optional[socket.socket]:
-    """
-    The TCP socket under C{transport}, through wrapping transports (TLS),
-    or L{None} (no socket, or not TCP: a Unix socket).
-    """
-    layer = transport
-    while layer is not None:
-        sock = getattr(layer, "socket", None)
-        if isinstance(sock, socket.socket):
-            return sock if _tcp.is_tcp(sock) else None
-        layer = getattr(layer, "transport", None)
-    return None
 
 
 @implementer(IPushProducer)
@@ -145,10 +121,6 @@ class _ReadGate:
         if not self._holds:
             self._producer.resumeProducing()
 
-    @property
-    def paused(self) -> bool:
-        return bool(self._holds)
-
     # The IPushProducer that HTTPChannel itself uses.
     def pauseProducing(self) -> None:
         self.hold(self._CHANNEL)
@@ -167,19 +139,22 @@ class _ReadGate:
         self._producer.unregisterProducer()  # type: ignore[attr-defined]
 
 
-#: How long a peer may acknowledge nothing of a finished response, with
-#: nobody else waiting for it, when the site has no header timeout.
-STUCK_PEER_TIMEOUT = 60.0
+#: Who holds the read gate of a connection that is closing: nobody lets go.
+_CLOSING = "closing"
 
 
+@implementer(IConnection)
 @compat.channel_hooks
-class StreamingChannel(WritingChannel):
+class StreamingChannel(TimedChannel):
     """
-    An L{HTTPChannel} whose requests see their headers before their body.
+    An L{HTTPChannel} that owns its connection's bytes, and whose requests
+    see their headers before their body.
 
-    Differences from the stock channel:
+    Differences from the stock channel (beside those of its layers, see
+    the module docstring):
       - the transport is paused and resumed through a L{_ReadGate}, so an
-        upload's backpressure and the channel's own flow control compose;
+        upload's backpressure (L{pause_reading}) and the channel's own flow
+        control compose;
       - a request with a body is handed to
         L{StreamingRequest.headers_received} as soon as its headers are in,
         and the HTTP idle timeout is suspended until it is done (an upload
@@ -190,364 +165,73 @@ class StreamingChannel(WritingChannel):
         but for the read gate, the header timeout and the write path;
       - a malformed body after a response has begun ends the connection
         without writing a second status line into that response;
-      - a client must send its request line and headers within the site's
-        C{header_timeout} (slowloris), counted from the connection or from
-        the end of its previous response;
-      - on a plain TCP connection, response data is written straight to the
-        socket when the transport has nothing buffered (see L{write});
       - an upload is read in pieces of up to L{UPLOAD_READ_SIZE}, and the
         body pieces that one read yields (several chunks of a chunked body)
         reach the request's body protocol as one piece (see
         L{dataReceived}); a chunked body is decoded with fewer copies (see
         L{pipe._chunked});
-      - the end of a response is not the end of its delivery: whoever needs
-        to know when the peer's TCP has acknowledged every byte asks
-        L{watch_delivery} (also across the connection's own close: a close
-        stays Twisted's graceful one, FIN after the last byte, and the wait
-        goes on through a duplicate descriptor); the header and idle timers
-        of a keep-alive connection start only once its last response is
-        acknowledged, so that no timer resets a response still in flight.
+      - a connection is reset in one way only, L{reset}, by whoever resets
+        it (a request ending abnormally, a party its transfer failed); it
+        is closed gracefully by L{close} or Twisted's C{loseConnection},
+        and dropped without a reset by L{abort} (the end of a timeout, or of
+        the site's shutdown grace).
     """
 
-    _log = Logger()
     _read_gate: _ReadGate
-    # When the request headers now awaited are due (None: none awaited), and
-    # the timer that checks it; the timer is not cancelled when headers
-    # arrive in time, only re-armed for the rest when it finds a later
-    # deadline (a connection's requests would otherwise create and cancel
-    # a timer each, twice).
-    _headers_due: Optional[float] = None
-    _header_check: Optional[IDelayedCall] = None
-    # The abort of a stuck connection's graceful close.
-    _stuck_abort: Optional[IDelayedCall] = None
-    _tcp: Optional[socket.socket] = None
     _unflushed: Any = None
-    _delivery: Optional[Delivery] = None
-    _keep_alive: Optional[Linger] = None
     _closed: Optional[Deferred[None]] = None
     _lost = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._tcp = _tcp_socket(self.transport)
         self._read_gate = _ReadGate(compat.network_producer(self))
         compat.set_network_producer(self, self._read_gate)
-        opened = getattr(getattr(self, "site", None), "channel_opened", None)
-        if opened is not None:
-            opened(self)
-        self._await_headers()
+        self._site.channel_opened(self)
 
-    def _await_headers(self) -> None:
-        timeout = getattr(getattr(self, "site", None), "header_timeout", 0)
-        if timeout and self._headers_due is None:
-            self._headers_due = self.seconds() + timeout
-            if self._header_check is None:
-                self._header_check = self.callLater(timeout, self._check_headers)
-
-    def _headers_done(self) -> None:
-        self._headers_due = None
-
-    def _check_headers(self) -> None:
-        """
-        The header timer fired: drop the connection if the headers it waits
-        for are late, else wait for the rest of their time, if any.
-        """
-        self._header_check = None
-        due = self._headers_due
-        if due is None:
-            return
-        left = due - self.seconds()
-        if left > 0:
-            self._header_check = self.callLater(left, self._check_headers)
-            return
-        self._headers_due = None
-        self._log.info(
-            "closing {peer}: no complete request headers in time",
-            peer=str(self.getPeer()),
-        )
-        # Armed only once everything written was acknowledged: a reset
-        # loses nothing.
-        _transport_of(self).abortConnection()
-
-    def requestDone(self, request: Any) -> None:
-        """
-        A response is complete.  On a keep-alive connection, the header and
-        idle timers for the next request start only when the peer has
-        acknowledged all of it (see L{Linger}).
-        """
-        connection = self.tcp_transport
-        if connection is not None:
-            connection.bufferSize = Connection.bufferSize
-        # Twisted would restart its idle timeout now; next_request_timers does.
-        compat.forget_idle_timeout(self)
-        super().requestDone(request)
-        if not self.persistent or self.transport is None:
-            return
-        if not self.after_held(self._await_next_request):
-            self._await_next_request()
-
-    def _await_next_request(self) -> None:
-        """
-        The last response is written: start the timers for the next request
-        once it is acknowledged.
-        """
-        if self.transport is None or self.requests:
-            return
-        keep_alive, self._keep_alive = self._keep_alive, None
-        if keep_alive is not None:
-            keep_alive.stop()
-        if self._delivery is None and self.all_acknowledged():
-            self.next_request_timers()
-            return
-        self._keep_alive = keep_alive = Linger(
-            self, self._give_up_after(), self.next_request_timers, self._close_stuck
-        )
-        self.watch_delivery(keep_alive)
-        self.check_delivery()
-        if self._keep_alive is keep_alive:
-            keep_alive.start()
-
-    def _give_up_after(self) -> float:
-        """
-        How long a peer may acknowledge nothing of a finished response,
-        with nobody else waiting for it, before it is taken to be stuck.
-        """
-        limit = getattr(getattr(self, "site", None), "header_timeout", 0)
-        return float(limit or STUCK_PEER_TIMEOUT)
-
-    def next_request_timers(self) -> None:
-        """
-        Start the timers that wait for the next request (once the last
-        response is acknowledged), unless one is already being handled.
-        """
-        self._keep_alive = None
-        if self.transport is None or self.requests:
-            return
-        if self.timeOut:
-            self.setTimeout(self.timeOut)
-        self._await_headers()
-
-    def _close_stuck(self) -> None:
-        """
-        Close a keep-alive connection whose peer stopped acknowledging its
-        last response: gracefully, then, if even that never ends (Twisted
-        cannot hand the rest to a peer that reads nothing), abort it after
-        the same time again.
-        """
-        self._keep_alive = None
-        self._log.info(
-            "closing {peer}: it stopped taking its last response",
-            peer=str(self.getPeer()),
-        )
-        self.loseConnection()
-        if self._stuck_abort is None:
-            self._stuck_abort = self.callLater(
-                self._give_up_after(), _transport_of(self).abortConnection
-            )
-
-    # Delivery: has the peer's TCP acknowledged what was written?
-
-    @property
-    def tcp_socket(self) -> Optional[socket.socket]:
-        """
-        The TCP socket under this connection (also under TLS), or L{None}.
-        """
-        return self._tcp
-
-    def unacknowledged(self) -> Optional[int]:
-        """
-        Bytes written to this connection that the peer's TCP has not
-        acknowledged: what Twisted still buffers plus the kernel's send
-        queue; L{None} when that cannot be known (see L{pipe._tcp}).
-        """
-        kernel = _tcp.unacknowledged(self._tcp)
-        if kernel is None:
-            return None
-        return kernel + self.unsent()
-
-    def seconds(self) -> float:
-        """
-        The time now, on the site's clock.
-        """
-        reactor = getattr(getattr(self, "site", None), "reactor", None)
-        return float(reactor.seconds()) if reactor is not None else 0.0
-
-    def all_acknowledged(self) -> bool:
-        """
-        Whether the peer has acknowledged everything written (also where
-        that cannot be known).  One system call.
-        """
-        return not self.unacknowledged()
-
-    def acknowledged(self) -> Optional[int]:
-        """
-        Bytes the peer has acknowledged since the connection began (L{None}
-        where the platform cannot tell).
-        """
-        return _tcp.acknowledged(self._tcp)
-
-    def delivery_position(self) -> Optional[Tuple[int, int]]:
-        """
-        Where this connection's byte stream stands: C{(acknowledged, end)},
-        the bytes its peer has acknowledged and the position of the last
-        byte written so far (handed to the kernel, or still in Twisted's
-        buffer); L{None} where the platform cannot tell (see
-        L{pipe._tcp.position}).
-        """
-        position = _tcp.position(self._tcp)
-        if position is None:
-            return None
-        acknowledged, written = position
-        buffered = self.unsent()
-        return acknowledged, written + buffered
-
-    def watch_delivery(
-        self, watcher: DeliveryWatcher, pace: Optional[float] = None
-    ) -> None:
-        """
-        Tell C{watcher} when the peer has acknowledged every byte written
-        to this connection (by the next L{check_delivery}), or when the
-        connection ends first (see L{DeliveryWatcher}).  The answer comes
-        from L{check_delivery}, which the caller calls once everything is
-        written, from the checks it schedules, and from the peer's close.
-
-        @param pace: how fast the peer has been taking data (bytes per
-            second), if known (see L{Delivery.watch}).
-        """
-        delivery = self._delivery
-        if delivery is None:
-            self._delivery = delivery = Delivery(self)
-        delivery.watch(watcher, pace)
-
-    def unwatch_delivery(self, watcher: DeliveryWatcher) -> None:
-        """
-        C{watcher} no longer wants an answer.  Idempotent.
-        """
-        delivery = self._delivery
-        if delivery is not None:
-            delivery.remove(watcher)
-
-    def other_watchers(self, watcher: DeliveryWatcher) -> bool:
-        """
-        Whether anybody but C{watcher} waits for this connection's delivery.
-        """
-        delivery = self._delivery
-        return delivery is not None and any(w is not watcher for w in delivery.watchers)
-
-    def check_delivery(self) -> None:
-        """
-        Check now whether everything written was acknowledged (once held
-        writes are sent, if any); may answer the watchers before it returns.
-        """
-        if self.after_held(self.check_delivery):
-            return
-        delivery = self._delivery
-        if delivery is not None:
-            delivery.check()
-
-    def delivery_ended(self, delivery: Delivery) -> None:
-        """
-        Called by L{Delivery} when it has answered every watcher or lost
-        them all.
-        """
-        if self._delivery is delivery:
-            self._delivery = None
-
-    def reset(self) -> None:
-        """
-        Reset the connection (see L{reset_connection}), even after its last
-        response ended, or after it was closed while its delivery was still
-        watched: the transfer it belongs to is failed on purpose.
-        """
-        self._stop_keep_alive()
-        self.drop_held()
-        delivery = self._delivery
-        if delivery is not None:
-            # The duplicate descriptor goes with a reset of its own, or the
-            # one below would not be sent.
-            delivery.reset()
-        if self.transport is not None:
-            reset_connection(self.transport)
-
-    def _stop_keep_alive(self) -> None:
-        keep_alive, self._keep_alive = self._keep_alive, None
-        if keep_alive is not None:
-            keep_alive.stop()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._headers_due = None
-        for call in (self._header_check, self._stuck_abort):
-            if call is not None and call.active():
-                call.cancel()
-        self._header_check = self._stuck_abort = None
-        self._stop_keep_alive()
-        delivery = self._delivery
-        if delivery is not None:
-            # Closed by this side, gracefully (a close after the response):
-            # the kernel goes on delivering, and the wait with it.
-            ours = reason.check(ConnectionDone) is not None and bool(
-                getattr(self.transport, "disconnecting", False)
-            )
-            delivery.connection_lost(pending_bytes(self.transport) or 0, ours)
-        super().connectionLost(reason)
-        closed = getattr(getattr(self, "site", None), "channel_closed", None)
-        if closed is not None:
-            closed(self)
-        self._lost = True
-        if self._closed is not None:
-            self._closed.callback(None)
-
-    @property
-    def closed(self) -> Deferred[None]:
-        """
-        Fires when the connection is lost (at once if it is).  Made when
-        first asked for: most connections are never waited for.
-        """
-        if self._closed is None:
-            self._closed = Deferred()
-            if self._lost:
-                self._closed.callback(None)
-        return self._closed
+    # Reading.
 
     def dataReceived(self, data: bytes) -> None:
         """
         Parse C{data}, then hand the body pieces it held to the request's
-        body protocol at once (see L{StreamingRequest.flush_body}); what the
-        handling of this read writes, to any connection of the site, is
-        sent when it is done (see L{pipe._batch}).
+        body protocol at once (see L{flush_after_read}); what the handling
+        of this read writes, to any connection of the site, is sent when it
+        is done (see L{pipe._batch}).
         """
         batch = self._batch
         if batch is None:
             super().dataReceived(data)
-            self.flush_body()
+            self._flush_read()
             return
         batch.open()
         try:
             super().dataReceived(data)
-            self.flush_body()
+            self._flush_read()
         finally:
             batch.close()
 
-    def body_pending(self, request: Any) -> None:
+    def flush_after_read(self, request: Any) -> None:
         """
-        C{request} holds body pieces to flush after the current read.
+        C{request} holds body pieces of the current read: call its
+        C{flush_body()} once the read is parsed.
         """
         self._unflushed = request
 
-    def flush_body(self) -> None:
-        """
-        Deliver the body pieces held by the request being read, if any.
-        """
+    def _flush_read(self) -> None:
         request, self._unflushed = self._unflushed, None
         if request is not None:
             request.flush_body()
 
-    @property
-    def read_gate(self) -> _ReadGate:
+    def pause_reading(self, holder: object) -> None:
         """
-        The gate through which the transport's reading is paused.
+        Pause reading on behalf of C{holder} (see L{_ReadGate.hold}).
         """
-        return self._read_gate
+        self._read_gate.hold(holder)
+
+    def resume_reading(self, holder: object) -> None:
+        """
+        Drop C{holder}'s pause (see L{_ReadGate.release}).
+        """
+        self._read_gate.release(holder)
 
     def allHeadersReceived(self) -> None:
         """
@@ -600,3 +284,46 @@ class StreamingChannel(WritingChannel):
         if not started and self.transport is not None:
             self.write(_BAD_REQUEST)
         self.loseConnection()
+
+    # Ending the connection.
+
+    def close(self) -> None:
+        """
+        Stop reading for good and close the transport gracefully: what was
+        written is sent, then a FIN.
+        """
+        self._read_gate.hold(_CLOSING)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def reset(self) -> None:
+        """
+        Reset the connection (see L{reset_connection}), even after its last
+        response ended, or after it was closed while its delivery was still
+        watched: what is held or unsent is dropped, the keep-alive wait and
+        the delivery wait fail without an answer.  The only reset of a
+        connection that its requests and parties ask for.
+        """
+        self._stop_keep_alive()
+        self.drop_held()
+        self._reset_delivery()
+        if self.transport is not None:
+            reset_connection(self.transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self._site.channel_closed(self)
+        self._lost = True
+        if self._closed is not None:
+            self._closed.callback(None)
+
+    @property
+    def closed(self) -> Deferred[None]:
+        """
+        Fires when the connection is lost (at once if it is).  Made when
+        first asked for: most connections are never waited for.
+        """
+        if self._closed is None:
+            self._closed = Deferred()
+            if self._lost:
+                self._closed.callback(None)
+        return self._closed

@@ -18,6 +18,13 @@ Every access to them goes through the functions below (and the class
 decorator L{channel_hooks} for the overridden hooks), so that this is the
 only module that names a private attribute of Twisted's; a test checks it.
 
+Every public method of Twisted's channel and request that txpipe's
+subclasses override is listed too, in L{OVERRIDDEN}, with the Twisted
+release whose code it copies where it is a copy rather than an extension
+(a fix Twisted makes to its own method does not reach a copy); L{check}
+verifies that Twisted still has each, and a test that no override is
+missing from the list.
+
 A name is present when its class (or a base) defines it, or when one of
 the class's functions assigns or reads it (how instance state such as
 C{HTTPChannel._command} exists: set in C{lineReceived}, not declared).
@@ -33,6 +40,7 @@ from twisted.internet import abstract, tcp
 from twisted.protocols.haproxy import _wrapper as _haproxy_wrapper
 from twisted.web import http, server
 
+from ._overrides import OVERRIDDEN, Override, absent_overrides
 from ._supported import (
     OLDEST_TWISTED,
     SUPPORTED,
@@ -48,12 +56,14 @@ __all__ = [
     "LAX_CONTENT_LENGTH",
     "LAX_REQUEST_LINE",
     "OLDEST_TWISTED",
+    "OVERRIDDEN",
     "REQUIRED",
     "SUPPORTED",
     "ChunkedTransferDecoder",
     "HAProxyProtocolWrapper",
     "Internal",
     "MalformedChunkedData",
+    "Override",
     "TwistedMismatch",
     "awaiting_request_line",
     "buffered",
@@ -167,7 +177,7 @@ REQUIRED: Tuple[Internal, ...] = (
         _Channel,
         "_finishRequestBody",
         "_strict: what follows a body is kept before the request is handled "
-        "(Twisted < 24.7.0)",
+        "(Twisted < 24.7.0; a copy of Twisted 24.7.0's)",
     ),
     _state(
         _Channel,
@@ -193,6 +203,11 @@ REQUIRED: Tuple[Internal, ...] = (
         _Decoder,
         "_dataReceived_CHUNK_LENGTH",
         "_chunked: Twisted's own parsing of a chunk-size line",
+    ),
+    _hook(
+        _Decoder,
+        "dataReceived",
+        "_chunked: chunks parsed in place, Twisted's own code for the rest",
     ),
     _hook(_Decoder, "_dataReceived_BODY", "_chunked: the state named BODY"),
     _hook(_Decoder, "_dataReceived_CRLF", "_chunked: the state named CRLF"),
@@ -257,9 +272,10 @@ def missing(required: Iterable[Internal] = REQUIRED) -> List[Internal]:
 def check(required: Iterable[Internal] = REQUIRED) -> None:
     """
     Raise L{TwistedMismatch} unless the installed Twisted has every
-    internal in C{required}.
+    internal in C{required}, and every method in L{OVERRIDDEN}.
     """
     absent = missing(required)
+    absent.extend(Internal(o.owner, o.name, True, o.where) for o in absent_overrides())
     if absent:
         import twisted
 

@@ -5,31 +5,31 @@ Waiting for a connection's peer to acknowledge what was written to it.
 A response handed to the kernel is not delivered: the kernels on both sides
 can hold megabytes of it.  A L{Delivery} waits, for one connection, until
 the peer's TCP has acknowledged every byte written before each of its
-L{DeliveryWatcher}s began to watch (see L{pipe._tcp} for how the kernel is
+L{IDeliveryWatcher}s began to watch (see L{pipe._tcp} for how the kernel is
 asked), or until the connection ends first.  L{Linger} is the watcher a
 channel itself uses to hold back what must wait for a delivery: the timers
 of a keep-alive connection, and the full close of one that closes.
 
-This module knows nothing about HTTP; the connection is the L{Connection}
-its channel provides.
+This module knows nothing about HTTP; the connection is the
+L{IDeliveryConnection} its channel provides, a watcher an
+L{IDeliveryWatcher}.
 """
 
 from __future__ import annotations
 
 import socket
-import struct
-from typing import Any, Callable, Dict, Optional, Protocol, Tuple
+from typing import Callable, Dict, Optional
 
 from twisted.internet.interfaces import IDelayedCall
+from zope.interface import implementer
 
 from . import _tcp
+from ._interfaces import IDeliveryConnection, IDeliveryWatcher, ILingerChannel
 
 __all__ = [
     "DELIVERY_CHECK_FIRST",
     "DELIVERY_CHECK_MAX",
-    "Connection",
     "Delivery",
-    "DeliveryWatcher",
     "Linger",
 ]
 
@@ -47,62 +47,129 @@ DELIVERY_CHECK_MAX = 0.25
 DELIVERY_CHECK_LONGEST = 2.0
 
 
-class Connection(Protocol):
+class _Answers:
     """
-    What a L{Delivery} needs from its connection (a
-    L{pipe._channel.StreamingChannel}).
-    """
+    The watchers of one connection's delivery, and how each is answered:
+    the half of a L{Delivery} that does not ask the kernel.
 
-    @property
-    def tcp_socket(self) -> Optional[socket.socket]:
-        """The TCP socket under the connection, or L{None}."""
-
-    def unacknowledged(self) -> Optional[int]:
-        """Bytes written and not yet acknowledged (L{None}: unknowable)."""
-
-    def delivery_position(self) -> Optional[Tuple[int, int]]:
-        """C{(acknowledged, end)} of the byte stream (L{None}: unknowable)."""
-
-    def acknowledged(self) -> Optional[int]:
-        """Bytes acknowledged since the connection began (L{None}: unknowable)."""
-
-    def callLater(
-        self, delay: float, f: Callable[..., Any], *args: Any
-    ) -> IDelayedCall:
-        """Schedule C{f} (the channel's clock)."""
-
-    def seconds(self) -> float:
-        """The time now (the channel's clock)."""
-
-    def delivery_ended(self, delivery: Delivery) -> None:
-        """C{delivery} has answered every watcher or lost them all."""
-
-
-class DeliveryWatcher(Protocol):
-    """
-    Who waits for a connection's peer to acknowledge what was written to it
-    (see L{pipe._channel.StreamingChannel.watch_delivery}).  Each watcher
-    hears L{delivery_progress} any number of times, then exactly one of
-    L{delivered} and L{undelivered}, unless it stops watching first.  Any of
-    them may be called before C{check_delivery} returns.
+    @ivar watchers: each watcher, with the stream position its bytes end at
+        (L{None} before its first check, or where positions are unknown).
+    @ivar ended: set once no watcher is left to answer.
     """
 
-    def delivery_progress(self) -> None:
-        """The peer acknowledged more bytes; some are still unacknowledged."""
+    def __init__(self, connection: IDeliveryConnection) -> None:
+        self._connection = connection
+        self.watchers: Dict[IDeliveryWatcher, Optional[int]] = {}
+        self.ended = False
+        self._queue_only = False
+        self._closed = False
+        self._call: Optional[IDelayedCall] = None
+        self._queue: Optional[socket.socket] = None
 
-    def delivered(self) -> None:
-        """The peer's TCP acknowledged every byte written before the first
-        check of this watch (or the platform cannot tell)."""
+    def connection_lost(self, buffered: int, ours: bool = False) -> None:
+        """
+        The connection ended, with C{buffered} bytes still in Twisted's
+        buffer.  If this side closed it, gracefully (C{ours}), the kernel
+        goes on delivering what it holds, and so does the wait, through the
+        duplicate descriptor (see L{_check_closed}).  Otherwise ask the
+        kernel how far the peer got, and answer every watcher.  Without a
+        duplicate (no descriptor was left) nothing proves delivery.
+        """
+        if self.ended:
+            return
+        if ours and not buffered and self._queue is not None:
+            if all(target is not None for target in self.watchers.values()):
+                self._closed = True
+                return
+        queue = self._queue
+        acknowledged = _tcp.acknowledged(queue)
+        unacknowledged: Optional[int] = None
+        if acknowledged is None or self._queue_only:
+            unacknowledged = _tcp.unacknowledged(queue)
+        watchers = list(self.watchers.items())
+        self.watchers.clear()
+        self._end()
+        for watcher, target in watchers:
+            if acknowledged is not None and target is not None:
+                missing = target - acknowledged
+            elif unacknowledged is not None:
+                missing = unacknowledged + buffered
+            else:
+                missing = 1
+            if missing <= 0:
+                watcher.delivered()
+            else:
+                watcher.undelivered(missing)
 
-    def undelivered(self, unacknowledged: int) -> None:
-        """The connection ended with C{unacknowledged} bytes the peer never
-        acknowledged."""
+    def reset(self) -> None:
+        """
+        Fail the wait on purpose (the transfer resets the connection): no
+        watcher is answered; the duplicate descriptor is closed with a reset
+        of its own, since a reset is only sent when the last descriptor of
+        the socket closes.
+        """
+        _tcp.reset_on_close(self._queue)
+        self.watchers.clear()
+        if not self.ended:
+            self._end()
+
+    def remove(self, watcher: IDeliveryWatcher) -> None:
+        """
+        C{watcher} stops watching; with none left, the wait ends.
+        """
+        self.watchers.pop(watcher, None)
+        if not self.watchers and not self.ended:
+            self._end()
+
+    def _answer_all(self) -> None:
+        """
+        Tell every watcher that it is delivered, and end the wait.
+        """
+        answered = list(self.watchers)
+        self.watchers.clear()
+        self._end()
+        for watcher in answered:
+            watcher.delivered()
+
+    def _answer_upto(self, acknowledged: int) -> None:
+        """
+        Tell every watcher whose bytes end at or before C{acknowledged}
+        that it is delivered; end the wait when none is left.
+        """
+        answered = [
+            w
+            for w, target in self.watchers.items()
+            if target is not None and target <= acknowledged
+        ]
+        if not answered:
+            return
+        for watcher in answered:
+            del self.watchers[watcher]
+        if not self.watchers:
+            self._end()
+        for watcher in answered:
+            watcher.delivered()
+
+    def _end(self) -> None:
+        """
+        Stop checking and close the duplicate descriptor (before calling
+        out: a reset on purpose is only sent when the last descriptor of
+        the socket closes).
+        """
+        self.ended = True
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            queue.close()
+        self._connection.delivery_ended(self)
 
 
-class Delivery:
+class Delivery(_Answers):
     """
     The wait of one connection for its peer's acknowledgement, on behalf of
-    its L{DeliveryWatcher}s.
+    its L{IDeliveryWatcher}s (see L{_Answers}).
 
     Each watcher waits for the bytes written before its first check: on
     Linux for the stream position they end at, so bytes written later (the
@@ -117,25 +184,15 @@ class Delivery:
     left.  While it waits it keeps a duplicate of the socket's descriptor,
     so that when the connection ends (the peer reset or closed it, or it
     was aborted) the kernel can still be asked how far the peer got.
-
-    @ivar watchers: each watcher, with the stream position its bytes end at
-        (L{None} before its first check, or where positions are unknown).
-    @ivar ended: set once no watcher is left to answer.
     """
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self.watchers: Dict[DeliveryWatcher, Optional[int]] = {}
-        self.ended = False
-        self._queue_only = False
+    def __init__(self, connection: IDeliveryConnection) -> None:
+        super().__init__(connection)
         self._progress: Optional[int] = None
         self._checked_at = 0.0
         self._pace: Optional[float] = None
-        self._closed = False
         self._unchecked = 0
         self._interval = DELIVERY_CHECK_FIRST
-        self._call: Optional[IDelayedCall] = None
-        self._queue: Optional[socket.socket] = None
 
     def check(self) -> None:
         """
@@ -200,6 +257,20 @@ class Delivery:
             self._call = connection.callLater(delay, self._scheduled)
             self._interval = min(2 * max(self._interval, delay), DELIVERY_CHECK_MAX)
 
+    def watch(self, watcher: IDeliveryWatcher, pace: Optional[float] = None) -> None:
+        """
+        Add C{watcher}; its bytes are those written before the next check.
+
+        @param pace: how fast (bytes per second) the peer has been taking
+            data, if known: the first check after this one then comes when
+            about half of what is left should be in, rather than after the
+            growing intervals (the peer's own close usually answers first).
+        """
+        self.watchers[watcher] = None
+        self._unchecked += 1
+        if pace:
+            self._pace = max(self._pace or 0.0, pace)
+
     def _left(self, progress: int) -> int:
         """
         How many bytes the nearest watcher still waits for.
@@ -239,55 +310,6 @@ class Delivery:
         half = self._left(progress) / rate / 2
         return min(max(DELIVERY_CHECK_FIRST, half), DELIVERY_CHECK_LONGEST)
 
-    def watch(self, watcher: DeliveryWatcher, pace: Optional[float] = None) -> None:
-        """
-        Add C{watcher}; its bytes are those written before the next check.
-
-        @param pace: how fast (bytes per second) the peer has been taking
-            data, if known: the first check after this one then comes when
-            about half of what is left should be in, rather than after the
-            growing intervals (the peer's own close usually answers first).
-        """
-        self.watchers[watcher] = None
-        self._unchecked += 1
-        if pace:
-            self._pace = max(self._pace or 0.0, pace)
-
-    def connection_lost(self, buffered: int, ours: bool = False) -> None:
-        """
-        The connection ended, with C{buffered} bytes still in Twisted's
-        buffer.  If this side closed it, gracefully (C{ours}), the kernel
-        goes on delivering what it holds, and so does the wait, through the
-        duplicate descriptor (see L{_check_closed}).  Otherwise ask the
-        kernel how far the peer got, and answer every watcher.  Without a
-        duplicate (no descriptor was left) nothing proves delivery.
-        """
-        if self.ended:
-            return
-        if ours and not buffered and self._queue is not None:
-            if all(target is not None for target in self.watchers.values()):
-                self._closed = True
-                return
-        queue = self._queue
-        acknowledged = _tcp.acknowledged(queue)
-        unacknowledged: Optional[int] = None
-        if acknowledged is None or self._queue_only:
-            unacknowledged = _tcp.unacknowledged(queue)
-        watchers = list(self.watchers.items())
-        self.watchers.clear()
-        self._end()
-        for watcher, target in watchers:
-            if acknowledged is not None and target is not None:
-                missing = target - acknowledged
-            elif unacknowledged is not None:
-                missing = unacknowledged + buffered
-            else:
-                missing = 1
-            if missing <= 0:
-                watcher.delivered()
-            else:
-                watcher.undelivered(missing)
-
     def _check_closed(self) -> int:
         """
         A check after this side closed the connection: only the duplicate
@@ -312,99 +334,11 @@ class Delivery:
             self.connection_lost(0)
         return acknowledged
 
-    def reset(self) -> None:
-        """
-        Fail the wait on purpose (the transfer resets the connection): no
-        watcher is answered; the duplicate descriptor is closed with a reset
-        of its own, since a reset is only sent when the last descriptor of
-        the socket closes.
-        """
-        queue = self._queue
-        if queue is not None:
-            try:
-                queue.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-            except OSError:
-                pass
-        self.watchers.clear()
-        if not self.ended:
-            self._end()
 
-    def remove(self, watcher: DeliveryWatcher) -> None:
-        """
-        C{watcher} stops watching; with none left, the wait ends.
-        """
-        self.watchers.pop(watcher, None)
-        if not self.watchers and not self.ended:
-            self._end()
-
-    def _answer_all(self) -> None:
-        """
-        Tell every watcher that it is delivered, and end the wait.
-        """
-        answered = list(self.watchers)
-        self.watchers.clear()
-        self._end()
-        for watcher in answered:
-            watcher.delivered()
-
-    def _answer_upto(self, acknowledged: int) -> None:
-        """
-        Tell every watcher whose bytes end at or before C{acknowledged}
-        that it is delivered; end the wait when none is left.
-        """
-        answered = [
-            w
-            for w, target in self.watchers.items()
-            if target is not None and target <= acknowledged
-        ]
-        if not answered:
-            return
-        for watcher in answered:
-            del self.watchers[watcher]
-        if not self.watchers:
-            self._end()
-        for watcher in answered:
-            watcher.delivered()
-
-    def _end(self) -> None:
-        """
-        Stop checking and close the duplicate descriptor (before calling
-        out: a reset on purpose is only sent when the last descriptor of
-        the socket closes).
-        """
-        self.ended = True
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            queue.close()
-        self._connection.delivery_ended(self)
-
-
-class _Watched(Protocol):
-    """What a L{Linger} needs from its channel."""
-
-    def callLater(
-        self, delay: float, f: Callable[..., Any], *args: Any
-    ) -> IDelayedCall:
-        """Schedule C{f} (the channel's clock)."""
-
-    def seconds(self) -> float:
-        """The time now (the channel's clock)."""
-
-    def unwatch_delivery(self, watcher: DeliveryWatcher) -> None:
-        """Stop C{watcher}'s watch."""
-
-    def other_watchers(self, watcher: DeliveryWatcher) -> bool:
-        """Whether anybody but C{watcher} waits for the delivery."""
-
-
+@implementer(IDeliveryWatcher)
 class Linger:
     """
-    A channel's own L{DeliveryWatcher}: it holds something back (the timers
+    A channel's own L{IDeliveryWatcher}: it holds something back (the timers
     of a keep-alive connection, the full close of a closing one) until what
     was written is acknowledged, then calls C{done}.
 
@@ -418,7 +352,7 @@ class Linger:
 
     def __init__(
         self,
-        channel: _Watched,
+        channel: ILingerChannel,
         limit: float,
         done: Callable[[], None],
         stuck: Callable[[], None],

@@ -118,10 +118,10 @@ def mount_at(prefix: bytes) -> Mount:
 def streams(channel: HTTPChannel) -> bool:
     """
     Whether the request whose headers C{channel} has just parsed streams:
-    whether it is in the pipe tree of the channel's site (a site that
-    says nothing of a mount is the pipe tree alone).
+    whether it is in the pipe tree of the channel's site (its C{mount},
+    see L{pipe._interfaces.IPipeSite}).
     """
-    mount = getattr(getattr(channel, "site", None), "mount", ROOT)
+    mount = channel.site.mount  # type: ignore[attr-defined]
     if mount is ROOT:
         return True
     return bool(mount.holds(compat.request_line(channel)[1]))

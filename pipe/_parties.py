@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, cast
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import _messages as messages
 from ._channel import pending_bytes
 from ._fanout import Branch
 from ._forwarded import forwarded_client
 from ._guard import Grant
+from ._interfaces import IDeliveryWatcher
 from ._outcome import Outcome
 from ._refusal import Refusal
 from ._relay import Relay
@@ -232,10 +234,11 @@ class _Party:
         return False
 
 
+@implementer(IDeliveryWatcher)
 class Receiver(_Party):
     """
     One receiver: the L{pipe._fanout.Outlet} over its request, and the
-    L{pipe._channel.DeliveryWatcher} of its response once finished.
+    L{pipe._interfaces.IDeliveryWatcher} of its response once finished.
 
     @ivar branch: the fan-out branch feeding this receiver, once started.
     @ivar undelivered_bytes: when its connection ended after the response
@@ -367,12 +370,17 @@ class Receiver(_Party):
         return branch.sent / elapsed if elapsed > 0 and branch.sent else None
 
     def abort(self) -> None:
+        """
+        Reset this receiver's connection (the one kept since its response
+        was finished, else its request's, unless that is gone): the
+        connection's one reset (L{pipe._interfaces.IConnection.reset}).
+        """
         self.end()
-        channel = self._channel
-        if channel is not None:
-            channel.reset()
-        else:
-            self.request.abort()
+        connection = self._channel
+        if connection is None:
+            connection = self.request.channel
+        if connection is not None:
+            connection.reset()
 
     def settle(self) -> None:
         self.end()
@@ -394,7 +402,7 @@ class Receiver(_Party):
             return 0
         return pending_bytes(channel.transport)
 
-    # DeliveryWatcher
+    # IDeliveryWatcher
 
     def delivery_progress(self) -> None:
         if self.branch is not None:

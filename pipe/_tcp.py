@@ -22,7 +22,12 @@ megabytes can wait in the two kernels' buffers).
 
 Elsewhere, and for sockets that are not TCP, neither can be known.
 
-This module knows nothing about Twisted.
+It also finds the socket under a connection's transport (L{layers},
+L{socket_under}) and sets one up to be reset when closed
+(L{reset_on_close}).
+
+This module knows nothing about Twisted: a transport is anything with an
+optional C{socket} and an optional C{transport} it wraps.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import _socket
 import socket
 import struct
 import sys
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 __all__ = [
     "SUPPORTED",
@@ -39,7 +44,10 @@ __all__ = [
     "acknowledged_or_reset",
     "duplicate",
     "is_tcp",
+    "layers",
     "position",
+    "reset_on_close",
+    "socket_under",
     "unacknowledged",
 ]
 
@@ -243,3 +251,45 @@ def duplicate(sock: Optional[socket.socket]) -> Optional[socket.socket]:
         return sock.dup()
     except OSError:
         return None
+
+
+def layers(transport: Any) -> List[Any]:
+    """
+    C{transport} and each transport it wraps, outermost first (a TLS or
+    PROXY-protocol wrapper's C{transport}, down to the connection): the one
+    walk down a connection's layers.  (A list, not a generator: it is made
+    per connection and per delivery check, and a generator costs a Python
+    call per step.)
+    """
+    found = []
+    layer = transport
+    while layer is not None:
+        found.append(layer)
+        layer = getattr(layer, "transport", None)
+    return found
+
+
+def socket_under(transport: Any) -> Optional[socket.socket]:
+    """
+    The socket of the first layer of C{transport} that has one (see
+    L{layers}), or L{None}.
+    """
+    for layer in layers(transport):
+        sock = getattr(layer, "socket", None)
+        if isinstance(sock, socket.socket):
+            return sock
+    return None
+
+
+def reset_on_close(sock: Optional[socket.socket]) -> None:
+    """
+    Make the close of C{sock}'s last descriptor send a TCP reset
+    (C{SO_LINGER} 0), dropping anything unsent.  Nothing if there is no
+    socket or it refuses.
+    """
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass

@@ -147,7 +147,7 @@ class Transfer:
             line = messages.failed(fanout.received, 0, self.n, INTERNAL_ERROR)
             self._attempt(self.sender.response.end, line, False)
         elif request.connected:
-            self._attempt(request.abort)
+            self._attempt(request.channel.reset)
 
     def _release(self) -> None:
         """

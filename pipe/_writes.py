@@ -13,16 +13,28 @@ L{pipe._channel.StreamingChannel} builds on it.
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from twisted.internet.tcp import Connection
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from . import _compat as compat
-from ._batch import WriteBatch
+from . import _tcp
+from ._batch import IHolder, WriteBatch
+from ._interfaces import IPipeSite
 from ._strict import StrictChannel
 
-__all__ = ["WritingChannel", "header_lines", "pending_bytes", "tcp_connection"]
+__all__ = [
+    "WritingChannel",
+    "header_lines",
+    "pending_bytes",
+    "tcp_connection",
+    "tcp_socket_of",
+]
+
+#: A piece of response data: bytes, or a C{memoryview} slice of a read.
+Buffer = Union[bytes, memoryview]
 
 
 def pending_bytes(transport: Any) -> Optional[int]:
@@ -31,12 +43,10 @@ def pending_bytes(transport: Any) -> Optional[int]:
     or L{None} when the transport cannot tell.  Reads the write buffer of
     Twisted's file-descriptor transports (through wrappers such as TLS).
     """
-    layer = transport
-    while layer is not None:
+    for layer in _tcp.layers(transport):
         pending = compat.buffered(layer)
         if pending is not None:
             return pending
-        layer = getattr(layer, "transport", None)
     return None
 
 
@@ -59,9 +69,19 @@ def tcp_connection(transport: Any) -> Optional[Connection]:
     header is read it passes every byte through unchanged, both ways);
     L{None} for anything else (TLS, Unix sockets, test transports).
     """
-    while isinstance(transport, compat.HAProxyProtocolWrapper):
-        transport = transport.transport
-    return transport if isinstance(transport, Connection) else None
+    for layer in _tcp.layers(transport):
+        if not isinstance(layer, compat.HAProxyProtocolWrapper):
+            return layer if isinstance(layer, Connection) else None
+    return None
+
+
+def tcp_socket_of(transport: Any) -> Optional[socket.socket]:
+    """
+    The TCP socket under C{transport}, through wrapping transports (TLS),
+    or L{None} (no socket, or not TCP: a Unix socket).
+    """
+    sock = _tcp.socket_under(transport)
+    return sock if sock is not None and _tcp.is_tcp(sock) else None
 
 
 def _plain_socket(connection: Optional[Connection]) -> Optional[socket.socket]:
@@ -74,7 +94,7 @@ def _plain_socket(connection: Optional[Connection]) -> Optional[socket.socket]:
     return None
 
 
-def _as_bytes(iovec: Sequence[bytes]) -> List[bytes]:
+def _as_bytes(iovec: Sequence[Buffer]) -> List[bytes]:
     """
     C{iovec} with every piece as C{bytes}, as Twisted's transports require
     (chunk data arrives as C{memoryview} slices of a read, see
@@ -83,11 +103,11 @@ def _as_bytes(iovec: Sequence[bytes]) -> List[bytes]:
     return [piece if type(piece) is bytes else bytes(piece) for piece in iovec]
 
 
-def _unsent(iovec: Sequence[bytes], sent: int) -> List[bytes]:
+def _unsent(iovec: Sequence[Buffer], sent: int) -> List[Buffer]:
     """
     The pieces of C{iovec} left after its first C{sent} bytes.
     """
-    rest: List[bytes] = []
+    rest: List[Buffer] = []
     for piece in iovec:
         if sent >= len(piece):
             sent -= len(piece)
@@ -97,28 +117,49 @@ def _unsent(iovec: Sequence[bytes], sent: int) -> List[bytes]:
     return rest
 
 
+@implementer(IHolder)
 class WritingChannel(StrictChannel):
     """
     An L{HTTPChannel} with txpipe's write path (see the module docstring).
 
+    Its site (C{site}, set by the site that builds it, before it is
+    connected) provides L{IPipeSite}.
+
+    The channel is the only writer of its transport: a request writes its
+    head and body through C{writeHeaders}, C{write} and C{writeSequence}
+    (Twisted's contract), and asks for extra head lines with
+    L{add_to_head}.
+
     @ivar _held: what a write batch holds for this connection (L{None}:
         nothing).
+    @ivar _head_lines: encoded header lines that the next L{writeHeaders}
+        writes after the response's own headers (see L{add_to_head}).
     """
 
+    _site: IPipeSite
     _connection: Optional[Connection] = None
     _socket: Optional[socket.socket] = None
+    _tcp: Optional[socket.socket] = None
     _batch: Optional[WriteBatch] = None
-    _held: Optional[List[bytes]] = None
-    #: Encoded header lines that the next L{writeHeaders} writes after the
-    #: response's own headers (set by the request about to write them).
-    fixed_headers = b""
+    _held: Optional[List[Buffer]] = None
+    _head_lines = b""
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        # Found once: the layers of a connection do not change.
-        self._connection = tcp_connection(self.transport)
-        self._socket = _plain_socket(self._connection)
-        self._batch = getattr(getattr(self, "site", None), "write_batch", None)
+        site = self.site  # type: ignore[attr-defined]
+        if not IPipeSite.providedBy(site):
+            raise RuntimeError(f"a txpipe channel needs an IPipeSite, got {site!r}")
+        self._site = site
+        # Found once: the layers of a connection do not change.  The TCP
+        # socket is also the acknowledging layer's (under TLS too).
+        self._connection = connection = tcp_connection(self.transport)
+        self._socket = _plain_socket(connection)
+        if connection is not None:
+            sock = connection.socket
+            self._tcp = sock if _tcp.is_tcp(sock) else None
+        else:
+            self._tcp = tcp_socket_of(self.transport)
+        self._batch = site.write_batch
         self._after_held: List[Callable[[], None]] = []
 
     @property
@@ -130,13 +171,23 @@ class WritingChannel(StrictChannel):
         """
         return self._connection
 
+    def add_to_head(self, lines: bytes) -> None:
+        """
+        Write C{lines} (encoded header lines) after the headers of the next
+        head L{writeHeaders} writes, and only that one (see
+        L{pipe._interfaces.IConnection.add_to_head}).
+        """
+        self._head_lines = lines
+
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Any
     ) -> None:
         """
-        Write a response's status line and headers as Twisted does, but
-        through L{writeSequence}, so that they too go straight to the socket
-        when nothing is buffered (and the body after them, in turn).
+        Write a response's status line and headers as Twisted does (a copy
+        of Twisted's, listed in L{pipe._compat.COPIED}), but through
+        L{writeSequence}, so that they too go straight to the socket when
+        nothing is buffered (and the body after them, in turn); the lines of
+        L{add_to_head} follow the response's own headers.
         """
         if not isinstance(headers, Headers):
             # Twisted's backward-compatible form (pairs), sanitized as
@@ -146,9 +197,9 @@ class WritingChannel(StrictChannel):
                 headers.addRawHeader(name, value)
         sequence = [version, b" ", code, b" ", reason, b"\r\n"]
         sequence.extend(header_lines(headers))
-        if self.fixed_headers:
-            sequence.append(self.fixed_headers)
-            self.fixed_headers = b""
+        if self._head_lines:
+            sequence.append(self._head_lines)
+            self._head_lines = b""
         sequence.append(b"\r\n")
         self.writeSequence(sequence)
 
@@ -163,7 +214,7 @@ class WritingChannel(StrictChannel):
         if not self._write_through((data,)):
             super().write(data if type(data) is bytes else bytes(data))
 
-    def writeSequence(self, iovec: Sequence[bytes]) -> None:
+    def writeSequence(self, iovec: Sequence[Buffer]) -> None:
         """
         Write response data, scatter/gather.
 
@@ -185,7 +236,7 @@ class WritingChannel(StrictChannel):
 
     # Write batches (see pipe._batch).
 
-    def _hold(self, iovec: Sequence[bytes]) -> bool:
+    def _hold(self, iovec: Sequence[Buffer]) -> bool:
         """
         Hold C{iovec} if a write batch is open; whether it was held.
         """
@@ -242,7 +293,7 @@ class WritingChannel(StrictChannel):
             self._held = []
             self._after_held = []
 
-    def _write_through(self, iovec: Sequence[bytes]) -> bool:
+    def _write_through(self, iovec: Sequence[Buffer]) -> bool:
         """
         Send C{iovec} directly if the connection allows it, buffering any
         rest in the transport.  Returns whether C{iovec} was taken care of;

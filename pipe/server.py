@@ -13,9 +13,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from ._batch import WriteBatch
 from ._channel import StreamingChannel
+from ._interfaces import IPipeSite
 from ._relay import Relay
 from ._request import StreamingRequest
 from ._settings import Settings
@@ -28,6 +30,7 @@ __all__ = ["PipeSite", "Settings", "make_site"]
 CLOSE_GRACE = 10.0
 
 
+@implementer(IPipeSite)
 class PipeSite(Site):
     """
     A L{Site} whose connections are L{StreamingChannel}s (HTTP/1.x only: no
@@ -51,7 +54,9 @@ class PipeSite(Site):
     @ivar relay: the server-wide state; C{relay.rendezvous} holds every
         waiting and running path, C{relay.drain()} shuts down gracefully.
     @ivar header_timeout: seconds a client has to send its request line and
-        headers (0: no limit); read by L{StreamingChannel}.
+        headers (0: no limit); read by L{StreamingChannel}.  This and the
+        other attributes and methods its channels use are its
+        L{IPipeSite}.
     @ivar trusted_proxies: the networks whose C{X-Forwarded-For} names the
         client (C{--trusted-proxies}); read by L{pipe._parties}.
     @ivar write_batch: the L{WriteBatch} its channels hold writes in while
@@ -179,9 +184,7 @@ class PipeSite(Site):
 
     def _abort_remaining(self) -> None:
         for channel in list(self._channels):
-            transport = channel.transport
-            if transport is not None:
-                transport.abortConnection()  # type: ignore[attr-defined]
+            channel.abort()
 
     def acceptableProtocols(self) -> List[bytes]:
         """

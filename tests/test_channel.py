@@ -16,12 +16,13 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 
 from pipe._channel import StreamingChannel, pending_bytes
 from pipe._writes import _unsent
+from pipe.server import make_site
 
 from .helpers import wait_for
 
@@ -40,9 +41,10 @@ async def connected_pair(reactor: Any) -> Any:
     protocol connected to it.
     """
     channels: List[StreamingChannel] = []
+    site = make_site(reactor)
 
     def build() -> StreamingChannel:
-        channel = StreamingChannel()
+        channel = site.buildProtocol(None)
         channels.append(channel)
         return channel
 
@@ -66,7 +68,7 @@ def test_string_transport_buffers_as_usual() -> None:
     """
     A transport that is not a plain TCP connection gets ordinary writes.
     """
-    channel = StreamingChannel()
+    channel = make_site(Clock()).buildProtocol(None)  # type: ignore[arg-type]
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.writeSequence([b"a", b"bc"])
@@ -79,15 +81,17 @@ def test_header_pairs_are_written_with_the_fixed_headers() -> None:
     Twisted's backward-compatible header form (pairs) is sanitized as
     Twisted does, and the fixed headers a streamed response set still follow.
     """
-    channel = StreamingChannel()
+    channel = make_site(Clock()).buildProtocol(None)  # type: ignore[arg-type]
     transport = StringTransport()
     channel.makeConnection(transport)
-    channel.fixed_headers = b"X-Fixed: yes\r\n"
+    channel.add_to_head(b"X-Fixed: yes\r\n")
     channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [(b"x-a", b"1\r\nX-B: 2")])
     assert transport.value() == (
         b"HTTP/1.1 200 OK\r\nX-A: 1 X-B: 2\r\nX-Fixed: yes\r\n\r\n"
     )
-    assert channel.fixed_headers == b"", "written once"
+    transport.clear()
+    channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [])
+    assert transport.value() == b"HTTP/1.1 200 OK\r\n\r\n", "written once"
 
 
 @pytest_twisted.ensureDeferred

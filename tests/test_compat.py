@@ -187,3 +187,65 @@ def test_twistd_pipe_on_an_old_twisted_says_one_line() -> None:
         b"twistd pipe: txpipe needs Twisted 22.1.0 or newer (tested up to "
         b"26.10.0); this is Twisted 21.7.0\n"
     )
+
+
+def test_every_override_of_twisted_is_listed() -> None:
+    """
+    Every method of Twisted's channel, request and chunked decoder that a
+    txpipe subclass defines is listed: a public one in
+    L{pipe._compat.OVERRIDDEN} (with the Twisted release it copies, if it
+    is a copy), a private hook in L{REQUIRED}.
+    """
+    from twisted.web import server
+
+    from pipe._acknowledging import AcknowledgingChannel
+    from pipe._channel import StreamingChannel
+    from pipe._chunked import ChunkedDecoder
+    from pipe._request import StreamingRequest
+    from pipe._response import RespondingRequest
+    from pipe._strict import StrictChannel
+    from pipe._timers import TimedChannel
+    from pipe._writes import WritingChannel
+
+    ours = [
+        (StrictChannel, http.HTTPChannel),
+        (WritingChannel, http.HTTPChannel),
+        (AcknowledgingChannel, http.HTTPChannel),
+        (TimedChannel, http.HTTPChannel),
+        (StreamingChannel, http.HTTPChannel),
+        (RespondingRequest, server.Request),
+        (StreamingRequest, server.Request),
+        (ChunkedDecoder, _compat.ChunkedTransferDecoder),
+    ]
+    listed = {(o.owner, o.name) for o in _compat.OVERRIDDEN}
+    listed |= {(i.owner, i.name) for i in REQUIRED if i.hook}
+    unlisted = [
+        f"{cls.__name__}.{name}"
+        for cls, twisted_class in ours
+        for name, value in vars(cls).items()
+        if not name.startswith("__")
+        and callable(value)
+        and callable(getattr(twisted_class, name, None))
+        and (twisted_class, name) not in listed
+    ]
+    assert unlisted == []
+    copies = {o.name for o in _compat.OVERRIDDEN if o.copied_from}
+    assert "writeHeaders" in copies
+
+
+def test_each_listed_override_is_where_it_says() -> None:
+    """
+    Each class L{pipe._compat.OVERRIDDEN} names as overriding a method does
+    define it (a conditional one, on an older Twisted only, may not).
+    """
+    import importlib
+
+    wrong = []
+    for override in _compat.OVERRIDDEN:
+        if "on Twisted <" in override.where:
+            continue
+        for module, name in re.findall(r"(_\w+)\.(\w+)", override.where):
+            cls = getattr(importlib.import_module(f"pipe.{module}"), name)
+            if override.name not in vars(cls):
+                wrong.append(f"{name}.{override.name}")
+    assert wrong == []

@@ -22,6 +22,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from pipe import _tcp
 from pipe._delivery import (
@@ -30,6 +32,7 @@ from pipe._delivery import (
     Delivery,
     Linger,
 )
+from pipe._interfaces import IDeliveryConnection, IDeliveryWatcher, ILingerChannel
 
 from .helpers import (
     DONE,
@@ -367,7 +370,7 @@ def test_unix_sockets_are_not_counted() -> None:
     A Unix socket's send queue empties when the peer reads, or dies: it
     says nothing about delivery, and the channel never asks it.
     """
-    from pipe._channel import _tcp_socket
+    from pipe._writes import tcp_socket_of as _tcp_socket
 
     class Transport:
         def __init__(self, sock: socket.socket) -> None:
@@ -399,6 +402,7 @@ class Clocked:
         return self.clock.seconds()
 
 
+@implementer(IDeliveryConnection)
 class FakeConnection(Clocked):
     """
     A connection whose kernel counts the test sets: C{written} bytes
@@ -434,7 +438,7 @@ def waiting(written: int = 100, positions: bool = True) -> Any:
     with one watcher, checked once.
     """
     connection = FakeConnection(positions)
-    delivery = Delivery(connection)  # type: ignore[arg-type]
+    delivery = Delivery(connection)
     watcher = Watcher()
     connection.written = written
     delivery.watch(watcher)
@@ -442,6 +446,7 @@ def waiting(written: int = 100, positions: bool = True) -> Any:
     return connection, delivery, watcher
 
 
+@implementer(IDeliveryWatcher)
 class Watcher:
     def __init__(self) -> None:
         self.heard: List[str] = []
@@ -459,7 +464,7 @@ class Watcher:
 def test_everything_acknowledged_answers_at_once() -> None:
     connection = FakeConnection()
     connection.written = connection.acked = 100
-    delivery = Delivery(connection)  # type: ignore[arg-type]
+    delivery = Delivery(connection)
     watcher = Watcher()
     delivery.watch(watcher)
     delivery.check()
@@ -474,7 +479,7 @@ def test_each_watcher_waits_only_for_the_bytes_before_its_first_check() -> None:
     close_notify) never hold it back.
     """
     connection = FakeConnection()
-    delivery = Delivery(connection)  # type: ignore[arg-type]
+    delivery = Delivery(connection)
     first, second = Watcher(), Watcher()
     connection.written = 1000
     delivery.watch(first)
@@ -561,6 +566,7 @@ def test_removing_the_last_watcher_ends_the_wait() -> None:
     assert watcher.heard == []
 
 
+@implementer(ILingerChannel)
 class Channel(Clocked):
     """What a Linger needs, with a switch for other watchers."""
 
@@ -611,3 +617,13 @@ def test_linger_is_done_on_delivery_and_stuck_without_progress() -> None:
     channel.clock.advance(3)
     assert done == ["done", "done", "stuck"]
     assert stuck in channel.unwatched
+
+
+def test_fakes_provide_what_they_stand_in_for() -> None:
+    """
+    The fake connection, watcher and channel above provide the interfaces
+    of the real ones (checked on those in L{tests.test_interfaces}).
+    """
+    assert verifyObject(IDeliveryConnection, FakeConnection())
+    assert verifyObject(IDeliveryWatcher, Watcher())
+    assert verifyObject(ILingerChannel, Channel())

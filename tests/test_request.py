@@ -21,7 +21,7 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from pipe import _request
+from pipe import _channel
 from pipe._channel import _ReadGate
 from pipe._chunked import Pieces
 from pipe._fanout import HOLD_LIMIT
@@ -428,7 +428,7 @@ def test_http10_receiver_of_chunked_upload_is_reset_on_sender_loss(
     site: PipeSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     resets: List[Any] = []
-    monkeypatch.setattr(_request, "reset_connection", resets.append)
+    monkeypatch.setattr(_channel, "reset_connection", resets.append)
     receiver = Peer(site)
     receiver.send(b"GET /api/v1/pipe/x HTTP/1.0\r\n\r\n")
     sender = Peer(site)
