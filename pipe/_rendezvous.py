@@ -3,7 +3,7 @@
 Matching one sender with exactly C{n} receivers on a path.
 
 This module knows nothing about connections: parties are opaque objects,
-except that a sender provides L{SenderParty}.  A party the path refuses gets
+except that a sender provides L{ISenderParty}.  A party the path refuses gets
 a L{Rejected}, a L{pipe._refusal.Refusal} that carries the answer (status
 and message) the resource sends.
 """
@@ -11,20 +11,21 @@ and message) the resource sends.
 from __future__ import annotations
 
 import enum
-from typing import Dict, Generic, List, Optional, Protocol, Tuple, TypeVar
+from typing import Dict, Generic, List, Optional, Tuple, TypeVar
 
 import attr
+from zope.interface import Interface
 
 from . import _messages as messages
 from ._refusal import Refusal
 
 __all__ = [
     "CountMismatch",
+    "ISenderParty",
     "Match",
     "ReceiversFull",
     "Rejected",
     "Rendezvous",
-    "SenderParty",
     "SenderTaken",
     "TransferRunning",
 ]
@@ -83,18 +84,18 @@ class TransferRunning(Rejected):
         super().__init__(409, messages.transfer_running(), reason="transfer_running")
 
 
-class SenderParty(Protocol):
+class ISenderParty(Interface):
     """
     What the rendezvous needs from a sender.
     """
 
-    def receivers_changed(self, connected: int, n: int) -> None:
+    def receivers_changed(connected: int, n: int) -> None:
         """
         The number of waiting receivers changed (while the sender waits).
         """
 
 
-S = TypeVar("S", bound=SenderParty)
+S = TypeVar("S", bound=ISenderParty)
 R = TypeVar("R")
 
 
@@ -150,7 +151,8 @@ class _Meeting(Generic[S, R]):
 
 class Rendezvous(Generic[S, R]):
     """
-    The registry of paths with waiting or transferring parties.
+    The table of paths with waiting or transferring parties (one part of
+    the server's L{pipe._registry.Registry}).
 
     Parties arrive in any order.  The join that brings one sender and
     exactly C{n} receivers together returns their L{Match} (the path is
@@ -225,7 +227,7 @@ class Rendezvous(Generic[S, R]):
             raise SenderTaken()
         meeting.sender = sender
         self._meetings[path] = meeting
-        return self._settle(path, meeting)
+        return self._match(path, meeting)
 
     def join_receiver(self, path: bytes, n: int, receiver: R) -> Optional[Match[S, R]]:
         """
@@ -242,9 +244,9 @@ class Rendezvous(Generic[S, R]):
             raise ReceiversFull(meeting.n)
         meeting.receivers.append(receiver)
         self._meetings[path] = meeting
-        return self._settle(path, meeting)
+        return self._match(path, meeting)
 
-    def _settle(self, path: bytes, meeting: _Meeting[S, R]) -> Optional[Match[S, R]]:
+    def _match(self, path: bytes, meeting: _Meeting[S, R]) -> Optional[Match[S, R]]:
         """
         If the meeting is complete, mark it running and return its match;
         else tell the sender, if any, how many receivers it has.  State is
@@ -280,7 +282,7 @@ class Rendezvous(Generic[S, R]):
             del self._meetings[path]
         elif meeting.sender is not None:
             # One party fewer: never complete, the sender only hears it.
-            self._settle(path, meeting)
+            self._match(path, meeting)
         return True
 
     def abandon(self, path: bytes) -> List[R]:

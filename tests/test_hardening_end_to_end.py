@@ -179,8 +179,9 @@ async def test_healthz_and_status_with_curl(reactor: Any, serve: Any) -> None:
     status = await curl(reactor, server.root + "/api/v1/status", keep_text=True).ended
     doc = json.loads(status.text)
     assert doc["transfers"]["complete"] == 1
-    assert doc["bytes_delivered"] == 5
+    assert doc["bytes_written"] == doc["bytes_delivered"] == 5
     assert doc["pipes_waiting"] == doc["pipes_running"] == 0
+    assert doc["pipes_awaiting_acks"] == doc["pipes_settling"] == 0
 
 
 async def _twistd_transfer(
@@ -268,10 +269,41 @@ async def test_json_logs_through_twistd_logger(reactor: Any, tmp_path: Path) -> 
         await server.stop()
     events = [json.loads(line) for line in server.output.splitlines() if line.strip()]
     ends = [e for e in events if e.get("outcome") == "complete"]
-    assert len(ends) == 1
-    assert ends[0]["bytes"] == 5 and len(ends[0]["pipe"]) == 12
+    # The event, and its copy under the old namespace for one release.
+    assert sorted(e["log_namespace"] for e in ends) == [
+        "pipe._parties.Sender",
+        "pipe.transfer",
+    ]
+    for end in ends:
+        assert end["bytes"] == 5 and len(end["pipe"]) == 12
     assert b"json-secret" not in server.output
     assert any(e.get("code") == 400 for e in events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_log_shows_each_transfer_once(reactor: Any, tmp_path: Path) -> None:
+    """
+    twistd's text log shows a transfer's event once, under C{pipe.transfer}:
+    its copy under the old namespace has no format, and a text log skips
+    events without one.
+    """
+    server = start_twistd(reactor, tmp_path)
+    try:
+        port = await server.listening
+        url = f"http://127.0.0.1:{port}/api/v1/pipe/text"
+        receiving = curl(reactor, url)
+        sent = await curl(reactor, "--data-binary", "hello", url).ended
+        assert sent.code == 0
+        await receiving.ended
+        await wait_for(reactor, lambda: b" complete: 5 bytes" in server.output)
+    finally:
+        await server.stop()
+    lines = [
+        line for line in server.output.splitlines() if b"complete: 5 bytes" in line
+    ]
+    assert len(lines) == 1, server.output
+    assert b"[pipe.transfer#info] transfer " in lines[0]
+    assert b"pipe._parties.Sender" not in server.output
 
 
 @pytest_twisted.ensureDeferred

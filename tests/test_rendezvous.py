@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import List, Tuple
 
 import pytest
+from zope.interface import implementer
 
 from pipe import _messages as messages
 from pipe._rendezvous import (
     CountMismatch,
+    ISenderParty,
     Match,
     ReceiversFull,
     Rendezvous,
@@ -20,6 +22,7 @@ from pipe._rendezvous import (
 )
 
 
+@implementer(ISenderParty)
 class FakeSender:
     def __init__(self) -> None:
         self.counts: List[Tuple[int, int]] = []
