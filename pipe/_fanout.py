@@ -26,13 +26,12 @@ from typing import Dict, List, Optional, Set
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface import Interface, implementer
 
 from ._outcome import Outcome
-from ._watchdog import IdleTimer, IWatched, Progress, Watchdogs
+from ._watchdog import IdleTimer, IWatched, IWatchedReceiver, Progress, Watchdogs
 
 __all__ = [
     "Branch",
@@ -153,7 +152,7 @@ class BranchState(enum.Enum):
     ABORTED = "aborted"
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IWatchedReceiver)
 class Branch:
     """
     The proxy producer between the upload and one receiver's connection.
@@ -205,11 +204,38 @@ class Branch:
         """
         self._fanout._branch_delivered(self)
 
+    def finish(self) -> None:
+        """
+        The upload is complete: finish the receiver's response, unless it
+        was lost or dropped meanwhile.
+        """
+        if self.state is BranchState.WRITTEN:
+            self.outlet.unregisterProducer()
+            self.outlet.finish()
+
+    def drop(self) -> None:
+        """
+        Reset the receiver's connection (the transfer failed, or the
+        receiver stalled).
+        """
+        self.outlet.unregisterProducer()
+        self.outlet.abort()
+
+    # IWatchedReceiver
+
+    def is_written(self) -> bool:
+        return self.state is BranchState.WRITTEN
+
+    def is_paused(self) -> bool:
+        return self in self._fanout._paused
+
+    def pending(self) -> Optional[int]:
+        return self.outlet.pending()
+
     def __repr__(self) -> str:
         return f"<Branch {self.index} {self.state.value} sent={self.sent}>"
 
 
-@implementer(IWatched)
 class Fanout(protocol.Protocol):
     """
     Copy one upload to N outlets, pacing it by the slowest.
@@ -223,9 +249,9 @@ class Fanout(protocol.Protocol):
     @ivar received: bytes of the upload received so far.
     @ivar branches: every branch, in receiver order (lost ones included).
     @ivar outcome: how the transfer ended, once L{State.ENDED}.
+    @ivar watched: this fan-out as its watchdogs see it.
     """
 
-    log = Logger()
     transport: Optional[IPushProducer]  # type: ignore[assignment]
 
     def __init__(
@@ -244,16 +270,14 @@ class Fanout(protocol.Protocol):
         self.started_at: Optional[float] = None
         self.ended_at: Optional[float] = None
         self._held: List[bytes] = []
-        # Insertion-ordered, with O(1) removal: a receiver lost in the middle
-        # of a copy pass must not be written to by the rest of that pass.
-        # The ACTIVE branches while streaming, the WRITTEN ones while
-        # awaiting acknowledgements.
+        # The ACTIVE branches while streaming, the WRITTEN ones while awaiting
+        # acknowledgements; ordered, with O(1) removal (a receiver lost
+        # during a copy pass is not written to by the rest of the pass).
         self._active: Dict[Branch, None] = {}
         self._paused: Set[Branch] = set()
         self._last_data = 0.0
-        self._idle = IdleTimer(
-            clock, watchdogs, self._wanting_since, self._idle_expired
-        )
+        self.watched = watched = _Watched(self)
+        self._idle = IdleTimer(clock, watchdogs, watched.wanting_since, watched.idle)
 
     # IProtocol, driven by the upload.
 
@@ -280,10 +304,8 @@ class Fanout(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """
-        The upload ended: completely if C{reason} is L{ResponseDone},
-        otherwise it was cut short.  In C{AWAITING_ACKS} the body was
-        complete, and in C{ENDED} the end is known; C{HOLDING_COMPLETE}
-        cannot be lost again.
+        The upload ended: completely if C{reason} is L{ResponseDone}, else
+        cut short.  Nothing to do in the other states (the end is known).
         """
         complete = reason is not None and reason.check(ResponseDone) is not None
         if self.state is State.HOLDING:
@@ -316,14 +338,13 @@ class Fanout(protocol.Protocol):
         self.branches = [Branch(self, i, o, now) for i, o in enumerate(outlets, 1)]
         self._active = dict.fromkeys(self.branches)
         self.state = State.STREAMING
-        self.watchdogs.watch(self)
+        self.watchdogs.watch(self.watched)
         for branch in self.branches:
             branch.outlet.registerProducer(branch, True)
         held, self._held = self._held, []
         for data in held:
-            if self.state is not State.STREAMING:
-                return
-            self._copy_to_branches(data)
+            if self.state is State.STREAMING:
+                self._copy_to_branches(data)
         if self.state is not State.STREAMING:
             return
         if complete:
@@ -380,22 +401,20 @@ class Fanout(protocol.Protocol):
         self._paused.discard(branch)
         branch.state = state
         branch.outlet.release()
-        if self.state is State.AWAITING_ACKS:
+        was = self.state
+        if was in (State.STREAMING, State.AWAITING_ACKS):
             self.listener.branch_lost(branch)
+        if was is State.AWAITING_ACKS:
             self._end_if_all_acknowledged()
+        elif self.state is not State.STREAMING:
             return
-        if self.state is not State.STREAMING:
-            return
-        self.listener.branch_lost(branch)
-        if self.state is not State.STREAMING:
-            return
-        if not self._active:
-            self._end(self._failure_outcome())
+        elif self._active:
+            self._resume_if_clear()
+        else:
+            self._end(_failure_outcome(self.branches))
             assert self.transport is not None
             self.transport.stopProducing()
             self.listener.fanout_ended(self)
-        else:
-            self._resume_if_clear()
 
     def abort(self, outcome: Outcome) -> None:
         """
@@ -410,18 +429,12 @@ class Fanout(protocol.Protocol):
         self._end(outcome)
         for branch in active:
             branch.state = BranchState.ABORTED
-            branch.outlet.unregisterProducer()
-            branch.outlet.abort()
+            branch.drop()
             branch.outlet.release()
         if outcome is not Outcome.SENDER_LOST:
             assert self.transport is not None
             self.transport.stopProducing()
         self.listener.fanout_ended(self)
-
-    def _failure_outcome(self) -> Outcome:
-        if any(b.state is BranchState.STALLED for b in self.branches):
-            return Outcome.RECEIVER_STALLED
-        return Outcome.RECEIVER_LOST
 
     def _finish_all(self) -> None:
         """
@@ -437,9 +450,7 @@ class Fanout(protocol.Protocol):
             branch.state = BranchState.WRITTEN
             branch.progress.progress_at = now
         for branch in written:
-            if branch.state is BranchState.WRITTEN:
-                branch.outlet.unregisterProducer()
-                branch.outlet.finish()
+            branch.finish()
         self._end_if_all_acknowledged()
 
     def _branch_delivered(self, branch: Branch) -> None:
@@ -454,7 +465,7 @@ class Fanout(protocol.Protocol):
         if self.state is not State.AWAITING_ACKS or self._active:
             return
         failed = any(b.state is not BranchState.DELIVERED for b in self.branches)
-        self._end(self._failure_outcome() if failed else Outcome.COMPLETE)
+        self._end(_failure_outcome(self.branches) if failed else Outcome.COMPLETE)
         self.listener.fanout_ended(self)
 
     def _end(self, outcome: Outcome) -> None:
@@ -466,60 +477,66 @@ class Fanout(protocol.Protocol):
         self.outcome = outcome
         self.ended_at = self.clock.seconds()
         self._idle.disarm()
-        self.watchdogs.unwatch(self)
+        self.watchdogs.unwatch(self.watched)
 
     @property
     def completed(self) -> int:
-        """
-        The number of receivers whose connection acknowledged every byte.
-        """
+        """The number of receivers whose connection acknowledged every byte."""
         return sum(1 for b in self.branches if b.state is BranchState.DELIVERED)
 
     @property
     def written(self) -> int:
-        """
-        Bytes written to receivers, summed over receivers.
-        """
+        """Bytes written to receivers, summed over receivers."""
         return sum(b.sent for b in self.branches)
 
-    # Watchdogs (the policy is L{pipe._watchdog}'s).
 
-    def _wanting_since(self) -> Optional[float]:
-        if self.state is not State.STREAMING or self._paused:
+def _failure_outcome(branches: List[Branch]) -> Outcome:
+    """
+    How a transfer that lost receivers ended: stalled if one was dropped
+    for stalling, else lost.
+    """
+    if any(b.state is BranchState.STALLED for b in branches):
+        return Outcome.RECEIVER_STALLED
+    return Outcome.RECEIVER_LOST
+
+
+@implementer(IWatched)
+class _Watched:
+    """
+    A L{Fanout} as its watchdogs see it (L{pipe._watchdog}): the receivers
+    the stall check visits, and whether the upload is wanted, for the idle
+    timer.
+    """
+
+    def __init__(self, fanout: Fanout) -> None:
+        self._fanout = fanout
+        self.clock = fanout.clock
+
+    def watched_receivers(self) -> List[Branch]:
+        return list(self._fanout._active)
+
+    def is_watched(self, receiver: IWatchedReceiver) -> bool:
+        return receiver in self._fanout._active
+
+    def drop_stalled(self, receiver: IWatchedReceiver) -> bool:
+        assert isinstance(receiver, Branch)
+        fanout = self._fanout
+        receiver.drop()
+        fanout.lose_branch(receiver, BranchState.STALLED)
+        return fanout.state in (State.STREAMING, State.AWAITING_ACKS)
+
+    def wanting_since(self) -> Optional[float]:
+        """
+        When the upload last delivered data, if the fan-out wants more now
+        (streaming, and no branch paused); else L{None}.
+        """
+        fanout = self._fanout
+        if fanout.state is not State.STREAMING or fanout._paused:
             return None
-        return self._last_data
+        return fanout._last_data
 
-    def _idle_expired(self) -> None:
-        self.abort(Outcome.IDLE_TIMEOUT)
-
-    def check_stalls(self) -> None:
+    def idle(self) -> None:
         """
-        Drop every receiver the watchdogs find stalled (see
-        L{Watchdogs.stalled_taking}, L{Watchdogs.stalled_acknowledging}).
-        Runs while the upload is paused, too: that is when a stalled
-        receiver holds everybody back.
+        The upload delivered nothing for the idle timeout: abort.
         """
-        now = self.clock.seconds()
-        watchdogs = self.watchdogs
-        for branch in tuple(self._active):
-            if branch not in self._active:
-                continue
-            outlet = branch.outlet
-            if branch.state is BranchState.WRITTEN:
-                stalled = watchdogs.stalled_acknowledging(
-                    branch.progress, now, outlet.pending
-                )
-            else:
-                stalled = watchdogs.stalled_taking(
-                    branch.progress,
-                    now,
-                    branch.sent,
-                    outlet.pending(),
-                    branch in self._paused,
-                )
-            if stalled:
-                outlet.unregisterProducer()
-                outlet.abort()
-                self.lose_branch(branch, BranchState.STALLED)
-                if self.state not in (State.STREAMING, State.AWAITING_ACKS):
-                    return
+        self._fanout.abort(Outcome.IDLE_TIMEOUT)

@@ -5,9 +5,10 @@ stalled, when an upload counts as idle, and the one periodic timer that
 checks every fan-out of a site.
 
 A fan-out (L{pipe._fanout.Fanout}) moves the bytes and reports what it
-sees; this module decides what is too slow.  It knows no fan-out: a
-watched transfer provides L{IWatched}, each receiver's progress is a
-L{Progress}, and an upload's idle timer is an L{IdleTimer}.
+sees; this module decides what is too slow, and tells the fan-out which
+receiver to drop.  It knows no fan-out: a watched transfer provides
+L{IWatched}, each of its receivers L{IWatchedReceiver} (with a
+L{Progress}), and an upload's idle timer is an L{IdleTimer}.
 
 Two watchdogs run during a transfer: a receiver that takes no bytes for the
 stall timeout while data waits for it (or, with a minimum rate, takes them
@@ -19,14 +20,34 @@ transfer.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-__all__ = ["IWatched", "IdleTimer", "Progress", "Watchdogs"]
+__all__ = ["IWatched", "IWatchedReceiver", "IdleTimer", "Progress", "Watchdogs"]
+
+
+class IWatchedReceiver(Interface):
+    """
+    One receiver of a watched transfer, as the stall check sees it.
+    """
+
+    progress = Attribute("What the stall check knows of it (L{Progress}).")
+    sent = Attribute("Bytes written to it so far.")
+
+    def is_written() -> bool:
+        """Whether its response is finished (the transfer awaits its
+        acknowledgement)."""
+
+    def is_paused() -> bool:
+        """Whether its connection has paused the upload."""
+
+    def pending() -> Optional[int]:
+        """Bytes written that its connection has not taken (once written:
+        not acknowledged), or L{None} when the connection cannot tell."""
 
 
 class IWatched(Interface):
@@ -36,11 +57,16 @@ class IWatched(Interface):
 
     clock = Attribute("The transfer's L{IReactorTime}.")
 
-    def check_stalls() -> None:
-        """
-        Drop every receiver that L{Watchdogs.stalled_taking} or
-        L{Watchdogs.stalled_acknowledging} says has stalled.
-        """
+    def watched_receivers() -> Iterable[IWatchedReceiver]:
+        """The receivers still running, in order (a snapshot)."""
+
+    def is_watched(receiver: IWatchedReceiver) -> bool:
+        """Whether C{receiver} is still running (an earlier drop can end
+        others)."""
+
+    def drop_stalled(receiver: IWatchedReceiver) -> bool:
+        """Drop C{receiver} as stalled; return whether the transfer still
+        runs."""
 
 
 class Progress:
@@ -123,13 +149,39 @@ class Watchdogs:
             if watched not in self._watched:
                 continue
             try:
-                watched.check_stalls()
+                self.check(watched)
             except Exception:
                 self.log.failure("stall check failed")
         if not self._watched:
             sweep, self._sweep = self._sweep, None
             if sweep is not None:
                 sweep.stop()
+
+    def check(self, watched: IWatched) -> None:
+        """
+        Drop every receiver of C{watched} that has stalled: while its
+        response is written, see L{stalled_taking}; once written, see
+        L{stalled_acknowledging}.  Runs while the upload is paused, too:
+        that is when a stalled receiver holds everybody back.
+        """
+        now = watched.clock.seconds()
+        for receiver in watched.watched_receivers():
+            if not watched.is_watched(receiver):
+                continue
+            if receiver.is_written():
+                stalled = self.stalled_acknowledging(
+                    receiver.progress, now, receiver.pending
+                )
+            else:
+                stalled = self.stalled_taking(
+                    receiver.progress,
+                    now,
+                    receiver.sent,
+                    receiver.pending(),
+                    receiver.is_paused(),
+                )
+            if stalled and not watched.drop_stalled(receiver):
+                return
 
     def stalled_taking(
         self,

@@ -134,7 +134,7 @@ def test_fanout_provides_what_the_watchdogs_visit_and_fakes_are_true() -> None:
     they stand in for, so that these tests cannot drift from them.
     """
     fanout, _, outlets, listener = make(1)
-    assert verifyObject(IWatched, fanout)
+    assert verifyObject(IWatched, fanout.watched)
     assert verifyObject(IOutlet, outlets[0])
     assert verifyObject(IFanoutListener, listener)
 
@@ -398,10 +398,10 @@ def test_a_failing_stall_check_does_not_stop_the_others() -> None:
     broken.makeConnection(Upload())  # type: ignore[arg-type]
     broken.start([Outlet()])
 
-    def fail() -> None:
+    def fail() -> List[Branch]:
         raise RuntimeError("broken check")
 
-    broken.check_stalls = fail  # type: ignore[method-assign]
+    broken.watched.watched_receivers = fail  # type: ignore[method-assign]
     fanout = Fanout(Listener(), clock, watchdogs)
     fanout.makeConnection(Upload())  # type: ignore[arg-type]
     outlet = Outlet()

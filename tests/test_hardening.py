@@ -22,7 +22,7 @@ from pipe._parties import Receiver
 from pipe._registry import DEPRECATED_KEYS, DRAIN_GRACE, IParty
 from pipe._rendezvous import ISenderParty
 from pipe._request import DISCARD_SECONDS
-from pipe._watchdog import IWatched
+from pipe._watchdog import IWatched, IWatchedReceiver
 from pipe.server import PipeSite, Settings, make_site
 
 from .test_request import Peer, chunk, get, put_head
@@ -533,7 +533,8 @@ def test_parties_provide_their_interfaces(clock: Clock) -> None:
     assert verifyObject(IFanoutListener, kinds["Sender"])
     assert verifyObject(IOutlet, kinds["Receiver"])
     fanout = kinds["Sender"].fanout
-    assert verifyObject(IWatched, fanout)
+    assert verifyObject(IWatched, fanout.watched)
+    assert verifyObject(IWatchedReceiver, fanout.branches[0])
     assert verifyObject(IFanoutListener, kinds["Sender"]._transfer)
     sender.send(b"hello")
     assert receiver.body() == b"hello"
