@@ -2,10 +2,10 @@
 """
 Matching one sender with exactly C{n} receivers on a path.
 
-This module knows nothing about connections: parties are opaque objects,
-except that a sender provides L{ISenderParty}.  A party the path refuses gets
-a L{Rejected}, a L{pipe._refusal.Refusal} that carries the answer (status
-and message) the resource sends.
+This module knows nothing about connections or HTTP: parties are opaque
+objects, except that a sender provides L{ISenderParty}.  A party the path
+refuses gets a L{Rejected}, which carries the reason and its message; the
+resource decides the answer's status (L{pipe.resource.refusal_for}).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import attr
 from zope.interface import Interface
 
 from . import _messages as messages
-from ._refusal import Refusal
 
 __all__ = [
     "CountMismatch",
@@ -31,11 +30,19 @@ __all__ = [
 ]
 
 
-class Rejected(Refusal):
+class Rejected(Exception):
     """
-    A party may not join a path; subclasses say why (and with which status
-    and message the request is refused).
+    A party may not join a path; subclasses say why.
+
+    @ivar reason: the reason's slug (a metric label, and the name of its
+        message in L{pipe._messages}).
+    @ivar body: the one-line C{[ERROR]} message.
     """
+
+    def __init__(self, reason: str, body: bytes) -> None:
+        super().__init__(reason, body)
+        self.reason = reason
+        self.body = body
 
 
 class CountMismatch(Rejected):
@@ -47,9 +54,7 @@ class CountMismatch(Rejected):
     """
 
     def __init__(self, waiting: int, given: int) -> None:
-        super().__init__(
-            400, messages.count_mismatch(given, waiting), reason="count_mismatch"
-        )
+        super().__init__("count_mismatch", messages.count_mismatch(given, waiting))
         self.waiting = waiting
         self.given = given
 
@@ -60,7 +65,7 @@ class SenderTaken(Rejected):
     """
 
     def __init__(self) -> None:
-        super().__init__(409, messages.sender_taken(), reason="sender_taken")
+        super().__init__("sender_taken", messages.sender_taken())
 
 
 class ReceiversFull(Rejected):
@@ -71,7 +76,7 @@ class ReceiversFull(Rejected):
     """
 
     def __init__(self, n: int) -> None:
-        super().__init__(409, messages.receivers_full(n), reason="receivers_full")
+        super().__init__("receivers_full", messages.receivers_full(n))
         self.n = n
 
 
@@ -81,7 +86,7 @@ class TransferRunning(Rejected):
     """
 
     def __init__(self) -> None:
-        super().__init__(409, messages.transfer_running(), reason="transfer_running")
+        super().__init__("transfer_running", messages.transfer_running())
 
 
 class ISenderParty(Interface):

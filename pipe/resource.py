@@ -31,7 +31,14 @@ from ._parse import (
 from ._parties import Receiver, client_address, client_host
 from ._refusal import Refusal
 from ._registry import Lifecycle, Registry
-from ._rendezvous import Rendezvous
+from ._rendezvous import (
+    CountMismatch,
+    ReceiversFull,
+    Rejected,
+    Rendezvous,
+    SenderTaken,
+    TransferRunning,
+)
 from ._request import StreamingRequest
 from ._sender import Sender
 from ._transfer import Transfer
@@ -44,9 +51,27 @@ __all__ = [
     "RootResource",
 ]
 
+#: The status of a request whose path refuses it, by the rendezvous'
+#: reason: a malformed request (another C{n}), or a conflict with the
+#: path's state.
+_REJECTION_STATUS = {
+    CountMismatch: 400,
+    SenderTaken: 409,
+    ReceiversFull: 409,
+    TransferRunning: 409,
+}
+
 ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response"
 
 _log = Logger(namespace="pipe.resource")
+
+
+def refusal_for(rejected: Rejected) -> Refusal:
+    """
+    The answer to a party its path rejected (L{pipe._rendezvous}): the
+    rejection's message, with its status (400 or 409).
+    """
+    return Refusal(_REJECTION_STATUS[type(rejected)], rejected.body, rejected.reason)
 
 
 def _respond(request: StreamingRequest, refusal: Refusal) -> bytes:
@@ -138,7 +163,10 @@ class PipeResource(Resource):
         party = (Receiver if pipe.scope is Scope.RECEIVE else Sender)(
             request, pipe, registry, grant
         )
-        match = party.join()
+        try:
+            match = party.join()
+        except Rejected as rejected:
+            raise refusal_for(rejected) from None
         if match is not None:
             Transfer(registry, match).start()
 
