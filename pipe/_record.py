@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from zope.interface import implementer
 
+from . import _messages as messages
 from ._fanout import Fanout
 from ._outcome import Outcome
 from ._parties import path_for_log
@@ -101,7 +102,7 @@ def record_end(
         outcome, received, written, seconds if started else None
     )
     pipe = path_for_log(path, registry)
-    rate = received / seconds / 1e6 if seconds > 0 else 0.0
+    rate = messages.megabytes_per_second(received, seconds)
     addresses = ", ".join(receivers)
     log.info(
         "{line}",
