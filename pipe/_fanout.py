@@ -2,7 +2,7 @@
 """
 The sender's body as one push producer, copied to N receivers.
 
-L{Fanout} is the L{IProtocol} that a sender's request body is delivered to
+L{Fanout} is the L{IProtocol} that a sender's request body is handed to
 (the same shape as L{twisted.web.iweb.IResponse.deliverBody}): its transport
 is the sender's upload, an L{IPushProducer}.  Each receiver is an
 L{IOutlet} (in practice a receiver's request) that gets its own small
@@ -107,8 +107,9 @@ class State(enum.Enum):
                         are held (at most one read) ended), C{STREAMING}
                                                     (L{Fanout.start}),
                                                     C{ENDED} (upload lost)
-    C{HOLDING_COMPLETE} ended, all of it held       C{ENDED} (L{Fanout.start}
-                                                    delivers it and finishes)
+    C{HOLDING_COMPLETE} ended, all of it held       C{AWAITING_ACKS}
+                                                    (L{Fanout.start} copies it
+                                                    and finishes)
     C{STREAMING}        copied; paused while any    C{AWAITING_ACKS} (body
                         branch is paused            ended), C{ENDED}
     C{AWAITING_ACKS}    complete; every response    C{ENDED} (no branch is
@@ -284,7 +285,7 @@ class Fanout(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         """
         Bytes of the upload.  Called by the sender's request, possibly while
-        the upload is paused (Twisted delivers what it already read).
+        the upload is paused (Twisted hands on what it already read).
         C{data} may be a C{memoryview} of a read or L{pipe._chunked.Pieces}
         (see L{pipe._request.StreamingRequest.deliver_body}): only its
         C{len()} is taken, and it is handed to the outlets as it is.
@@ -527,7 +528,7 @@ class _Watched:
 
     def wanting_since(self) -> Optional[float]:
         """
-        When the upload last delivered data, if the fan-out wants more now
+        When the upload last gave data, if the fan-out wants more now
         (streaming, and no branch paused); else L{None}.
         """
         fanout = self._fanout
@@ -537,6 +538,6 @@ class _Watched:
 
     def idle(self) -> None:
         """
-        The upload delivered nothing for the idle timeout: abort.
+        The upload gave nothing for the idle timeout: abort.
         """
         self._fanout.abort(Outcome.IDLE_TIMEOUT)

@@ -13,7 +13,7 @@ L{Progress}), and an upload's idle timer is an L{IdleTimer}.
 Two watchdogs run during a transfer: a receiver that takes no bytes for the
 stall timeout while data waits for it (or, with a minimum rate, takes them
 too slowly), or that acknowledges nothing for the stall timeout while the
-transfer awaits acknowledgements, is dropped; and an upload that delivers
+transfer awaits acknowledgements, is dropped; and an upload that sends
 nothing for the idle timeout while the fan-out wants data aborts the
 transfer.
 """
@@ -109,7 +109,7 @@ class Watchdogs:
         waits for it.
     @ivar min_rate: bytes per second below which a receiver with data
         waiting counts as stalled over a stall window.
-    @ivar idle_timeout: seconds the upload may deliver nothing while the
+    @ivar idle_timeout: seconds the upload may send nothing while the
         fan-out wants data.
     """
 
@@ -246,10 +246,10 @@ class Watchdogs:
 class IdleTimer:
     """
     The idle watchdog of one upload: calls C{expired} once the upload has
-    delivered nothing for the idle timeout of C{watchdogs} while the fan-out
+    gave nothing for the idle timeout of C{watchdogs} while the fan-out
     wanted data.
 
-    @param wanting_since: when the upload last delivered data, or L{None}
+    @param wanting_since: when the upload last gave data, or L{None}
         while the fan-out does not want any (it is paused or over).
     """
 

@@ -409,7 +409,11 @@ def test_log_paths_option_logs_the_path(clock: Clock, events: Any) -> None:
     get(site, b"visible", 1)
     sender = Peer(site)
     sender.send(put_head(b"visible", 1, 1) + b"x")
-    ends = [e for e in events if e.get("outcome") == "complete"]
+    ends = [
+        e
+        for e in events
+        if e.get("outcome") == "complete" and e["log_namespace"] == "pipe.transfer"
+    ]
     assert ends[0]["pipe"] == "'visible'"
 
 
