@@ -8,23 +8,21 @@ started transfer ends, and L{pipe._sender.Sender} when a sender gives up
 before its transfer started.  This module knows neither of them.
 
 For one release, every transfer event is also published under the old
-namespace L{LEGACY_NAMESPACE} as a copy without C{log_format}: a JSON log
-and a filter on the old namespace still see it, and a text log (twistd's
-skips events that have no format) shows the line once.
+namespace L{LEGACY_NAMESPACE} (see L{pipe._renamed_log}).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
-from twisted.logger import ILogObserver, Logger, globalLogPublisher
-from zope.interface import implementer
+from twisted.logger import Logger
 
 from . import _messages as messages
 from ._fanout import Fanout
 from ._outcome import Outcome
 from ._parties import path_for_log
 from ._registry import Registry
+from ._renamed_log import renamed_logger
 
 __all__ = ["LEGACY_NAMESPACE", "LOG_NAMESPACE", "record_end", "transfer_logger"]
 
@@ -38,32 +36,13 @@ LOG_NAMESPACE = "pipe.transfer"
 LEGACY_NAMESPACE = "pipe._parties.Sender"
 
 
-@implementer(ILogObserver)
-class _WithLegacyCopy:
-    """
-    The observer of transfer events: publishes each event, then a copy under
-    L{LEGACY_NAMESPACE} without C{log_format} (nor C{log_failure}, whose
-    traceback a text log would print again).
-    """
-
-    def __call__(self, event: Any) -> None:
-        globalLogPublisher(event)
-        copy = dict(event)
-        copy.pop("log_format", None)
-        copy.pop("log_failure", None)
-        copy["log_namespace"] = LEGACY_NAMESPACE
-        globalLogPublisher(copy)
-
-
-_with_legacy_copy = _WithLegacyCopy()
-
-
 def transfer_logger() -> Logger:
     """
-    A logger of transfer events (L{LOG_NAMESPACE}, with the legacy copy);
-    also usable as a class attribute, as L{Logger} is.
+    A logger of transfer events (L{LOG_NAMESPACE}, copied under
+    L{LEGACY_NAMESPACE}), for module level: as a class attribute a
+    L{Logger} takes the class's name as its namespace.
     """
-    return Logger(namespace=LOG_NAMESPACE, observer=_with_legacy_copy)
+    return renamed_logger(LOG_NAMESPACE, LEGACY_NAMESPACE)
 
 
 log = transfer_logger()

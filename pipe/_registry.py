@@ -12,7 +12,6 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface
 
 from . import __version__
@@ -20,6 +19,7 @@ from . import _messages as messages
 from ._guard import Grant, Guard, Requirement
 from ._outcome import Outcome
 from ._refusal import Refusal
+from ._renamed_log import renamed_logger
 from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings
 from ._statistics import Statistics
@@ -90,7 +90,8 @@ class Registry:
         off (no keys).
     """
 
-    log = Logger()
+    #: Drain events: under the old namespace too until the next release.
+    log = renamed_logger("pipe._registry.Registry", "pipe._relay.Relay")
 
     def __init__(self, reactor: IReactorTime, settings: Settings) -> None:
         self.reactor = reactor

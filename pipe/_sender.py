@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -29,7 +30,7 @@ from ._guard import Grant
 from ._outcome import Outcome
 from ._parse import PipeRequest, SenderResponse
 from ._parties import Phase, _Party, path_for_log
-from ._record import record_end, transfer_logger
+from ._record import record_end
 from ._registry import Registry
 from ._rendezvous import ISenderParty, Match
 
@@ -126,7 +127,7 @@ class StreamResponse(_Response):
     lost; then the last line.
     """
 
-    log = transfer_logger()
+    log = Logger()
 
     def __init__(self, sender: Sender) -> None:
         super().__init__(sender)
@@ -200,7 +201,7 @@ class Sender(_Party):
     @ivar receivers_present: how many receivers wait on the path.
     """
 
-    log = transfer_logger()
+    log = Logger()
 
     def __init__(
         self,

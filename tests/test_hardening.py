@@ -544,6 +544,22 @@ def test_parties_provide_their_interfaces(clock: Clock) -> None:
     assert receiver.body() == b"hello"
 
 
+def test_drain_events_keep_their_old_namespace_for_one_release(
+    clock: Clock, events: Any
+) -> None:
+    """
+    The drain's events are published under C{pipe._registry.Registry} and,
+    until the next release, copied without a format under the old
+    C{pipe._relay.Relay}.
+    """
+    site_with(clock).relay.drain()
+    new = [e for e in events if e["log_namespace"] == "pipe._registry.Registry"]
+    old = [e for e in events if e["log_namespace"] == "pipe._relay.Relay"]
+    assert [e["log_format"] for e in new][-1] == "drained"
+    assert len(old) == len(new)
+    assert all("log_format" not in e and formatEvent(e) == "" for e in old)
+
+
 def test_drain_has_a_hard_deadline_even_if_a_party_never_leaves(
     clock: Clock, events: Any
 ) -> None:
