@@ -191,7 +191,7 @@ class Registry:
         self._drained = Deferred()
         self.log.info(
             "draining: {parties} parties present, {running} transfers running",
-            parties=len(self._parties),
+            parties=self.party_count,
             running=self.rendezvous.count(Stage.RUNNING),
         )
         for party in list(self._parties):
@@ -208,7 +208,7 @@ class Registry:
     def _abort_running(self) -> None:
         self._drain_call = None
         self.log.info(
-            "drain timeout: aborting {parties} parties", parties=len(self._parties)
+            "drain timeout: aborting {parties} parties", parties=self.party_count
         )
         for party in list(self._parties):
             try:
@@ -230,7 +230,7 @@ class Registry:
         self.log.error(
             "drain deadline: {parties} parties still present {grace} s after"
             " their transfers were aborted; shutting down anyway",
-            parties=len(self._parties),
+            parties=self.party_count,
             grace=DRAIN_GRACE,
         )
         self._finish_drain()
