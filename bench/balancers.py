@@ -156,7 +156,7 @@ class Config:
 
 
 def delivered(backend: Server) -> int:
-    return int(backend.status()["bytes_delivered"])  # type: ignore[call-overload]
+    return int(backend.status()["bytes_written"])  # type: ignore[call-overload]
 
 
 def completed(backend: Server) -> int:

@@ -35,9 +35,9 @@ __all__ = ["main"]
 #: The signals that ask the server to drain and stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-#: The relay's log events that say a drain had to abort transfers.
+#: The registry's log events that say a drain had to abort transfers.
 _ABORT_FORMATS = ("drain timeout", "drain deadline")
-_RELAY_NAMESPACE = "pipe._relay.Relay"
+_REGISTRY_NAMESPACE = "pipe._registry.Registry"
 
 _log = Logger(namespace="pipe._container")
 
@@ -45,7 +45,7 @@ _log = Logger(namespace="pipe._container")
 @implementer(ILogObserver)
 class _DrainWatch:
     """
-    A log observer that remembers whether the relay's drain aborted
+    A log observer that remembers whether the registry's drain aborted
     transfers (its C{drain timeout} or C{drain deadline} events).
     """
 
@@ -53,7 +53,7 @@ class _DrainWatch:
         self.aborted = False
 
     def __call__(self, event: Any) -> None:
-        if event.get("log_namespace") == _RELAY_NAMESPACE and str(
+        if event.get("log_namespace") == _REGISTRY_NAMESPACE and str(
             event.get("log_format", "")
         ).startswith(_ABORT_FORMATS):
             self.aborted = True

@@ -19,7 +19,7 @@ from typing import List, Tuple
 from twisted.web.resource import Resource
 
 from . import __version__
-from ._relay import Relay
+from ._registry import Registry
 from ._request import StreamingRequest
 
 __all__ = ["Landing", "Version", "base_url"]
@@ -192,19 +192,19 @@ class Landing(Resource):
 
     isLeaf = True
 
-    def __init__(self, relay: Relay, mount: bytes = b"") -> None:
+    def __init__(self, registry: Registry, mount: bytes = b"") -> None:
         """
-        @param relay: the server-wide state (is signing on?).
+        @param registry: the server-wide state (is signing on?).
         @param mount: the raw URL path of the pipe tree (C{b""} at the
             site's root, C{b"/ci"} under a prefix).
         """
         super().__init__()
-        self._relay = relay
+        self._registry = registry
         self._mount = mount.decode("ascii")
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
         base = base_url(request) + self._mount
-        signed = self._relay.guard is not None
+        signed = self._registry.guard is not None
         request.setHeader(b"vary", b"Accept, Host")
         if wants_html(request):
             body = render_html(base, signed)

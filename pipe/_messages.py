@@ -153,8 +153,16 @@ def receiver_lost_unacknowledged(
     )
 
 
+def megabytes_per_second(count: int, seconds: float) -> float:
+    """
+    The rate of a transfer of C{count} bytes in C{seconds} (0 for none),
+    as the sender's last line and the transfer's log event give it.
+    """
+    return count / seconds / 1e6 if seconds > 0 else 0.0
+
+
 def done(count: int, ok: int, n: int, seconds: float) -> bytes:
-    rate = count / seconds / 1e6 if seconds > 0 else 0.0
+    rate = megabytes_per_second(count, seconds)
     return info(
         f"done: bytes={count} receivers={ok}/{n} in {seconds:.1f} s ({rate:.1f} MB/s)"
     )

@@ -3,14 +3,18 @@
 Prometheus metrics at C{/metrics}, served with C{prometheus_client}'s
 Twisted integration on a listener of their own (C{--metrics-listen}).
 
-Two collectors: the relay's L{pipe._statistics.Statistics} registry (the
-counters and histograms of ended transfers, refusals, stalls and waits),
-and L{LiveCollector}, which reads what is present now (pipes, parties,
-bytes of running transfers) from the relay.  C{prometheus_client} renders
-a scrape in a thread of the reactor's pool (it is a WSGI application), so
-the live figures come from one snapshot taken in the reactor thread
-(C{blockingCallFromThread}); the statistics are thread-safe on their own.
+Two collectors: the L{pipe._statistics.Statistics} of the server's
+L{Registry} (the counters and histograms of ended transfers, refusals,
+stalls and waits), and L{LiveCollector}, which reads what is present now
+(pipes, parties, bytes of running transfers) from the registry.
+C{prometheus_client} renders a scrape in a thread of the reactor's pool (it
+is a WSGI application), so the live figures come from one snapshot taken in
+the reactor thread (C{blockingCallFromThread}); the statistics are
+thread-safe on their own.
 No label holds a path.
+
+Renamed metrics are exported under their old names too, with the same
+values, for one release (L{DEPRECATED_NAMES}).
 """
 
 from __future__ import annotations
@@ -25,29 +29,36 @@ from twisted.web.server import Site
 
 from . import __version__
 from . import _messages as messages
-from ._relay import Relay
+from ._registry import Registry
 from ._rendezvous import Stage
 
-__all__ = ["LiveCollector", "metrics_registry", "metrics_site"]
+__all__ = ["DEPRECATED_NAMES", "LiveCollector", "metrics_registry", "metrics_site"]
+
+#: Metrics renamed in this release, still exported under the old name (same value)
+#: until the next release: old name -> new name.
+DEPRECATED_NAMES = {
+    "txpipe_delivered_bytes": "txpipe_written_bytes",
+    "txpipe_pipes_settling": "txpipe_pipes_awaiting_acks",
+}
 
 
-def _snapshot(relay: Relay) -> Dict[str, Any]:
+def _snapshot(registry: Registry) -> Dict[str, Any]:
     """
     What is live now, read in the reactor thread.
     """
-    rendezvous = relay.rendezvous
+    rendezvous = registry.rendezvous
     senders, receivers = rendezvous.totals()
-    received, delivered = relay.live_bytes()
+    received, written = registry.live_bytes()
     return {
         "waiting": rendezvous.count(Stage.WAITING),
         "running": rendezvous.count(Stage.RUNNING),
-        "settling": relay.settling_count(),
+        "awaiting_acks": registry.awaiting_acks_count(),
         "senders": senders,
         "receivers": receivers,
         "received": received,
-        "delivered": delivered,
-        "draining": int(relay.lifecycle.value == "draining"),
-        "spent_signatures": relay.guard.spent_count if relay.guard else 0,
+        "written": written,
+        "draining": int(registry.lifecycle.value == "draining"),
+        "spent_signatures": registry.guard.spent_count if registry.guard else 0,
     }
 
 
@@ -69,10 +80,16 @@ _SINGLE = [
     ),
     (
         CounterMetricFamily,
-        "txpipe_delivered_bytes",
+        "txpipe_written_bytes",
         "Bytes written to receivers, summed over receivers, running transfers"
         " included.",
-        "delivered",
+        "written",
+    ),
+    (
+        CounterMetricFamily,
+        "txpipe_delivered_bytes",
+        "Deprecated (removed in the next release): txpipe_written_bytes.",
+        "written",
     ),
     (
         GaugeMetricFamily,
@@ -85,22 +102,24 @@ _SINGLE = [
 
 class LiveCollector:
     """
-    A C{prometheus_client} collector of what a L{Relay} holds now.
+    A C{prometheus_client} collector of what a L{Registry} holds now.
 
     @param in_thread: whether C{collect} runs outside the reactor thread (a
         scrape does), so the snapshot is taken in the reactor thread.
     """
 
-    def __init__(self, relay: Relay, reactor: Any, in_thread: bool = True) -> None:
-        self._relay = relay
+    def __init__(
+        self, registry: Registry, reactor: Any, in_thread: bool = True
+    ) -> None:
+        self._registry = registry
         self._reactor = reactor
         self._in_thread = in_thread
 
     def collect(self) -> Iterator[Metric]:
         if self._in_thread:
-            s = blockingCallFromThread(self._reactor, _snapshot, self._relay)
+            s = blockingCallFromThread(self._reactor, _snapshot, self._registry)
         else:
-            s = _snapshot(self._relay)
+            s = _snapshot(self._registry)
         info = GaugeMetricFamily(
             "txpipe_info", "The txpipe version (value 1).", labels=["version"]
         )
@@ -111,27 +130,32 @@ class LiveCollector:
         pipes.add_metric(["running"], s["running"])
         yield pipes
         yield GaugeMetricFamily(
-            "txpipe_pipes_settling",
+            "txpipe_pipes_awaiting_acks",
             "Running pipes whose upload is complete, waiting for receivers to"
             " acknowledge the last bytes.",
-            value=s["settling"],
+            value=s["awaiting_acks"],
+        )
+        yield GaugeMetricFamily(
+            "txpipe_pipes_settling",
+            "Deprecated (removed in the next release): txpipe_pipes_awaiting_acks.",
+            value=s["awaiting_acks"],
         )
         for family, name, doc, key in _SINGLE:
             yield family(name, doc, value=s[key])
 
 
-def metrics_registry(relay: Relay, reactor: Any) -> CollectorRegistry:
+def metrics_registry(registry: Registry, reactor: Any) -> CollectorRegistry:
     """
-    A registry of txpipe's figures only (not the process-wide one): the
-    relay's statistics and its live figures.
+    A C{CollectorRegistry} of txpipe's figures only (not the process-wide
+    one): the registry's statistics and its live figures.
     """
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(relay.statistics.registry)
-    registry.register(LiveCollector(relay, reactor))  # type: ignore[arg-type]
-    return registry
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(registry.statistics.collectors)
+    collectors.register(LiveCollector(registry, reactor))  # type: ignore[arg-type]
+    return collectors
 
 
-def metrics_site(relay: Relay, reactor: Any) -> Site:
+def metrics_site(registry: Registry, reactor: Any) -> Site:
     """
     The site of C{--metrics-listen}: C{/metrics}, and a plain-text 404
     for everything else.
@@ -142,7 +166,7 @@ def metrics_site(relay: Relay, reactor: Any) -> Site:
     from prometheus_client.twisted import MetricsResource
 
     root = _PlainNotFound()
-    root.putChild(b"metrics", MetricsResource(metrics_registry(relay, reactor)))
+    root.putChild(b"metrics", MetricsResource(metrics_registry(registry, reactor)))
     return _QuietSite(root)
 
 

@@ -24,7 +24,7 @@ class Outcome(enum.Enum):
       - C{SENDER_LOST}: the upload ended before its end (disconnect, or a
         body shorter than its C{Content-Length}).
       - C{WAIT_TIMEOUT}: the transfer never started (used by the parties).
-      - C{IDLE_TIMEOUT}: the sender delivered nothing for the idle timeout.
+      - C{IDLE_TIMEOUT}: the sender sent nothing for the idle timeout.
       - C{DRAINED}: the server shut down before the transfer ended.
       - C{SERVER_ERROR}: an unexpected error in the server failed it.
     """

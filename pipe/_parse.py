@@ -10,6 +10,7 @@ signature check, admission, joining the path) works on the L{PipeRequest}.
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Dict, List, Optional
 from urllib.parse import unquote_to_bytes
@@ -20,7 +21,6 @@ from . import _messages as messages
 from ._mount import PIPE_PREFIX
 from ._refusal import Refusal
 from ._request import StreamingRequest
-from ._sender import SenderResponse
 from ._settings import Settings
 from .signing import Scope
 
@@ -29,11 +29,11 @@ __all__ = [
     "MAX_PATH_LENGTH",
     "PIPE_PREFIX",
     "PipeRequest",
+    "SenderResponse",
     "parse_n",
     "parse_path",
     "parse_request",
     "parse_sender_response",
-    "parse_wait",
     "query_params",
 ]
 
@@ -51,6 +51,25 @@ _SCOPES = {b"GET": Scope.RECEIVE, b"PUT": Scope.SEND, b"POST": Scope.SEND}
 
 _N_SYNTAX = re.compile(rb"[1-9][0-9]*")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+class SenderResponse(enum.Enum):
+    """
+    How a sender's response is written (request header
+    C{Txpipe-Sender-Response}; see L{pipe._sender}).
+
+      - C{STREAM}: C{200} as soon as the sender is registered, then progress
+        lines while it waits and transfers, then the final line
+        (L{pipe._sender.StreamResponse}).
+      - C{DEFERRED}: nothing until the transfer ends (or the sender is sent
+        away while waiting), then C{200} and the final line only
+        (L{pipe._sender.DeferredResponse}).  For proxies that stop
+        forwarding a request body once the response has begun (nginx's
+        C{proxy_pass}).
+    """
+
+    STREAM = "stream"
+    DEFERRED = "deferred"
 
 
 @attr.s(auto_attribs=True, frozen=True, slots=True)
@@ -161,7 +180,7 @@ def _n(values: List[bytes], maximum: int) -> int:
     return n
 
 
-def parse_wait(query: bytes, maximum: float) -> float:
+def _wait(values: List[bytes], maximum: float) -> float:
     """
     How long a party may wait: the server's C{maximum}, or less if the query
     asks for less with C{wait=SECONDS} (more is cut to the maximum).  A
@@ -169,10 +188,6 @@ def parse_wait(query: bytes, maximum: float) -> float:
 
     @raise Refusal: (400) when C{wait} is not one whole number from 1.
     """
-    return _wait(query_params(query).get(b"wait", []), maximum)
-
-
-def _wait(values: List[bytes], maximum: float) -> float:
     if not values:
         return maximum
     wait = _whole_number(values, 10**9)

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_end_to_end -*-
 """
 The parties of a pipe, as HTTP requests: what a sender and a receiver share
-(L{_Party}: the request, the path, presence in the relay, the wait timer),
+(L{_Party}: the request, the path, presence in the registry, the wait timer),
 and the L{Receiver}, which wraps a receiver's request and is the
-L{pipe._fanout.Outlet} the fan-out writes to.  The sender is in
+L{pipe._fanout.IOutlet} the fan-out writes to.  The sender is in
 L{pipe._sender}; a started transfer is owned by L{pipe._transfer}.
 """
 
@@ -19,13 +19,13 @@ from zope.interface import implementer
 
 from . import _messages as messages
 from ._channel import pending_bytes
-from ._fanout import Branch
+from ._fanout import Branch, IOutlet
 from ._forwarded import forwarded_client
 from ._guard import Grant
 from ._interfaces import IDeliveryWatcher
 from ._outcome import Outcome
 from ._refusal import Refusal
-from ._relay import Relay
+from ._registry import IParty, Registry
 from ._rendezvous import Match, Rejected
 
 if TYPE_CHECKING:
@@ -53,12 +53,14 @@ def path_digest(path: bytes) -> str:
     return hashlib.sha256(path).hexdigest()[:12]
 
 
-def path_for_log(path: bytes, relay: Relay) -> str:
+def path_for_log(path: bytes, registry: Registry) -> str:
     """
     How logs name a path: its digest, or the escaped path itself when the
     operator asked for C{--log-paths}.
     """
-    return messages.show(path, 1024) if relay.settings.log_paths else path_digest(path)
+    return (
+        messages.show(path, 1024) if registry.settings.log_paths else path_digest(path)
+    )
 
 
 def _client(request: StreamingRequest) -> Tuple[str, Optional[int]]:
@@ -143,10 +145,11 @@ class Phase(enum.Enum):
     ENDED = "ended"
 
 
+@implementer(IParty)
 class _Party:
     """
     What senders and receivers share: the request, the path, presence in
-    the relay, and the wait timer.
+    the registry, and the wait timer.
 
     @ivar phase: see L{Phase}.
     @ivar wait: the seconds this party may wait (0: no limit).
@@ -158,16 +161,16 @@ class _Party:
         self,
         request: StreamingRequest,
         pipe: PipeRequest,
-        relay: Relay,
+        registry: Registry,
         grant: Optional[Grant] = None,
     ) -> None:
         self.request = request
         self.path = pipe.path
         self.n = pipe.n
-        self.relay = relay
+        self.registry = registry
         self.wait = pipe.wait
         self.grant = grant
-        self.joined_at = relay.reactor.seconds()
+        self.joined_at = registry.reactor.seconds()
         self.address = client_address(request)
         self.host = client_host(request)
         self.phase = Phase.WAITING
@@ -184,14 +187,14 @@ class _Party:
         @raise pipe._rendezvous.Rejected: the path refuses this party.
         """
         self.request.on_lost(self._lost)
-        self.relay.enter(self, self.host)  # type: ignore[arg-type]
+        self.registry.enter(self, self.host)  # type: ignore[arg-type]
         try:
             match = join(self.path, self.n, self)
         except Rejected:
             self.end()
             raise
         if match is None and self.wait:
-            self._wait_call = self.relay.reactor.callLater(  # type: ignore[attr-defined]
+            self._wait_call = self.registry.reactor.callLater(  # type: ignore[attr-defined]
                 self.wait, self._wait_expired
             )
         return match
@@ -203,21 +206,24 @@ class _Party:
 
     def end(self) -> None:
         """
-        Enter L{Phase.ENDED} and leave the relay.  Idempotent.
+        Enter L{Phase.ENDED} and leave the registry.  Idempotent.
         """
         if self.phase is Phase.ENDED:
             return
         self.phase = Phase.ENDED
         self._stop_waiting()
-        self.relay.leave(self)  # type: ignore[arg-type]
+        self.registry.leave(self)  # type: ignore[arg-type]
 
     def _wait_expired(self) -> None:
+        raise NotImplementedError()
+
+    def shut_down(self) -> None:
         raise NotImplementedError()
 
     def _lost(self, reason: Failure) -> None:
         raise NotImplementedError()
 
-    # Party (for the relay)
+    # IParty (for the registry)
 
     def is_waiting(self) -> bool:
         return self.phase is Phase.WAITING
@@ -230,14 +236,14 @@ class _Party:
     def transferred(self) -> Tuple[int, int]:
         return (0, 0)
 
-    def settling(self) -> bool:
+    def awaiting_acks(self) -> bool:
         return False
 
 
-@implementer(IDeliveryWatcher)
+@implementer(IOutlet, IDeliveryWatcher)
 class Receiver(_Party):
     """
-    One receiver: the L{pipe._fanout.Outlet} over its request, and the
+    One receiver: the L{pipe._fanout.IOutlet} over its request, and the
     L{pipe._interfaces.IDeliveryWatcher} of its response once finished.
 
     @ivar branch: the fan-out branch feeding this receiver, once started.
@@ -249,7 +255,7 @@ class Receiver(_Party):
     branch: Optional[Branch] = None
     undelivered_bytes: Optional[int] = None
     # The connection, kept from the moment the response is finished (the
-    # request forgets it then) until the delivery is settled.
+    # request forgets it then) until the fan-out releases it.
     _channel: Optional[StreamingChannel] = None
 
     def join(self) -> Optional[Match[Any, Receiver]]:
@@ -260,13 +266,13 @@ class Receiver(_Party):
             starts its transfer.
         @raise pipe._rendezvous.Rejected: the path refuses this receiver.
         """
-        return self._join(self.relay.rendezvous.join_receiver)
+        return self._join(self.registry.rendezvous.join_receiver)
 
     def _lost(self, reason: Failure) -> None:
         phase = self.phase
         self.end()
         if phase is Phase.WAITING:
-            self.relay.rendezvous.leave(self.path, self)
+            self.registry.rendezvous.leave(self.path, self)
         elif phase is Phase.TRANSFERRING and self.branch is not None:
             self.branch.stopProducing()
 
@@ -277,9 +283,9 @@ class Receiver(_Party):
         self._wait_call = None
         if self.phase is not Phase.WAITING:
             return
-        self.relay.statistics.wait_timed_out()
-        has_sender, receivers = self.relay.rendezvous.parties(self.path)
-        self.relay.rendezvous.leave(self.path, self)
+        self.registry.statistics.wait_timed_out()
+        has_sender, receivers = self.registry.rendezvous.parties(self.path)
+        self.registry.rendezvous.leave(self.path, self)
         self.end()
         self.request.send_plain(
             504, messages.wait_timed_out(self.wait, has_sender, receivers, self.n)
@@ -297,7 +303,7 @@ class Receiver(_Party):
     def shut_down(self) -> None:
         if self.phase is not Phase.WAITING:
             return
-        self.relay.rendezvous.leave(self.path, self)
+        self.registry.rendezvous.leave(self.path, self)
         self.end()
         refusal = Refusal.unavailable(messages.shutting_down(), "shutting_down")
         self.request.send_plain(refusal.code, refusal.body, refusal.headers)
@@ -324,7 +330,7 @@ class Receiver(_Party):
             request.responseHeaders.setRawHeaders(b"x-piping", piping)
         request.write(b"")
 
-    # Outlet
+    # IOutlet
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         assert isinstance(producer, Branch)
@@ -366,7 +372,7 @@ class Receiver(_Party):
         branch = self.branch
         if branch is None:
             return None
-        elapsed = self.relay.reactor.seconds() - branch.started_at
+        elapsed = self.registry.reactor.seconds() - branch.started_at
         return branch.sent / elapsed if elapsed > 0 and branch.sent else None
 
     def abort(self) -> None:
@@ -382,7 +388,7 @@ class Receiver(_Party):
         if connection is not None:
             connection.reset()
 
-    def settle(self) -> None:
+    def release(self) -> None:
         self.end()
         channel, self._channel = self._channel, None
         if channel is not None:

@@ -3,8 +3,9 @@
 The one type of a refused request.
 
 Whatever refuses a request (its URL or headers, the signature guard, the
-server's limits or drain, the rendezvous of its path) raises a L{Refusal}
-that carries everything its response needs: the status, the one-line
+server's limits or drain; the rendezvous of its path through the resource,
+L{pipe.resource.refusal_for}) raises a L{Refusal} that carries everything
+its response needs: the status, the one-line
 C{[ERROR]} body, extra headers, and the reason's name (its slug: a metric
 label and the name of the message in L{pipe._messages}).  The pipe resource
 answers every one the same way.  A refusal knows no transport: it is the

@@ -2,39 +2,47 @@
 """
 Matching one sender with exactly C{n} receivers on a path.
 
-This module knows nothing about connections: parties are opaque objects,
-except that a sender provides L{SenderParty}.  A party the path refuses gets
-a L{Rejected}, a L{pipe._refusal.Refusal} that carries the answer (status
-and message) the resource sends.
+This module knows nothing about connections or HTTP: parties are opaque
+objects, except that a sender provides L{ISenderParty}.  A party the path
+refuses gets a L{Rejected}, which carries the reason and its message; the
+resource decides the answer's status (L{pipe.resource.refusal_for}).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Dict, Generic, List, Optional, Protocol, Tuple, TypeVar
+from typing import Dict, Generic, List, Optional, Tuple, TypeVar
 
 import attr
+from zope.interface import Interface
 
 from . import _messages as messages
-from ._refusal import Refusal
 
 __all__ = [
     "CountMismatch",
+    "ISenderParty",
     "Match",
     "ReceiversFull",
     "Rejected",
     "Rendezvous",
-    "SenderParty",
     "SenderTaken",
     "TransferRunning",
 ]
 
 
-class Rejected(Refusal):
+class Rejected(Exception):
     """
-    A party may not join a path; subclasses say why (and with which status
-    and message the request is refused).
+    A party may not join a path; subclasses say why.
+
+    @ivar reason: the reason's slug (a metric label, and the name of its
+        message in L{pipe._messages}).
+    @ivar body: the one-line C{[ERROR]} message.
     """
+
+    def __init__(self, reason: str, body: bytes) -> None:
+        super().__init__(reason, body)
+        self.reason = reason
+        self.body = body
 
 
 class CountMismatch(Rejected):
@@ -46,9 +54,7 @@ class CountMismatch(Rejected):
     """
 
     def __init__(self, waiting: int, given: int) -> None:
-        super().__init__(
-            400, messages.count_mismatch(given, waiting), reason="count_mismatch"
-        )
+        super().__init__("count_mismatch", messages.count_mismatch(given, waiting))
         self.waiting = waiting
         self.given = given
 
@@ -59,7 +65,7 @@ class SenderTaken(Rejected):
     """
 
     def __init__(self) -> None:
-        super().__init__(409, messages.sender_taken(), reason="sender_taken")
+        super().__init__("sender_taken", messages.sender_taken())
 
 
 class ReceiversFull(Rejected):
@@ -70,7 +76,7 @@ class ReceiversFull(Rejected):
     """
 
     def __init__(self, n: int) -> None:
-        super().__init__(409, messages.receivers_full(n), reason="receivers_full")
+        super().__init__("receivers_full", messages.receivers_full(n))
         self.n = n
 
 
@@ -80,21 +86,21 @@ class TransferRunning(Rejected):
     """
 
     def __init__(self) -> None:
-        super().__init__(409, messages.transfer_running(), reason="transfer_running")
+        super().__init__("transfer_running", messages.transfer_running())
 
 
-class SenderParty(Protocol):
+class ISenderParty(Interface):
     """
     What the rendezvous needs from a sender.
     """
 
-    def receivers_changed(self, connected: int, n: int) -> None:
+    def receivers_changed(connected: int, n: int) -> None:
         """
         The number of waiting receivers changed (while the sender waits).
         """
 
 
-S = TypeVar("S", bound=SenderParty)
+S = TypeVar("S", bound=ISenderParty)
 R = TypeVar("R")
 
 
@@ -150,7 +156,8 @@ class _Meeting(Generic[S, R]):
 
 class Rendezvous(Generic[S, R]):
     """
-    The registry of paths with waiting or transferring parties.
+    The table of paths with waiting or transferring parties (one part of
+    the server's L{pipe._registry.Registry}).
 
     Parties arrive in any order.  The join that brings one sender and
     exactly C{n} receivers together returns their L{Match} (the path is
@@ -225,7 +232,7 @@ class Rendezvous(Generic[S, R]):
             raise SenderTaken()
         meeting.sender = sender
         self._meetings[path] = meeting
-        return self._settle(path, meeting)
+        return self._match(path, meeting)
 
     def join_receiver(self, path: bytes, n: int, receiver: R) -> Optional[Match[S, R]]:
         """
@@ -242,9 +249,9 @@ class Rendezvous(Generic[S, R]):
             raise ReceiversFull(meeting.n)
         meeting.receivers.append(receiver)
         self._meetings[path] = meeting
-        return self._settle(path, meeting)
+        return self._match(path, meeting)
 
-    def _settle(self, path: bytes, meeting: _Meeting[S, R]) -> Optional[Match[S, R]]:
+    def _match(self, path: bytes, meeting: _Meeting[S, R]) -> Optional[Match[S, R]]:
         """
         If the meeting is complete, mark it running and return its match;
         else tell the sender, if any, how many receivers it has.  State is
@@ -280,7 +287,7 @@ class Rendezvous(Generic[S, R]):
             del self._meetings[path]
         elif meeting.sender is not None:
             # One party fewer: never complete, the sender only hears it.
-            self._settle(path, meeting)
+            self._match(path, meeting)
         return True
 
     def abandon(self, path: bytes) -> List[R]:

@@ -5,7 +5,9 @@ The sender of a pipe, and the two ways its response is written.
 A L{Sender} wraps the sender's request while it waits: it joins the path,
 takes the upload into its L{Fanout} (held, up to a bound, until the
 transfer starts), keeps the wait timer, and ends a pipe that never starts.
-Once matched, its L{pipe._transfer.Transfer} owns the transfer.
+Once matched, its L{pipe._transfer.Transfer} owns the transfer: the sender
+is the fan-out's listener from its making, and passes what it hears to the
+transfer it began with.
 
 Its response is one of two small strategies, chosen by the request header
 C{Txpipe-Sender-Response} (L{SenderResponse}): L{StreamResponse} writes
@@ -15,24 +17,24 @@ writes nothing until the end.
 
 from __future__ import annotations
 
-import enum
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import _messages as messages
-from ._fanout import Fanout, State
+from ._fanout import Branch, Fanout, IFanoutListener, State
 from ._guard import Grant
 from ._outcome import Outcome
+from ._parse import PipeRequest, SenderResponse
 from ._parties import Phase, _Party, path_for_log
-from ._relay import Relay
-from ._rendezvous import Match
-from ._transfer import LOG_NAMESPACE, record_end
+from ._record import record_end
+from ._registry import Registry
+from ._rendezvous import ISenderParty, Match
 
 if TYPE_CHECKING:
-    from ._parse import PipeRequest
     from ._parties import Receiver
     from ._request import StreamingRequest
 
@@ -49,24 +51,6 @@ __all__ = [
 #: (its close is queued behind unsent data), so that a dead sender is noticed
 #: within two intervals.
 PROGRESS_INTERVAL = 2.0
-
-
-class SenderResponse(enum.Enum):
-    """
-    How a sender's response is written (request header
-    C{Txpipe-Sender-Response}).
-
-      - C{STREAM}: C{200} as soon as the sender is registered, then progress
-        lines while it waits and transfers, then the final line
-        (L{StreamResponse}).
-      - C{DEFERRED}: nothing until the transfer ends (or the sender is sent
-        away while waiting), then C{200} and the final line only
-        (L{DeferredResponse}).  For proxies that stop forwarding a request
-        body once the response has begun (nginx's C{proxy_pass}).
-    """
-
-    STREAM = "stream"
-    DEFERRED = "deferred"
 
 
 class _Response:
@@ -143,7 +127,7 @@ class StreamResponse(_Response):
     lost; then the last line.
     """
 
-    log = Logger(namespace=LOG_NAMESPACE)
+    log = Logger()
 
     def __init__(self, sender: Sender) -> None:
         super().__init__(sender)
@@ -153,7 +137,7 @@ class StreamResponse(_Response):
         sender = self._sender
         self._write_lines(messages.waiting(sender.n, sender.receivers_present))
         self._heartbeat = heartbeat = LoopingCall(self._beat)
-        heartbeat.clock = sender.relay.reactor
+        heartbeat.clock = sender.registry.reactor
         heartbeat.start(PROGRESS_INTERVAL, now=False).addErrback(
             lambda f: self.log.failure("progress heartbeat failed", f)
         )
@@ -202,6 +186,7 @@ _RESPONSES = {
 }
 
 
+@implementer(IFanoutListener, ISenderParty)
 class Sender(_Party):
     """
     The sender of a pipe while it waits: its request, its upload's
@@ -210,22 +195,24 @@ class Sender(_Party):
     Phases (see L{Phase}): C{WAITING} from L{join} until its transfer
     begins (L{begin}); C{TRANSFERRING} until the transfer ends; C{ENDED}.
     The upload is taken into the fan-out, held paused, when the sender is
-    registered.
+    registered.  The fan-out calls its listener, this sender, only once
+    started: by then the sender has the transfer to tell.
 
     @ivar receivers_present: how many receivers wait on the path.
     """
 
-    log = Logger(namespace=LOG_NAMESPACE)
+    log = Logger()
 
     def __init__(
         self,
         request: StreamingRequest,
         pipe: PipeRequest,
-        relay: Relay,
+        registry: Registry,
         grant: Optional[Grant] = None,
     ) -> None:
-        super().__init__(request, pipe, relay, grant)
-        self.fanout = Fanout(None, relay.reactor, relay.watchdogs)
+        super().__init__(request, pipe, registry, grant)
+        self.fanout = Fanout(self, registry.reactor, registry.watchdogs)
+        self._transfer: Optional[IFanoutListener] = None
         self.response: _Response = _RESPONSES[pipe.response](self)
         self.receivers_present = 0
 
@@ -238,7 +225,7 @@ class Sender(_Party):
             its transfer.
         @raise pipe._rendezvous.Rejected: the path refuses this sender.
         """
-        match = self._join(self.relay.rendezvous.join_sender)
+        match = self._join(self.registry.rendezvous.join_sender)
         if match is None:
             self._take_upload()
             self.response.waiting()
@@ -252,11 +239,13 @@ class Sender(_Party):
         if self.fanout.transport is None:
             self.request.deliver_body(self.fanout)
 
-    def begin(self, receivers: int) -> None:
+    def begin(self, transfer: IFanoutListener, receivers: int) -> None:
         """
         The transfer starts, to C{receivers} receivers: stop waiting, take
-        the upload, tell the sender.
+        the upload, tell the sender.  What the fan-out reports from now on
+        goes to C{transfer}.
         """
+        self._transfer = transfer
         self.phase = Phase.TRANSFERRING
         self._stop_waiting()
         self.receivers_present = receivers
@@ -274,10 +263,10 @@ class Sender(_Party):
         """
         if self.phase is Phase.WAITING:
             self.end()
-            self.relay.rendezvous.leave(self.path, self)
+            self.registry.rendezvous.leave(self.path, self)
             self.log.info(
                 "sender of {pipe} left while waiting ({present} of {n} receivers)",
-                pipe=path_for_log(self.path, self.relay),
+                pipe=path_for_log(self.path, self.registry),
                 present=self.receivers_present,
                 n=self.n,
             )
@@ -287,9 +276,20 @@ class Sender(_Party):
         End a waiting sender: forget the pipe, tell the sender, end its
         response abnormally (after letting the line reach it).
         """
-        receivers = self.relay.rendezvous.abandon(self.path)
+        receivers = self.registry.rendezvous.abandon(self.path)
         self.end()
-        record_end(self.relay, self, outcome, 0, 0.0, (), started=False)
+        record_end(
+            self.registry,
+            self.fanout,
+            self.path,
+            self.n,
+            outcome,
+            0,
+            0.0,
+            self.address,
+            (),
+            started=False,
+        )
         self.response.end(line, complete=False, linger=True)
         for receiver in receivers:
             if outcome is Outcome.WAIT_TIMEOUT:
@@ -301,14 +301,14 @@ class Sender(_Party):
         self._wait_call = None
         if self.phase is not Phase.WAITING:
             return
-        self.relay.statistics.wait_timed_out()
-        _, present = self.relay.rendezvous.parties(self.path)
+        self.registry.statistics.wait_timed_out()
+        _, present = self.registry.rendezvous.parties(self.path)
         self._give_up(
             messages.wait_timed_out(self.wait, True, present, self.n),
             Outcome.WAIT_TIMEOUT,
         )
 
-    # Party (for the relay)
+    # IParty (for the registry)
 
     def shut_down(self) -> None:
         if self.phase is Phase.WAITING:
@@ -320,13 +320,30 @@ class Sender(_Party):
 
     def transferred(self) -> Tuple[int, int]:
         if self.phase is Phase.TRANSFERRING:
-            return (self.fanout.received, self.fanout.delivered)
+            return (self.fanout.received, self.fanout.written)
         return (0, 0)
 
-    def settling(self) -> bool:
-        return self.phase is Phase.TRANSFERRING and self.fanout.state is State.SETTLING
+    def awaiting_acks(self) -> bool:
+        return (
+            self.phase is Phase.TRANSFERRING
+            and self.fanout.state is State.AWAITING_ACKS
+        )
 
-    # SenderParty (for the rendezvous)
+    # IFanoutListener (for the fan-out, once started): the transfer's.
+
+    def branch_lost(self, branch: Branch) -> None:
+        self._listener().branch_lost(branch)
+
+    def fanout_ended(self, fanout: Fanout) -> None:
+        self._listener().fanout_ended(fanout)
+
+    def _listener(self) -> IFanoutListener:
+        transfer = self._transfer
+        if transfer is None:
+            raise RuntimeError(f"the fan-out of a sender in {self.phase} called out")
+        return transfer
+
+    # ISenderParty (for the rendezvous)
 
     def receivers_changed(self, connected: int, n: int) -> None:
         previous, self.receivers_present = self.receivers_present, connected

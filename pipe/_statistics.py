@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
 What the server counts, on C{prometheus_client}: counters and histograms in
-a registry of the server's own (never the process-wide one, so two servers
+a C{CollectorRegistry} of the server's own (never the process-wide one, so two servers
 in one process, or a host application's metrics, never mix), updated
 through named methods by whoever sees the event happen.
 
-C{/metrics} (L{pipe._metrics}) serves this registry, and C{/api/v1/status}
-(L{pipe._relay.Relay.status}) reads the same counters, so the two never
+C{/metrics} (L{pipe._metrics}) serves these collectors, and C{/api/v1/status}
+(L{pipe._registry.Registry.status}) reads the same counters, so the two never
 disagree.  C{prometheus_client}'s metrics are thread-safe: they are updated
 in the reactor thread and read by a scrape in a pool thread.
 """
@@ -31,32 +31,20 @@ WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
 
-def _total(counter: Counter) -> float:
-    """
-    The value of an unlabelled counter, through its public C{collect}.
-    """
-    for metric in counter.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                return sample.value
-    return 0.0
-
-
 class Statistics:
     """
     The server's counters and histograms.
 
-    @ivar registry: the registry that holds them (and, with
+    @ivar collectors: the C{CollectorRegistry} that holds them (and, with
         C{--metrics-listen}, the collector of what is live; see
         L{pipe._metrics}).
     @ivar bytes_received: upload bytes received by transfers that ended.
-    @ivar bytes_delivered: bytes written to receivers by transfers that
+    @ivar bytes_written: bytes written to receivers by transfers that
         ended, summed over receivers.
     """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        registry = self.registry
+        self.collectors = registry = CollectorRegistry(auto_describe=False)
         self._transfers = Counter(
             "txpipe_transfers",
             "Ended transfers by outcome.",
@@ -99,10 +87,10 @@ class Statistics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        # Bytes count running transfers too, which only the relay knows:
+        # Bytes count running transfers too, which only the registry knows:
         # L{pipe._metrics} exports them with the live figures.
         self.bytes_received = 0
-        self.bytes_delivered = 0
+        self.bytes_written = 0
 
     # Events.
 
@@ -110,17 +98,17 @@ class Statistics:
         self,
         outcome: Outcome,
         received: int,
-        delivered: int,
+        written: int,
         seconds: Optional[float] = None,
     ) -> None:
         """
-        A transfer ended: C{received} upload bytes, C{delivered} bytes
+        A transfer ended: C{received} upload bytes, C{written} bytes
         written to receivers (summed), after running C{seconds} (L{None}:
         it never started).
         """
         self._by_outcome[outcome].inc()
         self.bytes_received += received
-        self.bytes_delivered += delivered
+        self.bytes_written += written
         if seconds is not None:
             self._durations.observe(seconds)
 
@@ -161,22 +149,3 @@ class Statistics:
                 if sample.name.endswith("_total"):
                     counts[by_value[sample.labels["outcome"]]] = int(sample.value)
         return counts
-
-    def rejections(self) -> Dict[str, int]:
-        """
-        Refused requests by reason.
-        """
-        return {
-            sample.labels["reason"]: int(sample.value)
-            for metric in self._rejections.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total") and sample.value
-        }
-
-    @property
-    def wait_timeouts(self) -> int:
-        return int(_total(self._wait_timeouts))
-
-    @property
-    def receivers_stalled(self) -> int:
-        return int(_total(self._stalled))

@@ -10,50 +10,49 @@ What happens to a transfer, start to end, is in this module:
      L{Transfer.start}.
   2. L{Transfer.start} spends the parties' signed URLs, counts their waits,
      begins the sender's response (L{pipe._sender}), opens every
-     receiver's response, and starts the sender's L{Fanout}, which relays
-     the upload and calls this transfer back as its listener.  Whatever
+     receiver's response, and starts the sender's L{Fanout}, which copies
+     the upload to them and calls this transfer back (through the sender,
+     the fan-out's L{pipe._fanout.IFanoutListener} from its making).  Whatever
      raises on the way fails this transfer alone (L{Transfer._start_failed}).
   3. While it runs, L{Transfer.branch_lost} tells the sender about each
      receiver lost or dropped.
   4. When the fan-out ends (every receiver's TCP acknowledged every byte,
      or it failed), L{Transfer.fanout_ended} counts the outcome, writes
-     the one log event, releases the path and the parties' counts (in
-     C{try/finally}), and ends the sender's response with C{done} or
-     C{[ERROR]}.
+     the one log event (L{pipe._record.record_end}), releases the path
+     and the parties' counts (in C{try/finally}), and ends the sender's
+     response with C{done} or C{[ERROR]}.
 
 A transfer that never starts (its sender's wait timed out, the server
-drained) is ended by its sender, with the same record (L{record_end}).
+drained) is ended by its sender, with the same record
+(L{pipe._record.record_end}).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import _messages as messages
-from ._fanout import Branch, BranchState, Fanout, State
+from ._fanout import Branch, BranchState, Fanout, IFanoutListener, State
 from ._outcome import Outcome
 from ._parties import path_for_log
+from ._record import record_end, transfer_logger
 
 if TYPE_CHECKING:
     from ._parties import Receiver
-    from ._relay import Relay
+    from ._registry import Registry
     from ._rendezvous import Match
     from ._sender import Sender
 
-__all__ = ["LOG_NAMESPACE", "Outcome", "Transfer", "TransferState", "record_end"]
+__all__ = ["Outcome", "Transfer", "TransferState"]
 
 #: The reason a sender's last line gives for an unexpected server error.
 INTERNAL_ERROR = "an internal error in the server (see its log)"
 
-#: The namespace of transfer events (docs/usage.md tells operators to
-#: filter on it), kept from when senders logged them.
-LOG_NAMESPACE = "pipe._parties.Sender"
-
-_log = Logger(namespace=LOG_NAMESPACE)
+_log = transfer_logger()
 
 
 class TransferState(enum.Enum):
@@ -61,7 +60,7 @@ class TransferState(enum.Enum):
     The states of a L{Transfer}.
 
       - C{MATCHED}: created, not started.
-      - C{RUNNING}: started; the fan-out relays the upload.
+      - C{RUNNING}: started; the fan-out copies the upload.
       - C{ENDED}: the outcome is counted and logged, the path and the
         parties released, the sender answered.
     """
@@ -71,19 +70,20 @@ class TransferState(enum.Enum):
     ENDED = "ended"
 
 
+@implementer(IFanoutListener)
 class Transfer:
     """
-    One transfer: the owner of a match from its start to its end, and the
-    L{pipe._fanout.FanoutListener} of the sender's fan-out.
+    One transfer: the owner of a match from its start to its end, and what
+    hears the sender's fan-out (L{IFanoutListener}, through the sender).
 
     @ivar state: see L{TransferState}.
     @ivar sender: the sender.
     @ivar receivers: the receivers, in arrival order.
-    @ivar fanout: the sender's fan-out, which relays the upload.
+    @ivar fanout: the sender's fan-out, which copies the upload.
     """
 
-    def __init__(self, relay: Relay, match: Match[Sender, Receiver]) -> None:
-        self.relay = relay
+    def __init__(self, registry: Registry, match: Match[Sender, Receiver]) -> None:
+        self.registry = registry
         self.path = match.path
         self.n = match.n
         self.sender = match.sender
@@ -104,15 +104,14 @@ class Transfer:
             self._start_failed(Failure())
 
     def _begin(self) -> None:
-        relay, sender, receivers = self.relay, self.sender, self.receivers
-        relay.spend([sender.grant, *(r.grant for r in receivers)])
-        now = relay.reactor.seconds()
+        registry, sender, receivers = self.registry, self.sender, self.receivers
+        registry.spend([sender.grant, *(r.grant for r in receivers)])
+        now = registry.reactor.seconds()
         for party in (sender, *receivers):
-            relay.statistics.party_waited(now - party.joined_at)
-        sender.begin(len(receivers))
+            registry.statistics.party_waited(now - party.joined_at)
+        sender.begin(self, len(receivers))
         for receiver in receivers:
             receiver.open(sender.request)
-        self.fanout.listener = self
         self.fanout.start(list(receivers))
 
     def _start_failed(self, failure: Failure) -> None:
@@ -122,10 +121,10 @@ class Transfer:
         the path and the party counts.  Each step is attempted on its own,
         so one more error cannot leave the rest undone.
         """
-        pipe = path_for_log(self.path, self.relay)
+        pipe = path_for_log(self.path, self.registry)
         _log.failure("starting the transfer of {pipe} failed", failure, pipe=pipe)
         fanout = self.fanout
-        if fanout.state in (State.STREAMING, State.SETTLING):
+        if fanout.state in (State.STREAMING, State.AWAITING_ACKS):
             # The fan-out ends it the usual way, through fanout_ended.
             self._attempt(fanout.abort, Outcome.SERVER_ERROR)
         if self.state is TransferState.ENDED:
@@ -133,7 +132,7 @@ class Transfer:
         self.state = TransferState.ENDED
         try:
             self._attempt(
-                self.relay.statistics.transfer_ended,
+                self.registry.statistics.transfer_ended,
                 Outcome.SERVER_ERROR,
                 fanout.received,
                 0,
@@ -154,7 +153,7 @@ class Transfer:
         Free the path and every party's count, each step on its own.
         """
         try:
-            self.relay.rendezvous.release(self.path)
+            self.registry.rendezvous.release(self.path)
         finally:
             for party in (self.sender, *self.receivers):
                 self._attempt(party.end)
@@ -169,20 +168,20 @@ class Transfer:
         except Exception:
             _log.failure(
                 "ending the transfer of {pipe}: a step failed",
-                pipe=path_for_log(self.path, self.relay),
+                pipe=path_for_log(self.path, self.registry),
             )
 
-    # FanoutListener
+    # IFanoutListener
 
     def branch_lost(self, branch: Branch) -> None:
         receiver: Receiver = branch.outlet  # type: ignore[assignment]
         if branch.state is BranchState.STALLED:
-            self.relay.statistics.receiver_stalled()
+            self.registry.statistics.receiver_stalled()
             line = messages.receiver_stalled(
                 branch.index,
                 receiver.address,
                 branch.sent,
-                self.relay.settings.stall_timeout,
+                self.registry.settings.stall_timeout,
             )
         elif receiver.undelivered_bytes is not None:
             line = messages.receiver_lost_unacknowledged(
@@ -199,76 +198,32 @@ class Transfer:
         seconds = (fanout.ended_at or fanout.started_at) - fanout.started_at
         try:
             record_end(
-                self.relay,
-                self.sender,
+                self.registry,
+                fanout,
+                self.path,
+                self.n,
                 outcome,
-                fanout.delivered,
+                fanout.written,
                 seconds,
-                [branch.outlet for branch in fanout.branches],  # type: ignore[misc]
+                self.sender.address,
+                [receiver.address for receiver in self.receivers],
             )
         except Exception:
             _log.failure(
                 "recording the end of the transfer of {pipe}",
-                pipe=path_for_log(self.path, self.relay),
+                pipe=path_for_log(self.path, self.registry),
             )
         finally:
             self._release()
         if outcome is Outcome.COMPLETE:
             line = messages.done(fanout.received, fanout.completed, self.n, seconds)
         else:
-            why = _why(fanout, self.n, self.relay)
+            why = _why(fanout, self.n, self.registry)
             line = messages.failed(fanout.received, fanout.completed, self.n, why)
         self.sender.response.end(line, outcome is Outcome.COMPLETE)
 
 
-def record_end(
-    relay: Relay,
-    sender: Sender,
-    outcome: Outcome,
-    delivered: int,
-    seconds: float,
-    receivers: Sequence[Receiver],
-    started: bool = True,
-) -> None:
-    """
-    Count an ended transfer and write its one log event.
-
-    The event's text is formatted here, once, with an f-string: a log
-    observer formats the event's C{log_format}, C{"{line}"}, at the cost of
-    one field instead of ten (twisted.logger's formatter is pure Python).
-    Every value is also a field of its own, for JSON logs.
-
-    @param started: whether the transfer started (else C{seconds} is not
-        observed as a duration).
-    """
-    fanout = sender.fanout
-    received, completed, n = fanout.received, fanout.completed, sender.n
-    relay.statistics.transfer_ended(
-        outcome, received, delivered, seconds if started else None
-    )
-    pipe = path_for_log(sender.path, relay)
-    rate = received / seconds / 1e6 if seconds > 0 else 0.0
-    addresses = ", ".join(receiver.address for receiver in receivers)
-    _log.info(
-        "{line}",
-        line=(
-            f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
-            f" of {n} receivers in {seconds:.3f} s ({rate:.1f} MB/s);"
-            f" sender {sender.address}, receivers {addresses}"
-        ),
-        pipe=pipe,
-        outcome=outcome.value,
-        bytes=received,
-        completed=completed,
-        n=n,
-        seconds=seconds,
-        rate=rate,
-        sender=sender.address,
-        receivers=addresses,
-    )
-
-
-def _why(fanout: Fanout, n: int, relay: Relay) -> str:
+def _why(fanout: Fanout, n: int, registry: Registry) -> str:
     """
     The reason a transfer failed, for the sender's last line.
     """
@@ -278,7 +233,7 @@ def _why(fanout: Fanout, n: int, relay: Relay) -> str:
     if outcome is Outcome.SENDER_LOST:
         return f"the upload ended early after {fanout.received} bytes"
     if outcome is Outcome.IDLE_TIMEOUT:
-        return f"the sender sent nothing for {relay.settings.idle_timeout:g} s"
+        return f"the sender sent nothing for {registry.settings.idle_timeout:g} s"
     if outcome is Outcome.DRAINED:
         return "server shutting down"
     if fanout.completed == 0 and not any(

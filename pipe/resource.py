@@ -30,8 +30,15 @@ from ._parse import (
 )
 from ._parties import Receiver, client_address, client_host
 from ._refusal import Refusal
-from ._relay import Lifecycle, Relay
-from ._rendezvous import Rendezvous
+from ._registry import Lifecycle, Registry
+from ._rendezvous import (
+    CountMismatch,
+    ReceiversFull,
+    Rejected,
+    Rendezvous,
+    SenderTaken,
+    TransferRunning,
+)
 from ._request import StreamingRequest
 from ._sender import Sender
 from ._transfer import Transfer
@@ -44,9 +51,27 @@ __all__ = [
     "RootResource",
 ]
 
+#: The status of a request whose path refuses it, by the rendezvous'
+#: reason: a malformed request (another C{n}), or a conflict with the
+#: path's state.
+_REJECTION_STATUS = {
+    CountMismatch: 400,
+    SenderTaken: 409,
+    ReceiversFull: 409,
+    TransferRunning: 409,
+}
+
 ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response"
 
 _log = Logger(namespace="pipe.resource")
+
+
+def refusal_for(rejected: Rejected) -> Refusal:
+    """
+    The answer to a party its path rejected (L{pipe._rendezvous}): the
+    rejection's message, with its status (400 or 409).
+    """
+    return Refusal(_REJECTION_STATUS[type(rejected)], rejected.body, rejected.reason)
 
 
 def _respond(request: StreamingRequest, refusal: Refusal) -> bytes:
@@ -70,20 +95,21 @@ class PipeResource(Resource):
 
     A sender's upload is streamed (see L{pipe._request.StreamingRequest}):
     this resource renders it as soon as its headers are in, and its body is
-    relayed by a L{pipe._fanout.Fanout} to the receivers' requests.  Every
+    copied by a L{pipe._fanout.Fanout} to the receivers' requests.  Every
     refusal, whatever refuses (the request's syntax, the signature, the
     server's limits, the path), is a L{Refusal}, answered and counted in
     one place.
 
-    @ivar relay: the server-wide state (rendezvous, limits, statistics).
+    @ivar registry: the server's L{Registry} (rendezvous, limits,
+        statistics).
     @ivar mount: where the pipe tree sits in its site (see L{pipe._mount}).
     """
 
     isLeaf = True
 
-    def __init__(self, relay: Relay, prefix: Optional[bytes] = None) -> None:
+    def __init__(self, registry: Registry, prefix: Optional[bytes] = None) -> None:
         """
-        @param relay: the server-wide state.
+        @param registry: the server-wide state.
         @param prefix: the path the whole pipe tree is mounted under
             (C{b"ci"}: pipes at C{/ci/api/v1/pipe/<path>}), or L{None} for
             the site's root; see L{pipe.server.make_site}.
@@ -91,16 +117,23 @@ class PipeResource(Resource):
             L{pipe._mount.mount_at}).
         """
         super().__init__()
-        self.relay = relay
+        self.registry = registry
         self.mount: Mount = ROOT if prefix is None else mount_at(prefix)
         self._pipe_prefix = self.mount.pipe_prefix
 
     @property
+    def relay(self) -> Registry:
+        """
+        The old name of L{registry}, kept until the next release.
+        """
+        return self.registry
+
+    @property
     def rendezvous(self) -> Rendezvous:  # type: ignore[type-arg]
         """
-        The registry of waiting and running paths.
+        The table of waiting and running paths (the registry's).
         """
-        return self.relay.rendezvous
+        return self.registry.rendezvous
 
     def render(self, request: StreamingRequest) -> object:  # type: ignore[override]
         try:
@@ -109,10 +142,10 @@ class PipeResource(Resource):
                 return self._preflight(request)
             self._join(
                 request,
-                parse_request(request, self.relay.settings, self._pipe_prefix),
+                parse_request(request, self.registry.settings, self._pipe_prefix),
             )
         except Refusal as refusal:
-            self.relay.statistics.refused(refusal.reason)
+            self.registry.statistics.refused(refusal.reason)
             return _respond(request, refusal)
         return NOT_DONE_YET
 
@@ -125,14 +158,17 @@ class PipeResource(Resource):
         @raise Refusal: the signature, a limit or the path refuses it.
         """
         grant = self._authenticate(pipe)
-        relay = self.relay
-        relay.admit(pipe.path, client_host(request))
+        registry = self.registry
+        registry.admit(pipe.path, client_host(request))
         party = (Receiver if pipe.scope is Scope.RECEIVE else Sender)(
-            request, pipe, relay, grant
+            request, pipe, registry, grant
         )
-        match = party.join()
+        try:
+            match = party.join()
+        except Rejected as rejected:
+            raise refusal_for(rejected) from None
         if match is not None:
-            Transfer(relay, match).start()
+            Transfer(registry, match).start()
 
     def _authenticate(self, pipe: PipeRequest) -> Optional[Grant]:
         """
@@ -141,7 +177,7 @@ class PipeResource(Resource):
 
         @raise Refusal: 401 (no signature) or 403 (refused).
         """
-        guard = self.relay.guard
+        guard = self.registry.guard
         if guard is None:
             return None
         return guard.check(
@@ -170,12 +206,12 @@ class _Health(Resource):
 
     isLeaf = True
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, registry: Registry) -> None:
         super().__init__()
-        self._relay = relay
+        self._registry = registry
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        if self._relay.lifecycle is Lifecycle.DRAINING:
+        if self._registry.lifecycle is Lifecycle.DRAINING:
             return request.plain_response(503, b"draining\n")
         return request.plain_response(200, b"ok\n")
 
@@ -187,12 +223,12 @@ class _Status(Resource):
 
     isLeaf = True
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, registry: Registry) -> None:
         super().__init__()
-        self._relay = relay
+        self._registry = registry
 
     def render(self, request: StreamingRequest) -> bytes:  # type: ignore[override]
-        body = json.dumps(self._relay.status(), sort_keys=True).encode() + b"\n"
+        body = json.dumps(self._registry.status(), sort_keys=True).encode() + b"\n"
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"access-control-allow-origin", b"*")
@@ -275,15 +311,15 @@ def site_tree(pipes: PipeResource) -> RootResource:
     and a plain-text 404 for everything else; all of it under the pipes'
     mount, if any (C{/ci/healthz}, ...; see L{pipe._mount}).
     """
-    relay = pipes.relay
+    registry = pipes.registry
     mount = pipes.mount
-    root = RootResource(Landing(relay, mount.path), mount.pipe_prefix)
-    root.putChild(b"healthz", _Health(relay))
+    root = RootResource(Landing(registry, mount.path), mount.pipe_prefix)
+    root.putChild(b"healthz", _Health(registry))
     root.putChild(b"version", Version())
     api = _Directory(mount.pipe_prefix)
     root.putChild(b"api", api)
     v1 = _Directory(mount.pipe_prefix)
     api.putChild(b"v1", v1)
-    v1.putChild(b"status", _Status(relay))
+    v1.putChild(b"status", _Status(registry))
     v1.putChild(b"pipe", pipes)
     return root

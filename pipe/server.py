@@ -18,7 +18,7 @@ from zope.interface import implementer
 from ._batch import WriteBatch
 from ._channel import StreamingChannel
 from ._interfaces import IPipeSite
-from ._relay import Relay
+from ._registry import Registry
 from ._request import StreamingRequest
 from ._settings import Settings
 from .resource import PipeResource, site_tree
@@ -93,9 +93,9 @@ class PipeSite(Site):
         self.pipes = pipes
         self.mount = pipes.mount
         self.tree = tree
-        self.relay = pipes.relay
-        self.header_timeout = pipes.relay.settings.header_timeout
-        self.trusted_proxies = pipes.relay.settings.trusted_proxies
+        self.relay = pipes.registry
+        self.header_timeout = pipes.registry.settings.header_timeout
+        self.trusted_proxies = pipes.registry.settings.trusted_proxies
         if self.header_timeout and root is None:
             # The header timeout already closes a connection that sends no
             # request (from its start, or from its last response's end);
@@ -236,5 +236,5 @@ def make_site(
     """
     if (root is None) != (prefix is None):
         raise ValueError("give both root and prefix, or neither")
-    relay = Relay(reactor, settings if settings is not None else Settings())
+    relay = Registry(reactor, settings if settings is not None else Settings())
     return PipeSite(PipeResource(relay, prefix), reactor, root)

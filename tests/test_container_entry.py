@@ -184,7 +184,9 @@ def test_the_drain_watch_is_a_log_observer() -> None:
 
     watch = _DrainWatch()
     assert verifyObject(ILogObserver, watch)
-    watch({"log_namespace": "pipe._relay.Relay", "log_format": "drained"})
+    watch({"log_namespace": "pipe._registry.Registry", "log_format": "drained"})
     assert not watch.aborted
-    watch({"log_namespace": "pipe._relay.Relay", "log_format": "drain timeout: x"})
+    watch(
+        {"log_namespace": "pipe._registry.Registry", "log_format": "drain timeout: x"}
+    )
     assert watch.aborted

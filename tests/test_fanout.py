@@ -1,6 +1,6 @@
 """
-Tests for L{pipe._fanout}: one upload relayed to N outlets, paced by the
-slowest, with plain fake producers and outlets.
+Tests for L{pipe._fanout} and L{pipe._watchdog}: one upload copied to N
+outlets, paced by the slowest, with plain fake producers and outlets.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from pipe._fanout import (
@@ -21,10 +22,12 @@ from pipe._fanout import (
     Branch,
     BranchState,
     Fanout,
+    IFanoutListener,
+    IOutlet,
     State,
-    Watchdogs,
 )
 from pipe._outcome import Outcome
+from pipe._watchdog import IWatched, Watchdogs
 
 
 class Upload:
@@ -47,6 +50,7 @@ class Upload:
         self.history.append("stop")
 
 
+@implementer(IOutlet)
 class Outlet:
     """
     A fake receiver.  Its connection acknowledges a finished response at
@@ -59,7 +63,7 @@ class Outlet:
         self.branch: Optional[Branch] = None
         self.end: Optional[str] = None
         self.acknowledge = acknowledge
-        self.settled = 0
+        self.released = 0
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         assert streaming
@@ -82,8 +86,8 @@ class Outlet:
     def abort(self) -> None:
         self.end = "aborted"
 
-    def settle(self) -> None:
-        self.settled += 1
+    def release(self) -> None:
+        self.released += 1
 
     def pending(self) -> Optional[int]:
         return self.buffered
@@ -91,6 +95,7 @@ class Outlet:
     buffered: Optional[int] = 0
 
 
+@implementer(IFanoutListener)
 class Listener:
     def __init__(self) -> None:
         self.lost: List[int] = []
@@ -123,7 +128,18 @@ def test_branch_provides_push_producer() -> None:
     assert verifyObject(IPushProducer, outlets[0].producer)
 
 
-def test_upload_is_held_until_start_and_held_bytes_are_relayed() -> None:
+def test_fanout_provides_what_the_watchdogs_visit_and_fakes_are_true() -> None:
+    """
+    The fan-out is an L{IWatched}; the fakes below provide the interfaces
+    they stand in for, so that these tests cannot drift from them.
+    """
+    fanout, _, outlets, listener = make(1)
+    assert verifyObject(IWatched, fanout.watched)
+    assert verifyObject(IOutlet, outlets[0])
+    assert verifyObject(IFanoutListener, listener)
+
+
+def test_upload_is_held_until_start_and_held_bytes_are_copied() -> None:
     fanout, upload, outlets, listener = make(2)
     fanout.dataReceived(b"early")
     assert fanout.state is State.HOLDING
@@ -137,7 +153,7 @@ def test_upload_is_held_until_start_and_held_bytes_are_relayed() -> None:
     assert fanout.outcome is Outcome.COMPLETE
     assert fanout.completed == 2
     assert all(o.producer is None for o in outlets)
-    assert [o.settled for o in outlets] == [1, 1]
+    assert [o.released for o in outlets] == [1, 1]
 
 
 def test_waiting_upload_is_read_up_to_the_hold_limit_then_paused() -> None:
@@ -250,7 +266,7 @@ def test_sender_lost_while_holding_ends_without_listener() -> None:
 def test_write_that_reenters_pause_and_loss_is_safe() -> None:
     """
     A write may synchronously pause its branch or lose another one; the
-    relay iterates over a snapshot and keeps the state consistent.
+    copy iterates over a snapshot and keeps the state consistent.
     """
     fanout, upload, outlets, _ = make(3)
 
@@ -382,10 +398,10 @@ def test_a_failing_stall_check_does_not_stop_the_others() -> None:
     broken.makeConnection(Upload())  # type: ignore[arg-type]
     broken.start([Outlet()])
 
-    def fail() -> None:
+    def fail() -> List[Branch]:
         raise RuntimeError("broken check")
 
-    broken.check_stalls = fail  # type: ignore[method-assign]
+    broken.watched.watched_receivers = fail  # type: ignore[method-assign]
     fanout = Fanout(Listener(), clock, watchdogs)
     fanout.makeConnection(Upload())  # type: ignore[arg-type]
     outlet = Outlet()
@@ -451,7 +467,7 @@ def test_abort_ends_a_running_transfer_once() -> None:
 # Settling: a finished response counts only once acknowledged.
 
 
-def make_settling(n: int = 2, **watchdogs: Any) -> Any:
+def make_awaiting_acks(n: int = 2, **watchdogs: Any) -> Any:
     """
     A fan-out whose upload is complete and whose receivers have not yet
     acknowledged their finished responses.
@@ -465,8 +481,8 @@ def make_settling(n: int = 2, **watchdogs: Any) -> Any:
 
 
 def test_transfer_is_complete_only_when_every_receiver_acknowledged() -> None:
-    fanout, _, outlets, listener, _ = make_settling(2)
-    assert fanout.state is State.SETTLING
+    fanout, _, outlets, listener, _ = make_awaiting_acks(2)
+    assert fanout.state is State.AWAITING_ACKS
     assert [o.end for o in outlets] == ["finished"] * 2
     assert [b.state for b in fanout.branches] == [BranchState.WRITTEN] * 2
     assert listener.ended == []
@@ -477,11 +493,11 @@ def test_transfer_is_complete_only_when_every_receiver_acknowledged() -> None:
     assert listener.ended == [fanout]
     assert fanout.outcome is Outcome.COMPLETE
     assert fanout.completed == 2
-    assert [o.settled for o in outlets] == [1, 1]
+    assert [o.released for o in outlets] == [1, 1]
 
 
 def test_receiver_lost_before_acknowledging_fails_the_transfer() -> None:
-    fanout, _, outlets, listener, _ = make_settling(3)
+    fanout, _, outlets, listener, _ = make_awaiting_acks(3)
     fanout.branches[0].acknowledged()
     fanout.branches[1].stopProducing()
     assert listener.lost == [2]
@@ -490,7 +506,7 @@ def test_receiver_lost_before_acknowledging_fails_the_transfer() -> None:
     assert fanout.outcome is Outcome.RECEIVER_LOST
     assert fanout.completed == 2
     assert fanout.branches[1].state is BranchState.LOST
-    assert [o.settled for o in outlets] == [1, 1, 1]
+    assert [o.released for o in outlets] == [1, 1, 1]
     # A late report changes nothing.
     fanout.branches[1].acknowledged()
     assert fanout.completed == 2
@@ -507,7 +523,7 @@ def test_acknowledgement_during_finish_is_handled() -> None:
     outlets = [Outlet(), Outlet(acknowledge=False), Outlet()]
     fanout.start(outlets)
     fanout.connectionLost(DONE)
-    assert fanout.state is State.SETTLING
+    assert fanout.state is State.AWAITING_ACKS
     assert fanout.completed == 2
     fanout.branches[1].acknowledged()
     assert listener.ended == [fanout]
@@ -523,7 +539,7 @@ def test_every_receiver_acknowledging_at_once_completes_at_once() -> None:
 
 
 def test_receiver_acknowledging_nothing_for_the_stall_timeout_is_dropped() -> None:
-    fanout, _, outlets, listener, clock = make_settling(2, stall_timeout=10)
+    fanout, _, outlets, listener, clock = make_awaiting_acks(2, stall_timeout=10)
     fanout.branches[1].acknowledged()
     clock.pump([1] * 5)
     fanout.branches[0].acknowledging()
@@ -537,8 +553,8 @@ def test_receiver_acknowledging_nothing_for_the_stall_timeout_is_dropped() -> No
     assert listener.ended == [fanout]
 
 
-def test_abort_while_settling_resets_who_has_not_acknowledged() -> None:
-    fanout, upload, outlets, listener, _ = make_settling(2)
+def test_abort_while_awaiting_acks_resets_who_has_not_acknowledged() -> None:
+    fanout, upload, outlets, listener, _ = make_awaiting_acks(2)
     fanout.branches[0].acknowledged()
     fanout.abort(Outcome.DRAINED)
     assert fanout.outcome is Outcome.DRAINED
@@ -548,14 +564,14 @@ def test_abort_while_settling_resets_who_has_not_acknowledged() -> None:
         BranchState.ABORTED,
     ]
     assert listener.ended == [fanout]
-    assert [o.settled for o in outlets] == [1, 1]
+    assert [o.released for o in outlets] == [1, 1]
     assert upload.state == "stopped"
 
 
-def test_branch_lost_mid_transfer_is_settled_once() -> None:
+def test_branch_lost_mid_transfer_is_released_once() -> None:
     fanout, _, outlets, _ = make(2)
     fanout.start(outlets)
     outlets[0].producer.stopProducing()
     outlets[0].branch.stopProducing()
     fanout.connectionLost(DONE)
-    assert [o.settled for o in outlets] == [1, 1]
+    assert [o.released for o in outlets] == [1, 1]

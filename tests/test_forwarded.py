@@ -131,7 +131,11 @@ def transfer_log(
     sender = ProxiedPeer(site, peer)
     sender.send(put_head(path, 1, 2, forwarded(values)) + b"hi")
     assert receiver.body() == b"hi"
-    (event,) = [e for e in events if e.get("outcome") == "complete"]
+    (event,) = [
+        e
+        for e in events
+        if e.get("outcome") == "complete" and e["log_namespace"] == "pipe.transfer"
+    ]
     events.clear()
     return event
 

@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Dict
 
 import pytest
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
+from pipe._fanout import IFanoutListener, IOutlet
+from pipe._metrics import DEPRECATED_NAMES, LiveCollector
 from pipe._outcome import Outcome
 from pipe._parties import Receiver
-from pipe._relay import DRAIN_GRACE
+from pipe._registry import DEPRECATED_KEYS, DRAIN_GRACE, IParty
+from pipe._rendezvous import ISenderParty
 from pipe._request import DISCARD_SECONDS
+from pipe._watchdog import IWatched, IWatchedReceiver
 from pipe.server import PipeSite, Settings, make_site
 
 from .test_request import Peer, chunk, get, put_head
@@ -333,7 +339,7 @@ def test_status_counts_and_holds_no_paths(clock: Clock) -> None:
     assert doc["receivers_connected"] == 1
     assert doc["senders_connected"] == 0
     assert doc["bytes_received"] == 5
-    assert doc["bytes_delivered"] == 5
+    assert doc["bytes_written"] == 5
     assert doc["transfers"]["complete"] == 1
     assert set(doc["transfers"]) == {o.value for o in Outcome}
     assert doc["state"] == "serving"
@@ -356,7 +362,11 @@ def test_transfer_log_names_a_digest_not_the_path(clock: Clock, events: Any) -> 
     sender = Peer(site)
     sender.send(put_head(b"top-secret", 1, 2) + b"hi")
     assert r.body() == b"hi"
-    ends = [e for e in events if e.get("outcome") == "complete"]
+    ends = [
+        e
+        for e in events
+        if e.get("outcome") == "complete" and e["log_namespace"] == "pipe.transfer"
+    ]
     assert len(ends) == 1
     event = ends[0]
     assert event["pipe"] == hashlib.sha256(b"top-secret").hexdigest()[:12]
@@ -370,12 +380,40 @@ def test_transfer_log_names_a_digest_not_the_path(clock: Clock, events: Any) -> 
     assert text.endswith(f"; sender {event['sender']}, receivers {event['receivers']}")
 
 
+def test_transfer_events_keep_their_old_namespace_for_one_release(
+    clock: Clock, events: Any
+) -> None:
+    """
+    Every transfer event is published under C{pipe.transfer} and, until the
+    next release, copied under the old C{pipe._parties.Sender} without a
+    format (a text log shows it once) but with every field (a JSON log and
+    a filter on the old namespace still see it).
+    """
+    site = site_with(clock)
+    r = get(site, b"p", 1)
+    Peer(site).send(put_head(b"p", 1, 2) + b"hi")
+    assert r.body() == b"hi"
+    new = [e for e in events if e["log_namespace"] == "pipe.transfer"]
+    old = [e for e in events if e["log_namespace"] == "pipe._parties.Sender"]
+    assert new and len(old) == len(new)
+    for event, copy in zip(new, old):
+        assert "log_format" not in copy and "log_failure" not in copy
+        assert formatEvent(copy) == ""
+        fields = {k: v for k, v in event.items() if not k.startswith("log_")}
+        assert {k: copy[k] for k in fields} == fields
+    assert any(e.get("outcome") == "complete" for e in old)
+
+
 def test_log_paths_option_logs_the_path(clock: Clock, events: Any) -> None:
     site = site_with(clock, log_paths=True)
     get(site, b"visible", 1)
     sender = Peer(site)
     sender.send(put_head(b"visible", 1, 1) + b"x")
-    ends = [e for e in events if e.get("outcome") == "complete"]
+    ends = [
+        e
+        for e in events
+        if e.get("outcome") == "complete" and e["log_namespace"] == "pipe.transfer"
+    ]
     assert ends[0]["pipe"] == "'visible'"
 
 
@@ -417,6 +455,7 @@ def test_transfer_finishing_inside_the_join_leaves_no_party(
 # The safety nets: a failed start, and the drain's hard deadline.
 
 
+@implementer(IParty)
 class _Stuck:
     """A party that never leaves, whatever it is told (a bug elsewhere)."""
 
@@ -432,8 +471,93 @@ class _Stuck:
     def transferred(self) -> Any:
         return (0, 0)
 
-    def settling(self) -> bool:
+    def awaiting_acks(self) -> bool:
         return False
+
+
+@implementer(IParty)
+class _AwaitingAcks(_Stuck):
+    """The sender of a transfer that awaits its receivers' acknowledgement."""
+
+    def transferred(self) -> Any:
+        return (5, 15)
+
+    def awaiting_acks(self) -> bool:
+        return True
+
+
+def test_status_and_metrics_keep_the_old_names_for_one_release(clock: Clock) -> None:
+    """
+    The renamed status keys and metrics are served under their old names
+    too, with the same values: C{bytes_delivered} is C{bytes_written},
+    C{pipes_settling} is C{pipes_awaiting_acks}, and the same for
+    C{txpipe_delivered_bytes_total} and C{txpipe_pipes_settling}.
+    """
+    site = site_with(clock)
+    registry = site.pipes.registry
+    registry.enter(_AwaitingAcks(), "10.0.0.1")
+    registry.statistics.transfer_ended(Outcome.COMPLETE, 2, 4, 0.1)
+    doc = status_of(site)
+    assert doc["pipes_awaiting_acks"] == doc["pipes_settling"] == 1
+    assert doc["bytes_written"] == doc["bytes_delivered"] == 4
+    assert set(DEPRECATED_KEYS) <= set(doc)
+    samples = {
+        sample.name: sample.value
+        for metric in LiveCollector(registry, clock, in_thread=False).collect()
+        for sample in metric.samples
+    }
+    assert samples["txpipe_pipes_awaiting_acks"] == 1
+    assert samples["txpipe_pipes_settling"] == 1
+    assert samples["txpipe_written_bytes_total"] == 4 + 15
+    assert samples["txpipe_delivered_bytes_total"] == 4 + 15
+    assert samples["txpipe_received_bytes_total"] == 2 + 5
+    assert {
+        f"{old}_total" if "bytes" in old else old for old in DEPRECATED_NAMES
+    } <= set(samples)
+
+
+def test_parties_provide_their_interfaces(clock: Clock) -> None:
+    """
+    A sender and a receiver provide what the registry, the rendezvous and
+    the fan-out need of them (L{IParty}, L{ISenderParty}, L{IOutlet},
+    L{IFanoutListener}); so do the transfer and the fan-out's branches'
+    watcher (L{IWatched}).
+    """
+    site = site_with(clock)
+    receiver = get(site, b"p", 1)
+    sender = Peer(site)
+    sender.send(put_head(b"p", 1, 5))
+    registry = site.pipes.registry
+    parties = list(registry._parties)
+    kinds: Dict[str, Any] = {type(party).__name__: party for party in parties}
+    assert set(kinds) == {"Sender", "Receiver"}
+    for party in parties:
+        assert verifyObject(IParty, party)
+    assert verifyObject(ISenderParty, kinds["Sender"])
+    assert verifyObject(IFanoutListener, kinds["Sender"])
+    assert verifyObject(IOutlet, kinds["Receiver"])
+    fanout = kinds["Sender"].fanout
+    assert verifyObject(IWatched, fanout.watched)
+    assert verifyObject(IWatchedReceiver, fanout.branches[0])
+    assert verifyObject(IFanoutListener, kinds["Sender"]._transfer)
+    sender.send(b"hello")
+    assert receiver.body() == b"hello"
+
+
+def test_drain_events_keep_their_old_namespace_for_one_release(
+    clock: Clock, events: Any
+) -> None:
+    """
+    The drain's events are published under C{pipe._registry.Registry} and,
+    until the next release, copied without a format under the old
+    C{pipe._relay.Relay}.
+    """
+    site_with(clock).relay.drain()
+    new = [e for e in events if e["log_namespace"] == "pipe._registry.Registry"]
+    old = [e for e in events if e["log_namespace"] == "pipe._relay.Relay"]
+    assert [e["log_format"] for e in new][-1] == "drained"
+    assert len(old) == len(new)
+    assert all("log_format" not in e and formatEvent(e) == "" for e in old)
 
 
 def test_drain_has_a_hard_deadline_even_if_a_party_never_leaves(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest_twisted
 from twisted.internet import defer
@@ -179,8 +179,9 @@ async def test_healthz_and_status_with_curl(reactor: Any, serve: Any) -> None:
     status = await curl(reactor, server.root + "/api/v1/status", keep_text=True).ended
     doc = json.loads(status.text)
     assert doc["transfers"]["complete"] == 1
-    assert doc["bytes_delivered"] == 5
+    assert doc["bytes_written"] == doc["bytes_delivered"] == 5
     assert doc["pipes_waiting"] == doc["pipes_running"] == 0
+    assert doc["pipes_awaiting_acks"] == doc["pipes_settling"] == 0
 
 
 async def _twistd_transfer(
@@ -253,25 +254,58 @@ async def test_sigterm_aborts_what_outlives_the_drain_timeout(
     assert await server.ended == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_json_logs_through_twistd_logger(reactor: Any, tmp_path: Path) -> None:
-    server = start_twistd(reactor, tmp_path, logger="pipe.logs.json_stdout")
+async def _log_of_one_transfer(
+    reactor: Any, tmp_path: Path, path: str, logger: Optional[str] = None
+) -> bytes:
+    """
+    What twistd logs for one transfer of 5 bytes on C{path} and one refused
+    request.
+    """
+    server = start_twistd(reactor, tmp_path, logger=logger)
     try:
         port = await server.listening
-        url = f"http://127.0.0.1:{port}/api/v1/pipe/json-secret"
+        url = f"http://127.0.0.1:{port}/api/v1/pipe/{path}"
         receiving = curl(reactor, url)
         sent = await curl(reactor, "--data-binary", "hello", url).ended
         assert sent.code == 0
         await receiving.ended
         await curl(reactor, f"http://127.0.0.1:{port}/api/v1/pipe/x?n=0").ended
+        await wait_for(reactor, lambda: b"complete" in server.output)
     finally:
         await server.stop()
-    events = [json.loads(line) for line in server.output.splitlines() if line.strip()]
+    return bytes(server.output)
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_logs_through_twistd_logger(reactor: Any, tmp_path: Path) -> None:
+    output = await _log_of_one_transfer(
+        reactor, tmp_path, "json-secret", logger="pipe.logs.json_stdout"
+    )
+    events = [json.loads(line) for line in output.splitlines() if line.strip()]
     ends = [e for e in events if e.get("outcome") == "complete"]
-    assert len(ends) == 1
-    assert ends[0]["bytes"] == 5 and len(ends[0]["pipe"]) == 12
-    assert b"json-secret" not in server.output
+    # The event, and its copy under the old namespace for one release.
+    assert sorted(e["log_namespace"] for e in ends) == [
+        "pipe._parties.Sender",
+        "pipe.transfer",
+    ]
+    for end in ends:
+        assert end["bytes"] == 5 and len(end["pipe"]) == 12
+    assert b"json-secret" not in output
     assert any(e.get("code") == 400 for e in events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_log_shows_each_transfer_once(reactor: Any, tmp_path: Path) -> None:
+    """
+    twistd's text log shows a transfer's event once, under C{pipe.transfer}:
+    its copy under the old namespace has no format, and a text log skips
+    events without one.
+    """
+    output = await _log_of_one_transfer(reactor, tmp_path, "text")
+    lines = [line for line in output.splitlines() if b"complete: 5 bytes" in line]
+    assert len(lines) == 1, output
+    assert b"[pipe.transfer#info] transfer " in lines[0]
+    assert b"pipe._parties.Sender" not in output
 
 
 @pytest_twisted.ensureDeferred

@@ -87,6 +87,10 @@ async def test_a_transfer_through_a_haproxy_listener(
         assert tcp_connection(channel.transport) is not None
         assert channel.tcp_socket is not None
         assert channel._socket is not None  # the direct write path
-    (event,) = [e for e in events if e.get("outcome") == "complete"]
+    (event,) = [
+        e
+        for e in events
+        if e.get("outcome") == "complete" and e["log_namespace"] == "pipe.transfer"
+    ]
     assert event["sender"] == "192.0.2.20:40001"
     assert event["receivers"] == "192.0.2.10:40000"

@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import List, Tuple
 
 import pytest
+from zope.interface import implementer
 
 from pipe import _messages as messages
 from pipe._rendezvous import (
     CountMismatch,
+    ISenderParty,
     Match,
     ReceiversFull,
     Rendezvous,
@@ -18,8 +20,10 @@ from pipe._rendezvous import (
     Stage,
     TransferRunning,
 )
+from pipe.resource import refusal_for
 
 
+@implementer(ISenderParty)
 class FakeSender:
     def __init__(self) -> None:
         self.counts: List[Tuple[int, int]] = []
@@ -61,7 +65,7 @@ def test_count_mismatch_names_both_values() -> None:
     with pytest.raises(CountMismatch) as info:
         r.join_sender(b"p", 3, FakeSender())
     assert (info.value.waiting, info.value.given) == (2, 3)
-    assert (info.value.code, info.value.reason) == (400, "count_mismatch")
+    assert (refusal_for(info.value).code, info.value.reason) == (400, "count_mismatch")
     assert info.value.body == messages.count_mismatch(3, 2)
     with pytest.raises(CountMismatch):
         r.join_receiver(b"p", 1, "b")
@@ -72,7 +76,7 @@ def test_second_sender_is_rejected() -> None:
     r.join_sender(b"p", 2, FakeSender())
     with pytest.raises(SenderTaken) as info:
         r.join_sender(b"p", 2, FakeSender())
-    assert (info.value.code, info.value.reason) == (409, "sender_taken")
+    assert (refusal_for(info.value).code, info.value.reason) == (409, "sender_taken")
     assert info.value.body == messages.sender_taken()
 
 
@@ -82,7 +86,11 @@ def test_extra_receiver_is_rejected() -> None:
     with pytest.raises(ReceiversFull) as info:
         r.join_receiver(b"p", 1, "b")
     assert info.value.n == 1
-    assert (info.value.code, info.value.body) == (409, messages.receivers_full(1))
+    assert (refusal_for(info.value).code, info.value.body) == (
+        409,
+        messages.receivers_full(1),
+    )
+    assert info.value.reason == "receivers_full"
 
 
 def test_everybody_is_rejected_while_running_until_release() -> None:
@@ -91,7 +99,10 @@ def test_everybody_is_rejected_while_running_until_release() -> None:
     r.join_sender(b"p", 1, FakeSender())
     with pytest.raises(TransferRunning) as info:
         r.join_receiver(b"p", 1, "b")
-    assert (info.value.code, info.value.reason) == (409, "transfer_running")
+    assert (refusal_for(info.value).code, info.value.reason) == (
+        409,
+        "transfer_running",
+    )
     with pytest.raises(TransferRunning):
         r.join_sender(b"p", 1, FakeSender())
     r.release(b"p")

@@ -1,34 +1,42 @@
-# -*- test-case-name: tests.test_relay -*-
+# -*- test-case-name: tests.test_hardening -*-
 """
-Server-wide state: the rendezvous, the limits, the statistics, and the drain
-on shutdown.
+The registry: the server's table of parties, pipes and limits (the
+rendezvous, the parties present, the statistics), and the drain on shutdown.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import Counter
-from typing import Any, Dict, Iterable, Optional, Protocol, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from zope.interface import Interface
 
 from . import __version__
 from . import _messages as messages
-from ._fanout import Watchdogs
 from ._guard import Grant, Guard, Requirement
 from ._outcome import Outcome
 from ._refusal import Refusal
+from ._renamed_log import renamed_logger
 from ._rendezvous import Rendezvous, Stage
 from ._settings import Settings
 from ._statistics import Statistics
+from ._watchdog import Watchdogs
 
-__all__ = ["DRAIN_GRACE", "Lifecycle", "Party", "Relay"]
+__all__ = ["DEPRECATED_KEYS", "DRAIN_GRACE", "IParty", "Lifecycle", "Registry"]
 
 #: The hard deadline of a drain is C{drain_timeout} plus this many seconds:
 #: after it, shutdown goes on even if a party is somehow still present.
 DRAIN_GRACE = 5.0
+
+#: Keys of C{/api/v1/status} renamed in this release, still served under
+#: the old name (same value) until the next release: old key -> new key.
+DEPRECATED_KEYS = {
+    "bytes_delivered": "bytes_written",
+    "pipes_settling": "pipes_awaiting_acks",
+}
 
 
 class Lifecycle(enum.Enum):
@@ -42,36 +50,36 @@ class Lifecycle(enum.Enum):
     DRAINING = "draining"
 
 
-class Party(Protocol):
+class IParty(Interface):
     """
-    What the relay needs from a sender or receiver.
+    What the registry needs from a sender or receiver.
     """
 
-    def is_waiting(self) -> bool:
+    def is_waiting() -> bool:
         """Whether the party's transfer has not started."""
 
-    def shut_down(self) -> None:
+    def shut_down() -> None:
         """Send a waiting party away: the server is shutting down."""
 
-    def abort_transfer(self, outcome: Outcome) -> None:
+    def abort_transfer(outcome: Outcome) -> None:
         """Abort the running transfer this party is in (senders do it)."""
 
-    def transferred(self) -> Tuple[int, int]:
-        """Bytes received and delivered so far by a running transfer's
+    def transferred() -> Tuple[int, int]:
+        """Bytes received and written so far by a running transfer's
         sender; (0, 0) for everyone else."""
 
-    def settling(self) -> bool:
+    def awaiting_acks() -> bool:
         """Whether this is the sender of a transfer whose upload is complete
         and that waits for its receivers to acknowledge the last bytes."""
 
 
-class Relay:
+class Registry:
     """
     Everything the server knows beyond one request: the rendezvous of
     paths, the parties present (for the per-address limit and the drain),
     and the counters behind C{/api/v1/status}.
 
-    @ivar rendezvous: the registry of waiting and running paths.
+    @ivar rendezvous: the L{Rendezvous} of waiting and running paths.
     @ivar settings: the server's L{Settings}.
     @ivar lifecycle: see L{Lifecycle}.
     @ivar statistics: what the server counts (L{Statistics}): ended
@@ -82,7 +90,8 @@ class Relay:
         off (no keys).
     """
 
-    log = Logger()
+    #: Drain events: under the old namespace too until the next release.
+    log = renamed_logger("pipe._registry.Registry", "pipe._relay.Relay")
 
     def __init__(self, reactor: IReactorTime, settings: Settings) -> None:
         self.reactor = reactor
@@ -94,7 +103,7 @@ class Relay:
         self.watchdogs = Watchdogs(
             settings.stall_timeout, settings.min_rate, settings.idle_timeout
         )
-        self._parties: Dict[Party, str] = {}
+        self._parties: Dict[IParty, str] = {}
         self._per_host: Counter[str] = Counter()
         self._drained: Optional[Deferred[None]] = None
         self._drain_call: Optional[IDelayedCall] = None
@@ -132,14 +141,14 @@ class Relay:
                 messages.too_many_connections(host, limit), "too_many_connections"
             )
 
-    def enter(self, party: Party, host: str) -> None:
+    def enter(self, party: IParty, host: str) -> None:
         """
         C{party} from C{host} is waiting or transferring.
         """
         self._parties[party] = host
         self._per_host[host] += 1
 
-    def leave(self, party: Party) -> None:
+    def leave(self, party: IParty) -> None:
         """
         C{party} is done (however it ended).  Idempotent.
         """
@@ -182,7 +191,7 @@ class Relay:
         self._drained = Deferred()
         self.log.info(
             "draining: {parties} parties present, {running} transfers running",
-            parties=len(self._parties),
+            parties=self.party_count,
             running=self.rendezvous.count(Stage.RUNNING),
         )
         for party in list(self._parties):
@@ -199,7 +208,7 @@ class Relay:
     def _abort_running(self) -> None:
         self._drain_call = None
         self.log.info(
-            "drain timeout: aborting {parties} parties", parties=len(self._parties)
+            "drain timeout: aborting {parties} parties", parties=self.party_count
         )
         for party in list(self._parties):
             try:
@@ -221,7 +230,7 @@ class Relay:
         self.log.error(
             "drain deadline: {parties} parties still present {grace} s after"
             " their transfers were aborted; shutting down anyway",
-            parties=len(self._parties),
+            parties=self.party_count,
             grace=DRAIN_GRACE,
         )
         self._finish_drain()
@@ -239,43 +248,47 @@ class Relay:
 
     def live_bytes(self) -> Tuple[int, int]:
         """
-        Upload bytes received and bytes delivered (summed over receivers)
-        by every transfer, running ones included.
+        Upload bytes received and bytes written (summed over receivers) by
+        every transfer, running ones included.
         """
         statistics = self.statistics
-        received, delivered = statistics.bytes_received, statistics.bytes_delivered
+        received, written = statistics.bytes_received, statistics.bytes_written
         for party in self._parties:
-            more_received, more_delivered = party.transferred()
+            more_received, more_written = party.transferred()
             received += more_received
-            delivered += more_delivered
-        return received, delivered
+            written += more_written
+        return received, written
 
-    def settling_count(self) -> int:
+    def awaiting_acks_count(self) -> int:
         """
         The number of running transfers that wait for their receivers'
         acknowledgement of the last bytes.
         """
-        return sum(1 for party in self._parties if party.settling())
+        return sum(1 for party in self._parties if party.awaiting_acks())
 
     def status(self) -> Dict[str, Any]:
         """
-        The C{/api/v1/status} document (no paths: a path is a credential).
+        The C{/api/v1/status} document (no paths: a path is a credential),
+        with the L{DEPRECATED_KEYS} too.
         """
         rendezvous = self.rendezvous
         senders, receivers = rendezvous.totals()
-        return {
+        status: Dict[str, Any] = {
             "version": __version__,
             "uptime_seconds": round(self.reactor.seconds() - self.started_at, 3),
             "state": self.lifecycle.value,
             "pipes_waiting": rendezvous.count(Stage.WAITING),
             "pipes_running": rendezvous.count(Stage.RUNNING),
-            "pipes_settling": self.settling_count(),
+            "pipes_awaiting_acks": self.awaiting_acks_count(),
             "senders_connected": senders,
             "receivers_connected": receivers,
             "bytes_received": self.statistics.bytes_received,
-            "bytes_delivered": self.statistics.bytes_delivered,
+            "bytes_written": self.statistics.bytes_written,
             "transfers": {
                 outcome.value: count
                 for outcome, count in self.statistics.transfers().items()
             },
         }
+        for old, new in DEPRECATED_KEYS.items():
+            status[old] = status[new]
+        return status
