@@ -14,9 +14,16 @@ from typing import Any, List
 import pytest_twisted
 from twisted.internet import defer, task
 
-from .conftest import RunningServer
-from .helpers import DONE, curl, payload, sha256_of, wait_for
-from .test_hardening_end_to_end import RawClient, connect
+from .helpers import (
+    DONE,
+    RawClient,
+    RunningServer,
+    connect,
+    curl,
+    payload,
+    sha256_of,
+    wait_for,
+)
 
 DEFERRED = "Txpipe-Sender-Response: deferred"
 

@@ -19,7 +19,7 @@ from pipe._relay import DRAIN_GRACE
 from pipe._request import DISCARD_SECONDS
 from pipe.server import PipeSite, Settings, make_site
 
-from .test_request import Peer, chunk, get, put_head
+from .helpers import Peer, chunk, get, put_head
 
 
 def site_with(clock: Clock, **settings: Any) -> PipeSite:
