@@ -32,14 +32,8 @@ import pytest
 
 from pipe.signing import sign_url
 
-from ..helpers import (
-    LOOPBACK,
-    answers,
-    free_port,
-    start_pipe,
-    twistd_pipe,
-    wait_until,
-)
+from ..helpers.twistd import LOOPBACK, free_port, start_pipe, twistd_pipe
+from ..helpers.waiting import answers, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "txpipe.rules.yml"
