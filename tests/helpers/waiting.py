@@ -68,6 +68,10 @@ async def wait_for_status(
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """
+    Outside the reactor: poll C{check} every 50 ms until it holds; fail
+    after C{timeout} seconds.
+    """
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -75,6 +79,10 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> N
 
 
 def answers(port: int, path: str = "/healthz") -> bool:
+    """
+    Whether a server on this loopback port answers C{path} with C{200}
+    (blocking).
+    """
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
             return r.status == 200

@@ -23,9 +23,6 @@ def raw_http(
     Send C{data} on a new loopback connection and collect everything the
     server writes until it closes the connection.
     """
-    from twisted.internet.endpoints import TCP4ClientEndpoint
-    from twisted.internet.protocol import Factory, Protocol
-
     received = bytearray()
     done: defer.Deferred[bytes] = defer.Deferred()
 
