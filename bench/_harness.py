@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from _twistd import ChildServer, Server
+from _twistd import ChildServer, Server, free_port
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -109,12 +109,6 @@ class FloorServer(ChildServer):
         if not self.port:
             raise SystemExit(f"floor_server.py did not start: {b''.join(self.tail)!r}")
         self.drain_in_background()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- measuring -------------------------------------------------------------

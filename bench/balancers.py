@@ -62,13 +62,12 @@ from _harness import (
     MiB,
     answers,
     counted_outcome,
-    free_port,
     raise_file_limit,
     receiver_curl,
     sender_curl,
     wait_all,
 )
-from _twistd import ChildServer, Server
+from _twistd import ChildServer, Server, free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 CONFIGS = ["direct", "haproxy-1", "haproxy-2", "nginx-1", "nginx-2"]

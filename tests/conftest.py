@@ -10,33 +10,9 @@ import pytest
 import pytest_twisted
 from twisted.logger import ILogObserver, globalLogPublisher
 
-from pipe.server import PipeSite, Settings, make_site
+from pipe.server import Settings, make_site
 
-
-class RunningServer:
-    """
-    A pipe server listening on 127.0.0.1 in the test's reactor.
-
-    @ivar site: the L{PipeSite}.
-    @ivar base: the URL of the pipe prefix, C{http://127.0.0.1:PORT/api/v1/pipe}.
-    """
-
-    def __init__(self, site: PipeSite, port: Any) -> None:
-        self.site = site
-        self.port = port
-        self.root = f"http://127.0.0.1:{port.getHost().port}"
-        self.base = self.root + "/api/v1/pipe"
-
-    @property
-    def rendezvous(self) -> Any:
-        return self.site.pipes.rendezvous
-
-    def parties(self, path: str) -> Any:
-        """Whether C{path} has a sender, and how many receivers it has."""
-        return self.rendezvous.parties(path.encode())
-
-    def url(self, path: str, query: str = "") -> str:
-        return f"{self.base}/{path}" + (f"?{query}" if query else "")
+from .helpers import RunningServer
 
 
 @pytest.fixture

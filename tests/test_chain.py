@@ -15,8 +15,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer
 
-from .conftest import RunningServer
-from .helpers import curl, payload, sha256_of, spawn, wait_for
+from .helpers import RunningServer, curl, payload, sha256_of, spawn, wait_for
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
 

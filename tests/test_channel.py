@@ -163,21 +163,32 @@ async def test_full_socket_buffers_rest_in_order_and_pauses(reactor: Any) -> Non
 async def test_socket_error_falls_back_to_transport(reactor: Any) -> None:
     """
     A write to a connection the peer has reset is left to the transport,
-    which loses the connection as it always does.
+    which loses the connection as it always does.  The channel's transport
+    reads nothing meanwhile, so only a write can meet the reset: a direct
+    write that dropped the error would leave the connection open.
     """
     port, channel, client = await connected_pair(reactor)
     lost: defer.Deferred[None] = channel.closed
     try:
+        channel.transport.stopReading()
         sock = client.transport.getHandle()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.transport.abortConnection()
-        for _ in range(100):
+        await wait_for(
+            reactor, lambda: client.transport.disconnected, what="the client's reset"
+        )
+        writes = 0
+        while not lost.called and writes < 100:
             channel.write(b"x" * 65536)
-            if lost.called:
-                break
+            writes += 1
             await deferLater(reactor, 0.01, lambda: None)
-        await lost
+        assert lost.called, (
+            f"{writes} writes to a reset connection, and the connection is still"
+            f" open: the socket's error never reached the transport"
+        )
     finally:
+        if channel.transport is not None:
+            channel.transport.loseConnection()
         await port.stopListening()
 
 

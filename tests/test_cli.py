@@ -19,106 +19,32 @@ import struct
 import sys
 import termios
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 import pytest_twisted
-from twisted.internet import defer
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 
 from pipe import __version__
 from pipe._exit import ExitStatus
 from pipe.client import receive
 
 from .helpers import (
+    TXPIPE,
+    Child,
     TwistdServer,
     curl,
+    ended,
     payload,
+    run,
     sha256_of,
     start_twistd,
+    txpipe,
     wait_for,
     wait_for_status,
 )
 
-#: Runs the txpipe command and reports its own peak RSS (KiB) on stderr.
-TXPIPE = [
-    sys.executable,
-    "-c",
-    "import resource, sys; from pipe._cli import main; status = main(sys.argv[1:]);"
-    " print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-    " file=sys.stderr); sys.exit(status)",
-]
-
-
-class _Child(ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.err = bytearray()
-        self.ended: defer.Deferred[int] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        # A child killed by a signal has no exit code: report -signal, never
-        # a success.
-        value = reason.value
-        code = value.exitCode
-        self.ended.callback(code if code is not None else -(value.signal or 1))
-
-    def feed(self, data: bytes) -> None:
-        """Write to the child's standard input (see L{run}'s C{feed})."""
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def signal(self, name: str) -> None:
-        assert self.transport is not None
-        self.transport.signalProcess(name)
-
-
-def run(
-    reactor: Any,
-    argv: List[str],
-    stdin: Optional[Path] = None,
-    cwd: Optional[Path] = None,
-    feed: bool = False,
-) -> _Child:
-    """
-    Start C{argv}; standard input from C{stdin} (a file), or a pipe the
-    test writes to with L{_Child.feed} and closes with C{closeStdin} when
-    C{feed}, else empty.
-    """
-    child = _Child()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    fds: Dict[int, Any] = {1: "r", 2: "r"}
-    handle = open(stdin, "rb") if stdin is not None else None
-    fds[0] = handle.fileno() if handle is not None else "w"
-    reactor.spawnProcess(
-        child, argv[0], argv, env=env, childFDs=fds, path=str(cwd or "/")
-    )
-    if handle is not None:
-        handle.close()
-    elif child.transport is not None and not feed:
-        child.transport.closeStdin()
-    return child
-
-
-def txpipe(
-    reactor: Any, *args: str, stdin: Optional[Path] = None, feed: bool = False
-) -> _Child:
-    return run(reactor, [*TXPIPE, *args], stdin=stdin, feed=feed)
-
-
-async def ended(child: _Child) -> Tuple[int, bytes, bytes]:
-    code = await child.ended
-    return code, bytes(child.out), bytes(child.err)
-
 
 async def ended_promptly(
-    reactor: Any, child: _Child, within: float = 30.0
+    reactor: Any, child: Child, within: float = 30.0
 ) -> Tuple[int, bytes, bytes]:
     """
     L{ended}, for a child that must exit by itself: one still running
@@ -636,7 +562,7 @@ async def test_progress_bar_on_a_terminal(reactor: Any, tmp_path: Path) -> None:
                 ["recv", "x", "-q"],
             ],
         ):
-            child = _Child()
+            child = Child()
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             reactor.spawnProcess(
                 child,

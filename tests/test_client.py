@@ -40,10 +40,16 @@ from pipe.client import (
     send,
 )
 
-from .conftest import RunningServer
-from .helpers import curl, payload, server_status, sha256_of, wait_for
-from .test_end_to_end import HeldReceiver
-from .test_hardening_end_to_end import RawClient
+from .helpers import (
+    HeldReceiver,
+    RawClient,
+    RunningServer,
+    curl,
+    payload,
+    server_status,
+    sha256_of,
+    wait_for,
+)
 
 
 @implementer(IConsumer)

@@ -19,8 +19,8 @@ import pytest
 
 import pipe
 
-from .container._runtime import read_lines
-from .helpers import RawReceiver, child_env
+from .helpers import RawReceiver, child_env, reported_port
+from .helpers.container import read_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ class Server:
         raise AssertionError(f"no {pattern!r} in:\n" + "".join(self.lines))
 
     def port(self) -> int:
-        return int(self.wait_for(r"listening on .*port=(\d+)").group(1))
+        return reported_port(self.wait_for(r"listening on ").string)
 
     def stop(self, timeout: float = 30) -> int:
         self.process.send_signal(signal.SIGTERM)

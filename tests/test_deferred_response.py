@@ -12,11 +12,22 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 
-from .conftest import RunningServer
-from .helpers import DONE, curl, payload, sha256_of, wait_for
-from .test_hardening_end_to_end import RawClient, connect
+from pipe import _tcp
+from pipe._writes import pending_bytes
+
+from .helpers import (
+    DONE,
+    RawClient,
+    RunningServer,
+    connect,
+    curl,
+    payload,
+    sha256_of,
+    split_responses,
+    wait_for,
+)
 
 DEFERRED = "Txpipe-Sender-Response: deferred"
 
@@ -39,28 +50,57 @@ async def deferred_sender(
     return sender
 
 
+def written(channel: Any) -> int:
+    """
+    The bytes the server has written to C{channel}'s connection so far:
+    handed to the kernel (C{TCP_INFO}), or still in Twisted's buffer.  The
+    server runs in the test's reactor, so this is exact whenever the test
+    looks, however slow the server is.
+    """
+    position = _tcp.position(channel.transport.getHandle())
+    assert position is not None, "needs Linux's TCP_INFO"
+    return position[1] + (pending_bytes(channel.transport) or 0)
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 @pytest_twisted.ensureDeferred
 async def test_nothing_is_written_before_the_upload(
-    reactor: Any, server: RunningServer
+    reactor: Any, server: RunningServer, monkeypatch: Any
 ) -> None:
     """
     While the deferred sender waits, and as receivers come, the server
     writes nothing to it; when the transfer starts it sends only C{100
     Continue}; after the body, C{200} and the final line alone.
     """
+    channels: List[Any] = []
+    build = server.site.buildProtocol
+
+    def recording(address: Any) -> Any:
+        channel = build(address)
+        channels.append(channel)
+        return channel
+
+    monkeypatch.setattr(server.site, "buildProtocol", recording)
     data = bytes(range(256)) * 4096  # 1 MiB
     path = "/api/v1/pipe/deferred?n=2"
     sender = await deferred_sender(reactor, server, path.encode(), len(data))
     await wait_for(reactor, lambda: server.parties("deferred") == (True, 0))
+    [channel] = channels  # the sender's connection, on the server's side
+    assert written(channel) == 0, "written to the sender while it waits alone"
     first = curl(reactor, server.url("deferred", "n=2"))
     await wait_for(reactor, lambda: server.parties("deferred") == (True, 1))
-    # A streamed response would have its 200 and two lines on the way now.
-    await task.deferLater(reactor, 0.3, lambda: None)
-    assert sender.received == b""
+    # A streamed response would have written its 200 and two lines by now:
+    # the receiver's arrival was handled in this process.
+    assert written(channel) == 0, "written to the sender as a receiver came"
 
     second = curl(reactor, server.url("deferred", "n=2"))
-    await wait_for(reactor, lambda: bool(sender.received), what="100 Continue")
-    assert bytes(sender.received) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await wait_for(reactor, lambda: written(channel) > 0, what="100 Continue")
+    assert written(channel) == len(CONTINUE), "more than 100 Continue before the body"
+    await wait_for(reactor, lambda: len(sender.received) >= len(CONTINUE))
+    assert bytes(sender.received) == CONTINUE
+    assert written(channel) == len(CONTINUE), "more than 100 Continue before the body"
     assert sender.transport is not None
     sender.transport.write(data)
     response = await sender.closed
@@ -68,10 +108,12 @@ async def test_nothing_is_written_before_the_upload(
     results = [await first.ended, await second.ended]
     assert [r.code for r in results] == [0, 0]
     assert {r.digest for r in results} == {hashlib.sha256(data).hexdigest()}
-    head, _, body = response.partition(b"\r\n\r\n")[2].partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), response
-    lines = [line for line in body.split(b"\r\n") if line.startswith(b"[")]
-    assert len(lines) == 1 and DONE.search(lines[0]), body
+    # Everything ever written to the sender: 100 Continue, then the 200 with
+    # the last line alone.
+    (informational, _, nothing), (status, _, body) = split_responses(response)
+    assert (informational, nothing) == (b"HTTP/1.1 100 Continue", b""), response
+    assert status == b"HTTP/1.1 200 OK", response
+    assert body.count(b"\n") == 1 and DONE.match(body), body
     assert len(server.rendezvous) == 0
 
 

@@ -14,11 +14,18 @@ import pytest_twisted
 import treq
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.web.http_headers import Headers
 
-from .conftest import RunningServer
-from .helpers import DONE, curl, payload, sha256_of, wait_for
+from .helpers import (
+    DONE,
+    HeldReceiver,
+    RunningServer,
+    curl,
+    payload,
+    sha256_of,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -278,53 +285,6 @@ async def test_receiver_killed_mid_transfer_others_complete_sender_fails(
     assert b"disconnected after" in sent.text
     assert sent.text.rstrip().splitlines()[-1].startswith(b"[ERROR] failed: ")
     assert len(server.rendezvous) == 0
-
-
-def dechunk(body: bytes) -> bytes:
-    """
-    The data of a complete chunked body (fails on a truncated one).
-    """
-    out = bytearray()
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        assert body[size : size + 2] == b"\r\n", "malformed chunk"
-        out += body[:size]
-        body = body[size + 2 :]
-
-
-class HeldReceiver(Protocol):
-    """
-    A receiver on a raw connection that stops reading right after its
-    request, until L{resume}: the slowest receiver there can be.
-    """
-
-    def __init__(self, path: bytes) -> None:
-        self.path = path
-        self.received = bytearray()
-        self.ended: defer.Deferred[bytes] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(
-            b"GET " + self.path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        self.transport.pauseProducing()  # type: ignore[attr-defined]
-
-    def resume(self) -> None:
-        assert self.transport is not None
-        self.transport.resumeProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        head, _, body = bytes(self.received).partition(b"\r\n\r\n")
-        if b"transfer-encoding: chunked" in head.lower():
-            body = dechunk(body)
-        self.ended.callback(body)
 
 
 @pytest.mark.parametrize("body", ["length", "chunked"])

@@ -20,7 +20,7 @@ from pipe._forwarded import forwarded_client, parse_networks
 from pipe.server import PipeSite, Settings, make_site
 from pipe.tap import Options
 
-from .test_request import Peer, put_head
+from .helpers import Peer, put_head
 
 TRUSTED = parse_networks("10.0.0.0/8,::1")
 

@@ -19,7 +19,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Set, Tuple
@@ -31,9 +30,15 @@ from hypothesis import strategies as st
 
 from pipe.server import Settings, make_site
 
-from .conftest import RunningServer
-from .helpers import child_env, raw_http, twistd_pipe, wait_for
-from .test_end_to_end import dechunk
+from .helpers import (
+    LOOPBACK,
+    RunningServer,
+    dechunk,
+    raw_http,
+    start_pipe,
+    twistd_pipe,
+    wait_for,
+)
 
 EXAMPLES = int(os.environ.get("TXPIPE_FUZZ_EXAMPLES", "120"))
 STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
@@ -313,9 +318,9 @@ class Twistd:
 
     def __init__(self, directory: Path) -> None:
         self.log = directory / "twistd.log"
-        self.process = subprocess.Popen(
+        self.process, (self.port, *_), _ = start_pipe(
             twistd_pipe(
-                "tcp:0:interface=127.0.0.1",
+                LOOPBACK,
                 "--header-timeout",
                 "5",
                 "--wait-timeout",
@@ -324,21 +329,9 @@ class Twistd:
                 "1",
                 log=str(self.log),
             ),
-            cwd=directory,
-            env=child_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
+            directory,
+            log=self.log,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            text = self.log.read_text() if self.log.exists() else ""
-            match = re.search(r"listening on IPv4Address\(.*port=(\d+)\)", text)
-            if match:
-                self.port = int(match.group(1))
-                return
-            assert self.process.poll() is None, text
-            assert time.monotonic() < deadline, text
-            time.sleep(0.05)
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)

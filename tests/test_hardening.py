@@ -25,7 +25,7 @@ from pipe._request import DISCARD_SECONDS
 from pipe._watchdog import IWatched, IWatchedReceiver
 from pipe.server import PipeSite, Settings, make_site
 
-from .test_request import Peer, chunk, get, put_head
+from .helpers import Peer, chunk, get, put_head
 
 
 def site_with(clock: Clock, **settings: Any) -> PipeSite:

@@ -12,35 +12,20 @@ from typing import Any, Optional
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 from pipe._outcome import Outcome
 
-from .conftest import RunningServer
-from .helpers import curl, payload, sha256_of, start_twistd, wait_for
-from .test_end_to_end import HeldReceiver
-
-
-class RawClient(Protocol):
-    """A raw connection that sends what it is told and keeps what it gets."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.closed: defer.Deferred[bytes] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.closed.callback(bytes(self.received))
-
-
-async def connect(reactor: Any, server: RunningServer) -> RawClient:
-    client = RawClient()
-    await TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port).connect(
-        Factory.forProtocol(lambda: client)
-    )
-    return client
+from .helpers import (
+    HeldReceiver,
+    RunningServer,
+    connect,
+    curl,
+    payload,
+    sha256_of,
+    start_twistd,
+    wait_for,
+)
 
 
 @pytest_twisted.ensureDeferred

@@ -14,9 +14,7 @@ import pytest_twisted
 from pipe import __version__
 from pipe._landing import PAGE_POLICY, render_html, render_text
 
-from .conftest import RunningServer
-from .helpers import curl
-from .test_signing_end_to_end import KEY
+from .helpers import KEY, RunningServer, curl
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 

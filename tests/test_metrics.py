@@ -18,9 +18,7 @@ from twisted.internet.protocol import Factory
 from pipe._metrics import metrics_site
 from pipe.server import Settings, make_site
 
-from .conftest import RunningServer
-from .helpers import curl, payload, start_twistd, wait_for
-from .test_end_to_end import HeldReceiver
+from .helpers import HeldReceiver, RunningServer, curl, payload, start_twistd, wait_for
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 

@@ -32,7 +32,7 @@ from pipe.resource import PipeResource
 from pipe.server import PipeSite, make_site
 from pipe.signing import Scope, canonical, sign_url, signature
 
-from .test_request import Peer, put_head
+from .helpers import Peer, put_head
 
 
 class Form(Resource):

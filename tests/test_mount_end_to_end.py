@@ -22,8 +22,17 @@ from pipe.client import PipeRejected, receive, send
 from pipe.server import PipeSite, Settings, make_site
 from pipe.signing import sign_url
 
-from .helpers import DONE, curl, payload, raw_http, sha256_of, wait_for
-from .test_cli import ended, txpipe
+from .helpers import (
+    DONE,
+    application_resources,
+    curl,
+    ended,
+    payload,
+    raw_http,
+    sha256_of,
+    txpipe,
+    wait_for,
+)
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -110,22 +119,6 @@ def mixed(reactor: Any, tmp_path: Path) -> Iterator[Any]:
     yield start
     for port in ports:
         pytest_twisted.blockon(port.stopListening())
-
-
-async def application_resources(
-    reactor: Any, base: str, static: bytes, form: bool
-) -> None:
-    """
-    curl gets C{/static/hello.txt} (C{static}) and, if C{form}, posts
-    C{name=ada} to the C{/greet} form of the application at C{base}.
-    """
-    got = await curl(reactor, "-fsS", f"{base}/static/hello.txt", keep_text=True).ended
-    assert (got.code, got.text) == (0, static)
-    if form:
-        answer = await curl(
-            reactor, "-fsS", "-d", "name=ada", f"{base}/greet", keep_text=True
-        ).ended
-        assert (answer.code, answer.text) == (0, b"hello ada\n")
 
 
 @pytest_twisted.ensureDeferred

@@ -15,8 +15,7 @@ import pytest_twisted
 from pipe import _messages as messages
 from pipe._parse import parse_n
 
-from .conftest import RunningServer
-from .helpers import curl, payload, raw_http, wait_for
+from .helpers import RunningServer, curl, payload, raw_http, wait_for
 
 
 def split_response(text: bytes) -> Tuple[int, Dict[bytes, List[bytes]], bytes]:

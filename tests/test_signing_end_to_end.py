@@ -17,8 +17,9 @@ from twisted.logger import formatEvent
 
 from pipe.signing import sign_url
 
-from .conftest import RunningServer
 from .helpers import (
+    KEY,
+    RunningServer,
     curl,
     payload,
     raw_http,
@@ -27,8 +28,6 @@ from .helpers import (
     twistd_pipe,
     wait_for,
 )
-
-KEY = b"end-to-end-signing-key-0123456789"
 
 
 @pytest.fixture

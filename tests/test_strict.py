@@ -23,8 +23,7 @@ from pipe import _compat as compat
 from pipe._strict import valid_header_name, valid_request_line
 from pipe.server import make_site
 
-from .conftest import RunningServer
-from .helpers import raw_http, split_responses
+from .helpers import RunningServer, raw_http, split_responses
 
 BAD_REQUEST = b"[ERROR] malformed HTTP request\n"
 

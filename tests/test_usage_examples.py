@@ -22,12 +22,12 @@ from .helpers import (
     DONE,
     TWISTD,
     TwistdServer,
+    application_resources,
     child_env,
     curl,
     payload,
     sha256_of,
 )
-from .test_mount_end_to_end import application_resources
 
 USAGE = Path(__file__).resolve().parent.parent / "docs" / "usage.md"
 

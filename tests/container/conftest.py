@@ -20,8 +20,8 @@ from typing import Iterator, List
 
 import pytest
 
-from . import _runtime
-from ._runtime import Container, Runtime, RuntimeUnavailable, say
+from ..helpers import container as _runtime
+from ..helpers.container import Container, Runtime, RuntimeUnavailable, say
 
 ENABLED = os.environ.get("TXPIPE_CONTAINER_TESTS") == "1"
 REQUIRED = os.environ.get("TXPIPE_REQUIRE_CONTAINER") == "1"

@@ -20,7 +20,7 @@ import pytest
 
 import pipe
 
-from ._runtime import HARDENED, Container, Runtime, say
+from ..helpers.container import HARDENED, Container, Runtime, say, secret_volume, start
 
 pytestmark = pytest.mark.needs_runtime
 
@@ -50,19 +50,6 @@ def curl(*args: str) -> subprocess.Popen[str]:
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> Tuple[int, str]:
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out + err
-
-
-def start(
-    runtime: Runtime,
-    image: str,
-    containers: List[Container],
-    args: List[str],
-    options: List[str] = (),  # type: ignore[assignment]
-    network: str = "host",
-) -> Container:
-    container = Container.start(runtime, image, args, options, network)
-    containers.append(container)
-    return container
 
 
 def proc_status(container: Container) -> Dict[str, str]:
@@ -208,25 +195,6 @@ def test_the_healthcheck_passes_on_the_default_command(
         *test[1:], env={"TXPIPE_HEALTHCHECK_URL": "http://127.0.0.1:9/healthz"}
     )
     assert down.returncode == 1, down
-
-
-def secret_volume(root: Path, owner: int, group: int, mode: int) -> Path:
-    """
-    A directory laid out as the kubelet lays out a Secret volume: C{secret}
-    is a link through C{..data} into a timestamped directory, whose file has
-    C{owner}, C{group} and C{mode}.
-    """
-    root.mkdir(mode=0o755)
-    root.chmod(0o755)
-    stamped = root / "..2026_12_03_04_00_00.000000001"
-    stamped.mkdir(mode=0o755)
-    stamped.chmod(0o755)
-    (stamped / "secret").write_bytes(os.urandom(16).hex().encode() * 2 + b"\n")
-    os.chown(stamped / "secret", owner, group)
-    (stamped / "secret").chmod(mode)
-    (root / "..data").symlink_to(stamped.name)
-    (root / "secret").symlink_to("..data/secret")
-    return root
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from ._runtime import Container, Runtime
-from .test_image import secret_volume, start
+from ..helpers.container import Container, Runtime, secret_volume, start
 
 pytestmark = pytest.mark.needs_runtime
 yaml = pytest.importorskip("yaml")

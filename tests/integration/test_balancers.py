@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -38,7 +37,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from ..helpers import child_env, twistd_pipe
+from ..helpers import (
+    LOOPBACK,
+    answers,
+    free_port,
+    start_pipe,
+    twistd_pipe,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -57,51 +63,31 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def answers(port: int, path: str = "/healthz") -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 class Backend:
     """
-    One C{twistd -n pipe} on fixed loopback ports: C{port} plain (for nginx,
-    whose C{X-Forwarded-For} it trusts, and for the tests' own requests),
-    C{proxy_port} a C{haproxy:} listener (for HAProxy's C{send-proxy-v2}).
+    One C{twistd -n pipe} on two loopback listeners it picks the ports of:
+    C{port} plain (for nginx, whose C{X-Forwarded-For} it trusts, and for
+    the tests' own requests), C{proxy_port} a C{haproxy:} listener (for
+    HAProxy's C{send-proxy-v2}); both known once L{start} returns.
     """
 
     def __init__(
         self, directory: Path, name: str, options: Tuple[str, ...] = ()
     ) -> None:
         self.name = name
-        self.port = free_port()
-        self.proxy_port = free_port()
+        self.port = 0
+        self.proxy_port = 0
         self.options = options
         self.log = directory / f"{name}.log"
         self.directory = directory
         self.process: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
+        self.process, (self.port, self.proxy_port), _ = start_pipe(
             twistd_pipe(
-                f"tcp:{self.port}:interface=127.0.0.1",
+                LOOPBACK,
                 "--listen",
-                f"haproxy:tcp:{self.proxy_port}:interface=127.0.0.1",
+                "haproxy:tcp:0:interface=127.0.0.1",
                 "--trusted-proxies",
                 "127.0.0.1",
                 "--wait-timeout",
@@ -109,10 +95,10 @@ class Backend:
                 *self.options,
                 log=str(self.log),
             ),
-            cwd=self.directory,
-            env=child_env(),
+            self.directory,
+            log=self.log,
+            listeners=2,
         )
-        wait_until(lambda: answers(self.port), f"{self.name} to listen")
 
     def kill(self) -> None:
         assert self.process is not None

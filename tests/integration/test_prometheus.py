@@ -32,8 +32,8 @@ import pytest
 
 from pipe.signing import sign_url
 
-from ..helpers import child_env, twistd_pipe
-from .test_balancers import answers, free_port, wait_until
+from ..helpers.twistd import LOOPBACK, free_port, start_pipe, twistd_pipe
+from ..helpers.waiting import answers, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "txpipe.rules.yml"
@@ -149,28 +149,27 @@ class Prometheus:
 
 @pytest.fixture
 def txpipe(tmp_path: Path) -> Iterator[Dict[str, Any]]:
-    """A signing txpipe with a metrics listener."""
+    """A signing txpipe with a metrics listener, on ports it picks."""
     keys = tmp_path / "keys"
     keys.write_bytes(KEY + b"\n")
     keys.chmod(0o600)
-    port, metrics = free_port(), free_port()
     log = tmp_path / "txpipe.log"
-    process = subprocess.Popen(
+    process, (port, metrics), _ = start_pipe(
         twistd_pipe(
-            f"tcp:{port}:interface=127.0.0.1",
+            LOOPBACK,
             "--metrics-listen",
-            f"tcp:{metrics}:interface=127.0.0.1",
+            LOOPBACK,
             "--secret-file",
             str(keys),
             "--require-signature",
             "send",
             log=str(log),
         ),
-        cwd=tmp_path,
-        env=child_env(),
+        tmp_path,
+        log=log,
+        listeners=2,
     )
     try:
-        wait_until(lambda: answers(port), "txpipe to listen")
         yield {"port": port, "metrics": metrics, "log": log}
     finally:
         process.send_signal(signal.SIGTERM)

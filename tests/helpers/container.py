@@ -2,7 +2,8 @@
 A container runtime (podman, or docker with a reachable engine) driven by
 subprocess, for the image tests: the test base image built from Debian's
 packages (cached), the image built from the repository's C{Dockerfile},
-containers started on the host's network and always removed.
+containers started on the host's network and always removed; a Secret
+volume laid out as the kubelet lays it out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+from .twistd import reported_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -346,8 +349,7 @@ class Container:
         The port of the first C{listening on} line (the server was given
         port 0).
         """
-        match = self.wait_for_log(r"listening on .*port=(\d+)")
-        return int(match.group(1))
+        return reported_port(self.wait_for_log(r"listening on ").string)
 
     def exec(
         self, *command: str, env: Dict[str, str] | None = None
@@ -416,3 +418,39 @@ def wait_for_line(command: List[str], pattern: str, timeout: float) -> re.Match[
     finally:
         process.kill()
         process.wait()
+
+
+def start(
+    runtime: Runtime,
+    image: str,
+    containers: List[Container],
+    args: List[str],
+    options: List[str] = (),  # type: ignore[assignment]
+    network: str = "host",
+) -> Container:
+    """
+    Start a container of C{image} with C{args} (and runtime C{options}),
+    noted in C{containers} so that the test's fixture removes it.
+    """
+    container = Container.start(runtime, image, args, options, network)
+    containers.append(container)
+    return container
+
+
+def secret_volume(root: Path, owner: int, group: int, mode: int) -> Path:
+    """
+    A directory laid out as the kubelet lays out a Secret volume: C{secret}
+    is a link through C{..data} into a timestamped directory, whose file has
+    C{owner}, C{group} and C{mode}.
+    """
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    stamped = root / "..2026_12_03_04_00_00.000000001"
+    stamped.mkdir(mode=0o755)
+    stamped.chmod(0o755)
+    (stamped / "secret").write_bytes(os.urandom(16).hex().encode() * 2 + b"\n")
+    os.chown(stamped / "secret", owner, group)
+    (stamped / "secret").chmod(mode)
+    (root / "..data").symlink_to(stamped.name)
+    (root / "secret").symlink_to("..data/secret")
+    return root
