@@ -375,10 +375,9 @@ class Fanout(protocol.Protocol):
             self.transport.pauseProducing()
 
     def _branch_resumed(self, branch: Branch) -> None:
-        if branch not in self._paused:
-            return
-        self._paused.discard(branch)
-        self._resume_if_clear()
+        if branch in self._paused:
+            self._paused.discard(branch)
+            self._resume_if_clear()
 
     def _resume_if_clear(self) -> None:
         if not self._paused and self.state is State.STREAMING:
@@ -470,10 +469,7 @@ class Fanout(protocol.Protocol):
         self.listener.fanout_ended(self)
 
     def _end(self, outcome: Outcome) -> None:
-        """
-        Enter L{State.ENDED}; called before calling out to outlets or the
-        listener, so that re-entrant calls see the fan-out ended.
-        """
+        """Enter L{State.ENDED} before calling out, for re-entrant calls to see."""
         self.state = State.ENDED
         self.outcome = outcome
         self.ended_at = self.clock.seconds()

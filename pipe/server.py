@@ -51,8 +51,10 @@ class PipeSite(Site):
     @ivar mount: where the pipe tree sits (C{pipes.mount}).
     @ivar tree: the pipe tree; C{resource} is the site's root: the pipe
         tree, or the application's own root.
-    @ivar relay: the server-wide state; C{relay.rendezvous} holds every
-        waiting and running path, C{relay.drain()} shuts down gracefully.
+    @ivar registry: the server-wide state (L{pipe._registry.Registry});
+        C{registry.rendezvous} holds every waiting and running path,
+        C{registry.drain()} shuts down gracefully.  (C{relay} is its old
+        name, kept until the next release.)
     @ivar header_timeout: seconds a client has to send its request line and
         headers (0: no limit); read by L{StreamingChannel}.  This and the
         other attributes and methods its channels use are its
@@ -93,7 +95,7 @@ class PipeSite(Site):
         self.pipes = pipes
         self.mount = pipes.mount
         self.tree = tree
-        self.relay = pipes.registry
+        self.registry = pipes.registry
         self.header_timeout = pipes.registry.settings.header_timeout
         self.trusted_proxies = pipes.registry.settings.trusted_proxies
         if self.header_timeout and root is None:
@@ -104,6 +106,13 @@ class PipeSite(Site):
             self.timeOut = None
         self.write_batch = WriteBatch()
         self._channels: Set[StreamingChannel] = set()
+
+    @property
+    def relay(self) -> Registry:
+        """
+        The old name of L{registry}, kept until the next release.
+        """
+        return self.registry
 
     def getResourceFor(self, request: IRequest) -> IResource:
         """
@@ -157,7 +166,7 @@ class PipeSite(Site):
         @return: fires when every connection is closed.
         """
         self.end_keep_alive()
-        drained = self.relay.drain()
+        drained = self.registry.drain()
         drained.addCallback(lambda _: self.close_connections())
         return drained
 

@@ -386,7 +386,7 @@ def _service(options: Options, reactor: Any, site: PipeSite) -> IService:
     The listeners of C{options} for C{site}, its metrics listeners, and its
     drain on stop, as one service.
     """
-    settings = site.relay.settings
+    settings = site.registry.settings
     if settings.keys:
         _log.info(
             "signed URLs required ({required}); {count} keys verify",
@@ -402,7 +402,7 @@ def _service(options: Options, reactor: Any, site: PipeSite) -> IService:
     if options["metrics-listen"]:
         from ._metrics import metrics_site
 
-        metrics = metrics_site(site.relay, reactor)
+        metrics = metrics_site(site.registry, reactor)
         for description in options["metrics-listen"]:
             _Listener(reactor, description, metrics).setServiceParent(service)
     return service

@@ -70,7 +70,7 @@ async def test_a_failed_first_pipe_fails_the_second(
     await wait_for(reactor, lambda: server.parties("remote2") == (True, 2))
     await wait_for(
         reactor,
-        lambda: server.site.relay.live_bytes()[1] > 4 * 1024 * 1024,
+        lambda: server.site.registry.live_bytes()[1] > 4 * 1024 * 1024,
         what="bytes through the chain",
     )
     sender.kill()

@@ -194,7 +194,7 @@ async def test_sender_fails_when_a_receiver_is_lost(
         reactor,
         lambda: (
             server.rendezvous.stage(b"lost") is not None
-            and server.site.relay.live_bytes()[0] > 0
+            and server.site.registry.live_bytes()[0] > 0
         ),
     )
     assert held.transport is not None

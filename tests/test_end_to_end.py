@@ -104,7 +104,7 @@ async def test_fan_out_with_curl(
     assert match, sent
     assert match.groups() == (str(data.stat().st_size).encode(), b"%d" % n, b"%d" % n)
     assert len(server.rendezvous) == 0
-    assert server.site.relay.party_count == 0
+    assert server.site.registry.party_count == 0
 
 
 @pytest_twisted.ensureDeferred

@@ -103,7 +103,7 @@ async def test_smuggling_and_bad_framing_get_400_and_a_closed_connection(
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert answer.count(b"HTTP/1.1 ") == 1, "nothing after the 400 is parsed"
     assert answer.endswith(b"\r\n\r\n[ERROR] malformed HTTP request\n")
-    await wait_for(reactor, lambda: fresh.site.relay.party_count == 0)
+    await wait_for(reactor, lambda: fresh.site.registry.party_count == 0)
     assert len(fresh.rendezvous) == 0
 
 
@@ -141,7 +141,7 @@ async def test_malformed_chunked_upload_aborts_the_transfer(
         assert not data.endswith(b"0\r\n\r\n"), "a clean end of a broken upload"
         assert b"[INFO] done" not in sender
         assert sender.count(b"HTTP/1.1 ") == 1
-    await wait_for(reactor, lambda: fresh.site.relay.party_count == 0)
+    await wait_for(reactor, lambda: fresh.site.registry.party_count == 0)
     assert len(fresh.rendezvous) == 0
 
 

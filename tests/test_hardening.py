@@ -63,8 +63,8 @@ def test_waiting_receiver_times_out_with_504_naming_who_is_missing(
     assert r2.output() == b"", "r2 has waited only 300 s"
     clock.advance(300)
     assert b"1 of 3 receivers connected" in r2.output()
-    assert len(site.relay.rendezvous) == 0
-    assert site.relay.party_count == 0
+    assert len(site.registry.rendezvous) == 0
+    assert site.registry.party_count == 0
 
 
 def test_a_party_may_ask_for_a_shorter_wait_never_longer(clock: Clock) -> None:
@@ -103,14 +103,14 @@ def test_waiting_sender_times_out_and_takes_the_pipe_with_it(clock: Clock) -> No
     )
     assert receiver.output().startswith(b"HTTP/1.1 504")
     assert b"the sender gave up after 10 s waiting: 1 of 2" in receiver.output()
-    assert len(site.relay.rendezvous) == 0
+    assert len(site.registry.rendezvous) == 0
     # The sender's upload is read and dropped for a moment so the line
     # reaches it, then the connection closes without a last chunk.
     assert not sender.transport.disconnecting
     clock.advance(DISCARD_SECONDS)
     assert sender.transport.disconnecting
     assert not sender.output().endswith(b"0\r\n\r\n")
-    assert site.relay.statistics.transfers()[Outcome.WAIT_TIMEOUT] == 1
+    assert site.registry.statistics.transfers()[Outcome.WAIT_TIMEOUT] == 1
 
 
 def test_started_transfer_has_no_wait_timeout(clock: Clock) -> None:
@@ -144,7 +144,7 @@ def test_stalled_receiver_is_dropped_and_the_others_continue(clock: Clock) -> No
     sender.send(chunk(b"def") + chunk(b""))
     assert fast.body() == b"abcdef"
     assert b"[ERROR] failed: bytes=6 receivers=1/2" in sender.body()
-    assert site.relay.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
+    assert site.registry.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
 
 
 def test_receiver_paused_only_briefly_is_not_stalled(clock: Clock) -> None:
@@ -177,8 +177,8 @@ def test_idle_sender_aborts_the_transfer(clock: Clock) -> None:
         b"[ERROR] failed: bytes=4 receivers=0/2: the sender sent nothing for 300 s"
         in (sender.output())
     )
-    assert len(site.relay.rendezvous) == 0
-    assert site.relay.statistics.transfers()[Outcome.IDLE_TIMEOUT] == 1
+    assert len(site.registry.rendezvous) == 0
+    assert site.registry.statistics.transfers()[Outcome.IDLE_TIMEOUT] == 1
 
 
 def test_time_held_back_by_a_receiver_is_not_idle(clock: Clock) -> None:
@@ -206,7 +206,7 @@ def test_slow_headers_are_cut_off(clock: Clock) -> None:
     clock.advance(30)
     assert slow.transport.disconnected
     assert not quick.transport.disconnected, "its headers were complete"
-    assert len(site.relay.rendezvous) == 1
+    assert len(site.registry.rendezvous) == 1
 
 
 def test_header_timeout_restarts_for_the_next_request(clock: Clock) -> None:
@@ -285,7 +285,7 @@ def test_drain_sends_waiting_parties_away_and_lets_running_finish(
     sender = Peer(site)
     sender.send(put_head(b"r", 1) + chunk(b"abc"))
 
-    drained = site.relay.drain()
+    drained = site.registry.drain()
     assert not drained.called
     assert waiting_receiver.output().startswith(b"HTTP/1.1 503")
     assert b"[ERROR] server shutting down" in waiting_receiver.output()
@@ -309,7 +309,7 @@ def test_drain_timeout_aborts_running_transfers(clock: Clock) -> None:
     receiver = get(site, b"r", 1)
     sender = Peer(site)
     sender.send(put_head(b"r", 1) + chunk(b"abc"))
-    drained = site.relay.drain()
+    drained = site.registry.drain()
     clock.advance(59)
     assert not drained.called
     clock.advance(1)
@@ -318,12 +318,12 @@ def test_drain_timeout_aborts_running_transfers(clock: Clock) -> None:
         sender.output()
     )
     assert drained.called
-    assert site.relay.statistics.transfers()[Outcome.DRAINED] == 1
+    assert site.registry.statistics.transfers()[Outcome.DRAINED] == 1
 
 
 def test_drain_with_nothing_running_is_immediate(clock: Clock) -> None:
     site = site_with(clock)
-    assert site.relay.drain().called
+    assert site.registry.drain().called
 
 
 def test_status_counts_and_holds_no_paths(clock: Clock) -> None:
@@ -448,8 +448,8 @@ def test_transfer_finishing_inside_the_join_leaves_no_party(
         r = get(site, n=1)
     assert b"[INFO] done:" in sender.body()
     assert r.body() == (b"" if empty else b"hello")
-    assert site.relay.party_count == 0
-    assert site.relay.drain().called
+    assert site.registry.party_count == 0
+    assert site.registry.drain().called
 
 
 # The safety nets: a failed start, and the drain's hard deadline.
@@ -484,6 +484,16 @@ class _AwaitingAcks(_Stuck):
 
     def awaiting_acks(self) -> bool:
         return True
+
+
+def test_registry_keeps_its_old_name_for_one_release(clock: Clock) -> None:
+    """
+    C{site.relay} and C{PipeResource.relay}, the registry's old names, are
+    the registry itself until the next release.
+    """
+    site = site_with(clock)
+    assert site.relay is site.registry is site.pipes.registry
+    assert site.pipes.relay is site.registry
 
 
 def test_status_and_metrics_keep_the_old_names_for_one_release(clock: Clock) -> None:
@@ -552,7 +562,7 @@ def test_drain_events_keep_their_old_namespace_for_one_release(
     until the next release, copied without a format under the old
     C{pipe._relay.Relay}.
     """
-    site_with(clock).relay.drain()
+    site_with(clock).registry.drain()
     new = [e for e in events if e["log_namespace"] == "pipe._registry.Registry"]
     old = [e for e in events if e["log_namespace"] == "pipe._relay.Relay"]
     assert [e["log_format"] for e in new][-1] == "drained"
@@ -564,8 +574,8 @@ def test_drain_has_a_hard_deadline_even_if_a_party_never_leaves(
     clock: Clock, events: Any
 ) -> None:
     site = site_with(clock, drain_timeout=60)
-    site.relay.enter(_Stuck(), "10.0.0.1")
-    drained = site.relay.drain()
+    site.registry.enter(_Stuck(), "10.0.0.1")
+    drained = site.registry.drain()
     clock.advance(60)
     assert not drained.called
     clock.advance(DRAIN_GRACE)
@@ -597,8 +607,8 @@ def test_an_error_starting_a_transfer_fails_it_and_frees_the_path(
     assert not sender.output().endswith(b"0\r\n\r\n"), "an abnormal end"
     assert all(r.transport.disconnected for r in receivers), "reset"
     assert site.pipes.rendezvous.stage(b"p") is None
-    assert site.relay.party_count == 0
-    assert site.relay.statistics.transfers()[Outcome.SERVER_ERROR] == 1
+    assert site.registry.party_count == 0
+    assert site.registry.statistics.transfers()[Outcome.SERVER_ERROR] == 1
     assert any("injected" in str(e.get("log_failure", "")) for e in events), (
         "the traceback is logged"
     )

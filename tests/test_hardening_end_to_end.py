@@ -74,7 +74,7 @@ async def test_stalled_receiver_is_dropped(
     assert b"[ERROR] failed: " in sent.text
     held.resume()  # reading again, it sees the reset
     assert len(await held.ended) < data.stat().st_size
-    assert server.site.relay.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
+    assert server.site.registry.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -93,7 +93,7 @@ async def test_receiver_below_min_rate_is_dropped(
     # before it sees the reset; the server's side is what is checked.
     slow.kill()
     await slow.ended
-    assert server.site.relay.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
+    assert server.site.registry.statistics.transfers()[Outcome.RECEIVER_STALLED] == 1
     assert result.code == 0 and result.digest == sha256_of(data)
     assert sent.code != 0 and b"stalled" in sent.text
 

@@ -73,6 +73,6 @@ def test_delivery_watchers() -> None:
     linger = Linger(channel, 1.0, lambda: None, lambda: None)
     assert verifyObject(IDeliveryWatcher, linger)
     channel.dataReceived(b"GET /api/v1/pipe/x HTTP/1.1\r\nHost: t\r\n\r\n")
-    [receiver] = site.relay.rendezvous.abandon(b"x")
+    [receiver] = site.registry.rendezvous.abandon(b"x")
     assert isinstance(receiver, Receiver)
     assert verifyObject(IDeliveryWatcher, receiver)

@@ -28,7 +28,7 @@ def metered(reactor: Any) -> Iterator[Tuple[RunningServer, str]]:
     site = make_site(reactor, Settings(stall_timeout=0))
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     metrics = reactor.listenTCP(
-        0, metrics_site(site.relay, reactor), interface="127.0.0.1"
+        0, metrics_site(site.registry, reactor), interface="127.0.0.1"
     )
     yield (
         RunningServer(site, port),
@@ -79,7 +79,7 @@ async def test_metrics_during_and_after_transfers(
     )
     data = payload(tmp_path, 8 * 1024 * 1024)
     sending = curl(reactor, "-T", str(data), server.url(secret_path, "n=2"))
-    await wait_for(reactor, lambda: server.site.relay.live_bytes()[0] > 0)
+    await wait_for(reactor, lambda: server.site.registry.live_bytes()[0] > 0)
     text, samples = await scrape(reactor, url)
     assert value(samples, "txpipe_pipes", stage="running") == 1
     assert value(samples, "txpipe_received_bytes_total") > 0

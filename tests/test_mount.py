@@ -282,7 +282,7 @@ def test_status_and_landing_page_under_the_prefix(mixed: PipeSite) -> None:
     peer = Peer(mixed)
     peer.send(b"GET /ci/api/v1/status HTTP/1.1\r\nHost: t\r\n\r\n")
     assert peer.output().startswith(b"HTTP/1.1 200 OK\r\n")
-    assert json.loads(peer.body()) == mixed.relay.status()
+    assert json.loads(peer.body()) == mixed.registry.status()
     landing = Peer(mixed)
     landing.send(b"GET /ci/ HTTP/1.1\r\nHost: pipes.example\r\n\r\n")
     page = landing.body()
@@ -385,11 +385,11 @@ def test_root_and_prefix_go_together(clock: Clock) -> None:
         make_site(clock, root=Resource())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         make_site(clock, prefix=b"ci")  # type: ignore[arg-type]
-    relay = make_site(clock).relay  # type: ignore[arg-type]
+    registry = make_site(clock).registry  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        PipeSite(PipeResource(relay), clock, Resource())  # type: ignore[arg-type]
+        PipeSite(PipeResource(registry), clock, Resource())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        PipeSite(PipeResource(relay, b"ci"), clock)  # type: ignore[arg-type]
+        PipeSite(PipeResource(registry, b"ci"), clock)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -342,7 +342,7 @@ def test_waiting_parties_that_disconnect_leave_no_state(site: PipeSite) -> None:
     for peer in peers:
         peer.lose()
     assert len(site.pipes.rendezvous) == 0
-    assert site.relay.party_count == 0
+    assert site.registry.party_count == 0
 
 
 def test_empty_upload_reaches_every_receiver(site: PipeSite) -> None:

@@ -95,7 +95,7 @@ def test_pipe_service_is_twistd_pipe_from_its_command_line() -> None:
     drain, *listeners = list(service)  # type: ignore[call-overload]
     assert len(listeners) == 2
     site = drain._site
-    assert site.relay.settings.max_receivers == 5
+    assert site.registry.settings.max_receivers == 5
     assert site.resource is site.tree
 
 

@@ -1,0 +1,167 @@
+"""
+The shape of the code, as docs/design.md promises it: imports point one way,
+every module fits a sitting, and tests share helpers only through
+C{tests.helpers}.
+
+These read the source with L{ast}, so they see type-only imports (under
+C{if TYPE_CHECKING:}) and imports inside functions as well as the ones that
+run at import time.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Dict, Iterator, List, Set, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "pipe"
+TESTS = ROOT / "tests"
+
+#: The longest module and class a reader takes in at one sitting.
+MODULE_LINES = 600
+CLASS_LINES = 250
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of the module at C{path} (relative to L{ROOT})."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported(path: Path, name: str = "") -> Iterator[str]:
+    """
+    Every dotted name that the module at C{path} (called C{name}, by default
+    its name under L{ROOT}) imports, anywhere in it, with relative imports
+    made absolute.  C{from a import b} yields both C{a} and C{a.b} (C{b} may
+    be a module).
+    """
+    name = name or module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            yield source
+            for alias in node.names:
+                yield f"{source}.{alias.name}"
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    """Which C{pipe} modules each C{pipe} module imports."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {
+        name: {m for m in imported(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    found: List[List[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycles_are_found() -> None:
+    """
+    The cycle finder itself finds a cycle through any number of modules and
+    leaves a chain alone (a test of the test, so that an empty answer means
+    something).
+    """
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_type_only_imports_are_seen(tmp_path: Path) -> None:
+    """An import under C{if TYPE_CHECKING:} counts as an import."""
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from ._fanout import Fanout\n"
+    )
+    assert "pipe._fanout.Fanout" in set(imported(source, "pipe._probe"))
+
+
+def test_no_import_cycle() -> None:
+    """
+    No two modules of C{pipe} import each other, however indirectly, not even
+    for type checking only.
+    """
+    found = cycles(import_graph())
+    assert not found, "\n".join(" <-> ".join(group) for group in found)
+
+
+def sizes() -> Iterator[Tuple[str, str, int, int]]:
+    """(kind, name, lines, limit) of every module and class in C{pipe}."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        name = module_name(path)
+        yield "module", name, len(text.splitlines()), MODULE_LINES
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                yield "class", f"{name}.{node.name}", lines, CLASS_LINES
+
+
+@pytest.mark.parametrize("kind", ["module", "class"])
+def test_one_sitting(kind: str) -> None:
+    """No module of C{pipe} is over 600 lines, no class over 250."""
+    too_long = [
+        f"{name}: {lines} lines (limit {limit})"
+        for what, name, lines, limit in sizes()
+        if what == kind and lines > limit
+    ]
+    assert not too_long, "\n".join(too_long)
+
+
+def test_tests_import_no_test_module() -> None:
+    """
+    A test module imports helpers from C{tests.helpers} (or gets fixtures
+    from C{conftest}), never from another test module.
+    """
+    offenders = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for name in imported(path):
+            last = name.split(".")
+            if name.startswith("tests.") and any(
+                part.startswith("test_") or part == "conftest" for part in last
+            ):
+                offenders.append(f"{module_name(path)} imports {name}")
+    assert not offenders, "\n".join(offenders)
