@@ -68,7 +68,7 @@ class AcknowledgingChannel(WritingChannel):
         kernel = _tcp.unacknowledged(self._tcp)
         if kernel is None:
             return None
-        return kernel + self.unsent()
+        return kernel + (self.unsent() or 0)
 
     def all_acknowledged(self) -> bool:
         """
@@ -96,7 +96,7 @@ class AcknowledgingChannel(WritingChannel):
         if position is None:
             return None
         acknowledged, written = position
-        buffered = self.unsent()
+        buffered = self.unsent() or 0
         return acknowledged, written + buffered
 
     def watch_delivery(

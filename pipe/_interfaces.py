@@ -99,11 +99,11 @@ class IConnection(Interface):
         response head written on this connection, and only that one.
         """
 
-    def unsent() -> int:
+    def unsent() -> Optional[int]:
         """
         Bytes written to the connection that have not been handed to the
-        kernel yet (held by a write batch, or buffered by the transport; 0
-        where that cannot be known).
+        kernel yet (held by a write batch, or buffered by the transport);
+        L{None} where the transport cannot tell and no batch holds any.
         """
 
     def unacknowledged() -> Optional[int]:

@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _messages as messages
-from ._channel import pending_bytes
 from ._fanout import Branch, IOutlet
 from ._forwarded import forwarded_client
 from ._guard import Grant
-from ._interfaces import IDeliveryWatcher
+from ._interfaces import IConnection, IDeliveryWatcher
 from ._outcome import Outcome
 from ._refusal import Refusal
 from ._registry import IParty, Registry
 from ._rendezvous import Match, Rejected
 
 if TYPE_CHECKING:
-    from ._channel import StreamingChannel
     from ._parse import PipeRequest
     from ._request import StreamingRequest
 
@@ -84,8 +82,8 @@ def _find_client(request: StreamingRequest) -> Tuple[str, Optional[int]]:
     if host is None:
         return str(address), None
     port = getattr(address, "port", None)
-    site = getattr(request.channel, "site", None)
-    trusted = getattr(site, "trusted_proxies", ())
+    channel = request.channel
+    trusted = channel.site.trusted_proxies if channel is not None else ()
     if trusted:
         forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
         client = forwarded_client(host, forwarded, trusted)
@@ -256,7 +254,7 @@ class Receiver(_Party):
     undelivered_bytes: Optional[int] = None
     # The connection, kept from the moment the response is finished (the
     # request forgets it then) until the fan-out releases it.
-    _channel: Optional[StreamingChannel] = None
+    _channel: Optional[IConnection] = None
 
     def join(self) -> Optional[Match[Any, Receiver]]:
         """
@@ -359,7 +357,7 @@ class Receiver(_Party):
             if self.branch is not None:
                 self.branch.stopProducing()
             return
-        channel = self._channel = cast("StreamingChannel", request.channel)
+        channel = self._channel = IConnection(request.channel)
         channel.watch_delivery(self, self._pace())
         request.finish()
         channel.check_delivery()
@@ -406,7 +404,7 @@ class Receiver(_Party):
         channel = self.request.channel
         if channel is None:
             return 0
-        return pending_bytes(channel.transport)
+        return channel.unsent()
 
     # IDeliveryWatcher
 

@@ -136,6 +136,7 @@ class WritingChannel(StrictChannel):
         writes after the response's own headers (see L{add_to_head}).
     """
 
+    site: IPipeSite  # set by the site (Twisted's contract), checked at connect
     _site: IPipeSite
     _connection: Optional[Connection] = None
     _socket: Optional[socket.socket] = None
@@ -146,7 +147,7 @@ class WritingChannel(StrictChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        site = self.site  # type: ignore[attr-defined]
+        site = self.site
         if not IPipeSite.providedBy(site):
             raise RuntimeError(f"a txpipe channel needs an IPipeSite, got {site!r}")
         self._site = site
@@ -250,14 +251,18 @@ class WritingChannel(StrictChannel):
         held.extend(iovec)
         return True
 
-    def unsent(self) -> int:
+    def unsent(self) -> Optional[int]:
         """
         Bytes written to this connection that its transport has not handed
         to the kernel yet: what a write batch holds, and what Twisted's
-        transport buffers (0 where it cannot tell).
+        transport buffers (L{None} where it cannot tell and no batch holds
+        any).
         """
         held = sum(map(len, self._held)) if self._held else 0
-        return held + (pending_bytes(self.transport) or 0)
+        buffered = pending_bytes(self.transport)
+        if buffered is None:
+            return held or None
+        return held + buffered
 
     def after_held(self, work: Callable[[], None]) -> bool:
         """
