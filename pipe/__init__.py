@@ -8,8 +8,10 @@ slowest receiver, and nothing is stored.
 
 The public surface is small: L{pipe.server.make_site} builds the
 L{twisted.web.server.Site}, L{pipe.resource.PipeResource} is the resource
-behind it, L{pipe.tap} is the C{twistd pipe} plugin, and L{pipe.signing}
-mints signed URLs (the C{txpipe sign} command).  Everything in a
+behind it, L{pipe.tap} is the C{twistd pipe} plugin, L{pipe.signing}
+mints signed URLs (the C{txpipe sign} command), L{pipe.client} sends to
+and receives from a pipe, L{pipe.logs} is the JSON log observer, and
+L{pipe.buildbot} runs the server inside a Buildbot master.  Everything in a
 module whose name starts with an underscore is private.
 
 Importing this package has no side effects (in particular it does not import

@@ -19,11 +19,12 @@ It is built in layers, one responsibility each:
     several holders pause one transport; a request's head before its body;
     the one reset and the graceful close.
 
-With L{pipe._request} and L{pipe._chunked}, these are the only code that
-relies on L{twisted.web.http.HTTPChannel} and transport internals
-(the network producer, the parsed request line, the idle timeout, the body
-decoder, two overridden hooks, a file descriptor transport's write buffer),
-all through L{pipe._compat}, which checks them against the installed
+With L{pipe._response} (a request's end), L{pipe._mount} (the raw request
+path) and L{pipe._chunked}, these are the only code that relies on
+L{twisted.web.http.HTTPChannel} and transport internals (the network
+producer, the parsed request line, the idle timeout, the body decoder, two
+overridden hooks, a file descriptor transport's write buffer), all through
+L{pipe._compat}, which checks them against the installed
 Twisted when this module is imported; C{setup.py} pins the Twisted range
 that the tests prove.
 """
@@ -55,7 +56,7 @@ __all__ = [
 
 #: How much of an upload one read takes from the socket (Twisted reads 64 KiB
 #: by default).  Every read becomes one write to each receiver, so larger
-#: reads mean fewer system calls per byte relayed; the read is shared by all
+#: reads mean fewer system calls per byte copied; the read is shared by all
 #: receivers, never copied per receiver on the direct write path.
 UPLOAD_READ_SIZE = 256 * 1024
 

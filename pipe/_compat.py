@@ -2,10 +2,12 @@
 """
 The Twisted internals txpipe relies on, named in one place and checked once.
 
-The streaming channel (L{pipe._channel}), its request (L{pipe._request})
-and the chunked decoder (L{pipe._chunked}) override private hooks of
-twisted.web and read private state of its channel, request, chunked
-decoder and file-descriptor transports.  A Twisted release may rename any
+The streaming channel (L{pipe._channel} and its layers L{pipe._timers},
+L{pipe._writes} and L{pipe._strict}), the response side of its request
+(L{pipe._response}), the mount (L{pipe._mount}) and the chunked decoder
+(L{pipe._chunked}) override private hooks of twisted.web and read private
+state of its channel, request, chunked decoder and file-descriptor
+transports.  A Twisted release may rename any
 of them, and an override of a renamed hook does not fail: it silently
 stops applying (a refused sender would get C{100 Continue} again, a
 request's body would be spooled to disk).  So each is listed in

@@ -5,7 +5,8 @@ The sender's body as one push producer, copied to N receivers.
 L{Fanout} is the L{IProtocol} that a sender's request body is handed to
 (the same shape as L{twisted.web.iweb.IResponse.deliverBody}): its transport
 is the sender's upload, an L{IPushProducer}.  Each receiver is an
-L{IOutlet} (in practice a receiver's request) that gets its own small
+L{IOutlet} (in practice a L{pipe._parties.Receiver}, over the receiver's
+request) that gets its own small
 L{Branch} proxy producer, so that Twisted's flow control of every receiver
 connection reaches the one upload: the upload is paused while any branch is
 paused and resumed when none is.

@@ -1,8 +1,11 @@
 # -*- test-case-name: tests.test_resource -*-
 """
-Every line txpipe writes to a client, built in one place.
+Every C{[ERROR]} and C{[INFO]} line txpipe writes to an HTTP client, built
+in one place.
 
 Errors are one line starting C{[ERROR] }; progress lines start C{[INFO] }.
+(Other bodies, the landing page, C{/healthz}'s C{ok} and the status JSON,
+are written by their resources.)
 All lines end with C{\\n} and are ASCII: client-supplied values are shown
 escaped and cut, never raw.
 """

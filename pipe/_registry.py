@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_hardening -*-
 """
 The registry: the server's table of parties, pipes and limits (the
-rendezvous, the parties present, the statistics), and the drain on shutdown.
+rendezvous, the parties present, the statistics, the watchdogs shared by
+running transfers, the signature guard), and the drain on shutdown.
 """
 
 from __future__ import annotations

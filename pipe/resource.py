@@ -1,10 +1,13 @@
 # -*- test-case-name: tests.test_resource -*-
 """
-The pipe resource: methods, query parsing, response headers and errors.
+The server's resources: the pipe resource, and the tree of every path the
+server answers (L{site_tree}).
 
 L{PipeResource} serves C{/api/v1/pipe/<path>}: C{PUT} or C{POST} sends, C{GET}
-receives, C{OPTIONS} answers a CORS preflight.  The protocol is described in
-C{docs/protocol.md}.
+receives, C{OPTIONS} answers a CORS preflight.  It has the request parsed
+(L{pipe._parse}), its signature checked and the party admitted, joins it to
+its path, starts the transfer when the path completes, and answers every
+refusal in one place.  The protocol is described in C{docs/protocol.md}.
 """
 
 from __future__ import annotations

@@ -155,8 +155,8 @@ class PipeSite(Site):
     def drain(self) -> Deferred[None]:
         """
         Shut down gracefully, as C{twistd pipe} does on C{SIGTERM}: stop
-        keeping connections alive (L{end_keep_alive}), drain the relay
-        (C{relay.drain()}: waiting parties get 503, running transfers get
+        keeping connections alive (L{end_keep_alive}), drain the registry
+        (C{registry.drain()}: waiting parties get 503, running transfers get
         the drain timeout), then close every connection left
         (L{close_connections}).  All of it applies to the whole site: in a
         mixed site, to the application's own connections too.  C{twistd

@@ -180,7 +180,7 @@ class Options(usage.Options):
 class _Drain(Service):
     """
     On stop (twistd's SIGTERM), end keep-alive (idle connections close at
-    once), drain the relay, then close the remaining connections once their
+    once), drain the registry, then close the remaining connections once their
     finished responses are flushed: the stop waits for both.
     """
 
