@@ -57,7 +57,7 @@ class FlowState(enum.Enum):
 @implementer(IPushProducer)
 class BodyFlow:
     """
-    A response body's delivery as the push producer of an C{IConsumer}
+    A response body, as it arrives, as the push producer of an C{IConsumer}
     sink: pausing it stops reading the connection (and so, through TCP and
     the server's flow control, holds back the sender), resuming it reads
     again, stopping it closes the connection and fails the receive.

@@ -89,12 +89,12 @@ class ReaderThread:
         self,
         reactor: Any,
         read: Callable[[int], bytes],
-        deliver: Callable[[Union[bytes, Failure]], None],
+        on_read: Callable[[Union[bytes, Failure]], None],
         close: Optional[Callable[[], None]],
     ) -> None:
         self._reactor = reactor
         self._read = read
-        self._deliver = deliver
+        self._on_read = on_read
         self._close = close
         self._requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._thread = threading.Thread(
@@ -106,7 +106,7 @@ class ReaderThread:
 
     def request(self) -> None:
         """
-        Read one chunk; its bytes (or the failure) reach C{deliver} in the
+        Read one chunk; its bytes (or the failure) reach C{on_read} in the
         reactor thread.
         """
         self._requests.put(True)
@@ -129,7 +129,7 @@ class ReaderThread:
                     result = self._read(CHUNK_SIZE)
                 except BaseException:
                     result = Failure()
-                self._reactor.callFromThread(self._deliver, result)
+                self._reactor.callFromThread(self._on_read, result)
         finally:
             if self._close is not None:
                 self._close()

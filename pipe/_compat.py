@@ -156,13 +156,13 @@ REQUIRED: Tuple[Internal, ...] = (
         "_networkProducer",
         "_channel: the transport's reading is paused through one gate",
     ),
-    _state(_Channel, "_command", "_channel: the method, before the body"),
-    _state(_Channel, "_path", "_channel: the path, before the body"),
-    _state(_Channel, "_version", "_channel: the HTTP version, before the body"),
+    _state(_Channel, "_command", "_channel, _mount: the method, before the body"),
+    _state(_Channel, "_path", "_channel, _mount: the path, before the body"),
+    _state(_Channel, "_version", "_channel, _mount: the HTTP version, before the body"),
     _state(
         _Channel,
         "_savedTimeOut",
-        "_channel: the idle timeout is off while a body streams",
+        "_channel, _timers: the idle timeout is off while a body streams",
     ),
     _state(
         _Channel,
@@ -199,7 +199,7 @@ REQUIRED: Tuple[Internal, ...] = (
     _state(
         server.Request,
         "_disconnected",
-        "_request: whether the connection is still there",
+        "_response: whether the connection is still there",
     ),
     _hook(
         _Decoder,
@@ -220,15 +220,15 @@ REQUIRED: Tuple[Internal, ...] = (
     _state(
         abstract.FileDescriptor,
         "dataBuffer",
-        "_channel: a transport with nothing buffered is written to directly",
+        "_writes: a transport with nothing buffered is written to directly",
     ),
-    _state(abstract.FileDescriptor, "offset", "_channel: the same"),
-    _state(abstract.FileDescriptor, "_tempDataLen", "_channel: the same"),
-    _state(abstract.FileDescriptor, "_writeDisconnected", "_channel: the same"),
+    _state(abstract.FileDescriptor, "offset", "_writes: the same"),
+    _state(abstract.FileDescriptor, "_tempDataLen", "_writes: the same"),
+    _state(abstract.FileDescriptor, "_writeDisconnected", "_writes: the same"),
     _state(
         tcp.Connection,
         "TLS",
-        "_channel: only a plain TCP connection is written to directly",
+        "_writes: only a plain TCP connection is written to directly",
     ),
 )
 

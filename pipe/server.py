@@ -245,5 +245,5 @@ def make_site(
     """
     if (root is None) != (prefix is None):
         raise ValueError("give both root and prefix, or neither")
-    relay = Registry(reactor, settings if settings is not None else Settings())
-    return PipeSite(PipeResource(relay, prefix), reactor, root)
+    registry = Registry(reactor, settings if settings is not None else Settings())
+    return PipeSite(PipeResource(registry, prefix), reactor, root)
