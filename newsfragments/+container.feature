@@ -1,1 +1,0 @@
-A ``Dockerfile`` (non-root, read-only root filesystem ready, a health check, exit status 0 after a clean drain on ``SIGTERM``) and Kubernetes manifests in ``deploy/kubernetes/``; signing key files follow PostgreSQL's permission rule.

@@ -1,1 +1,0 @@
-``make_site(reactor, settings, root=..., prefix=b"ci")`` serves an existing ``twisted.web`` tree and the pipes under one prefix on the same port, ``pipe.tap.pipe_service(args)`` adds ``twistd pipe`` to a ``.tac`` application, and ``pipe.buildbot.PipeService`` runs txpipe inside a Buildbot master (with ``signed_url()`` for its steps).

@@ -1,1 +1,0 @@
-txpipe runs on Python 3.9 to 3.13 with Twisted 22.1.0 or newer, including the Twisted that Ubuntu 22.04 LTS, Debian 12 and Ubuntu 24.04 LTS ship; on Twisted releases older than 24.7 it applies the HTTP parsing fixes of later releases itself (see ``docs/install.md``).

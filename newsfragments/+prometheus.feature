@@ -1,1 +1,0 @@
-Prometheus recording rules and alerts with unit tests in ``deploy/prometheus/`` and a Grafana dashboard in ``deploy/grafana/``; every refusal reason is exported at 0 from the start, so ``rate()`` sees the first refusal.

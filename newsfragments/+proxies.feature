@@ -1,1 +1,0 @@
-``--trusted-proxies NETWORKS`` takes the client address from ``X-Forwarded-For`` set by the named proxies, and ``haproxy:tcp:`` listeners take it from HAProxy's PROXY protocol, so per-address limits and logs name the real client behind a load balancer (``deploy/haproxy.cfg``).
