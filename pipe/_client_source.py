@@ -12,7 +12,7 @@ import os
 import queue
 import stat
 import threading
-from typing import IO, Any, Callable, Optional, Union
+from typing import IO, Any, Callable, Dict, Optional, Union
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
@@ -65,6 +65,20 @@ class ReadingState(enum.Enum):
     DONE = "done"
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+#: What pausing does in each state where it does anything.
+_ON_PAUSE = {
+    ReadingState.READING: ReadingState.READING_PAUSED,
+    ReadingState.HANDING: ReadingState.PAUSED,
+}
+
+#: What resuming does in each state where it does anything (from C{PAUSED},
+#: the next read is also asked for).
+_ON_RESUME = {
+    ReadingState.READING_PAUSED: ReadingState.READING,
+    ReadingState.PAUSED: ReadingState.READING,
+}
 
 
 _FINAL = frozenset({ReadingState.DONE, ReadingState.FAILED, ReadingState.STOPPED})
@@ -215,23 +229,25 @@ class FileProducer:
             self._reader.request()
 
     def pauseProducing(self) -> None:
-        state = self._state
-        if state is ReadingState.READING:
-            self._state = ReadingState.READING_PAUSED
-        elif state is ReadingState.HANDING:
-            self._state = ReadingState.PAUSED
-        elif state is ReadingState.INITIAL:
-            raise RuntimeError("pauseProducing before startProducing")
+        self._move(_ON_PAUSE, "pauseProducing")
 
     def resumeProducing(self) -> None:
-        state = self._state
-        if state is ReadingState.READING_PAUSED:
-            self._state = ReadingState.READING
-        elif state is ReadingState.PAUSED:
-            self._state = ReadingState.READING
+        if self._move(_ON_RESUME, "resumeProducing") is ReadingState.PAUSED:
             self._reader.request()
-        elif state is ReadingState.INITIAL:
-            raise RuntimeError("resumeProducing before startProducing")
+
+    def _move(self, moves: Dict[ReadingState, ReadingState], call: str) -> ReadingState:
+        """
+        Take the transition of C{moves} from the current state, if any (a
+        pause or resume in any other state changes nothing), and return the
+        state it was in.
+
+        @raise RuntimeError: before L{startProducing}.
+        """
+        state = self._state
+        if state is ReadingState.INITIAL:
+            raise RuntimeError(f"{call} before startProducing")
+        self._state = moves.get(state, state)
+        return state
 
     def stopProducing(self) -> None:
         if self._state not in _FINAL:
