@@ -148,21 +148,23 @@ async def test_reconfig_with_the_same_args_keeps_the_listener(
 async def test_reconfig_with_changed_args_replaces_the_server(
     reactor: Any, master: Master, listening: List[int]
 ) -> None:
-    old = await serving(master, listening)
-    await master.reconfig(PipeService(args=["--listen", LISTEN, "--max-pipes", "5"]))
-    new = listening[-1]
-    assert not await answers(reactor, old)
-    assert await answers(reactor, new)
 
+    async def replaced(old: int, args: List[str]) -> int:
+        """Reconfigure with C{args}: the old server is gone, a new one answers."""
+        await master.reconfig(PipeService(args=args))
+        new = listening[-1]
+        assert not await answers(reactor, old)
+        assert await answers(reactor, new)
+        return new
+
+    first = await serving(master, listening)
+    changed = await replaced(first, ["--listen", LISTEN, "--max-pipes", "5"])
     # And back (Buildbot alone would compare with the first arguments).
-    await master.reconfig(PipeService(args=["--listen", LISTEN]))
-    assert not await answers(reactor, new)
-    new = listening[-1]
-    assert await answers(reactor, new)
+    back = await replaced(changed, ["--listen", LISTEN])
 
     # Removed from master.cfg: stopped.
     await master.reconfig()
-    assert not await answers(reactor, new)
+    assert not await answers(reactor, back)
 
 
 @pytest_twisted.ensureDeferred

@@ -9,6 +9,7 @@ Everything the tests share, in one place; no test module imports another.
   - L{waiting}: waiting for a state, never for a time.
   - L{wire}: raw HTTP/1.1 on loopback sockets.
   - L{channels}: clients of a real site over C{StringTransport}s.
+  - L{programs}: HAProxy, nginx, Prometheus found, or the test skipped.
   - L{container}: the container runtime of the image tests (imported by
     those tests only: it is not re-exported here).
 

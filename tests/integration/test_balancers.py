@@ -26,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -45,6 +44,7 @@ from ..helpers import (
     twistd_pipe,
     wait_until,
 )
+from ..helpers.programs import installed_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -52,14 +52,12 @@ PIPES = 30
 RECEIVERS = 3
 
 # Debian installs both in sbin, which a user's PATH may lack.
-_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-HAPROXY = shutil.which("haproxy", path=_SEARCH)
-NGINX = shutil.which("nginx", path=_SEARCH)
-_MISSING = not (HAPROXY and NGINX)
-if _MISSING and os.environ.get("TXPIPE_REQUIRE_BALANCERS"):
-    raise RuntimeError("tox -e balancers needs haproxy and nginx on the PATH")
-pytestmark = pytest.mark.skipif(
-    _MISSING, reason="HAProxy and nginx are not installed (.ci/run installs them)"
+(HAPROXY, NGINX), pytestmark = installed_or_skip(
+    ["haproxy", "nginx"],
+    ["/usr/sbin", "/sbin"],
+    "TXPIPE_REQUIRE_BALANCERS",
+    "balancers",
+    "HAProxy and nginx are not installed (.ci/run installs them)",
 )
 
 

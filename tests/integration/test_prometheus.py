@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -32,6 +31,7 @@ import pytest
 
 from pipe.signing import sign_url
 
+from ..helpers.programs import installed_or_skip
 from ..helpers.twistd import LOOPBACK, free_port, start_pipe, twistd_pipe
 from ..helpers.waiting import answers, wait_until
 
@@ -40,14 +40,12 @@ RULES = ROOT / "deploy" / "prometheus" / "txpipe.rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "txpipe.rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "txpipe.json"
 
-_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/usr/sbin"])
-PROMETHEUS = shutil.which("prometheus", path=_SEARCH)
-PROMTOOL = shutil.which("promtool", path=_SEARCH)
-_MISSING = not (PROMETHEUS and PROMTOOL)
-if _MISSING and os.environ.get("TXPIPE_REQUIRE_PROMETHEUS"):
-    raise RuntimeError("tox -e prometheus needs prometheus and promtool on the PATH")
-pytestmark = pytest.mark.skipif(
-    _MISSING, reason="Prometheus is not installed (.ci/run installs it)"
+(PROMETHEUS, PROMTOOL), pytestmark = installed_or_skip(
+    ["prometheus", "promtool"],
+    ["/usr/bin", "/usr/sbin"],
+    "TXPIPE_REQUIRE_PROMETHEUS",
+    "prometheus",
+    "Prometheus is not installed (.ci/run installs it)",
 )
 
 KEY = b"0123456789abcdef0123456789abcdef"
