@@ -66,8 +66,8 @@ STOPSIGNAL SIGTERM
 # /healthz over loopback with the standard library (no curl here). With
 # another --listen, set TXPIPE_HEALTHCHECK_URL.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=10s --retries=3 \
-    CMD ["/opt/txpipe/bin/python", "-m", "pipe._healthcheck"]
+    CMD ["/opt/txpipe/bin/python", "-m", "pipe._deploy.healthcheck"]
 # twistd --nodaemon --pidfile= pipe ARGS, logging to stdout; exits 0 after a
-# SIGTERM whose drain let every transfer finish (pipe/_container.py).
-ENTRYPOINT ["/opt/txpipe/bin/python", "-m", "pipe._container"]
+# SIGTERM whose drain let every transfer finish (pipe/_deploy/container.py).
+ENTRYPOINT ["/opt/txpipe/bin/python", "-m", "pipe._deploy.container"]
 CMD ["--listen", "tcp:8080"]

@@ -31,7 +31,7 @@ setup(
         # Debian 12 ship, so that a system's own packages satisfy it
         # (constraints-oldest.txt pins exactly these; docs/install.md).
         # No upper bound on Twisted: pip must never replace a site's newer
-        # Twisted; CI tests the newest release on every run, and pipe._compat
+        # Twisted; CI tests the newest release on every run, and pipe._compat.internals
         # checks the internals txpipe relies on when the server starts.
         # [tls]: pyOpenSSL and service_identity, for ssl: listeners.
         "Twisted[tls]>=22.1.0",
@@ -43,7 +43,7 @@ setup(
         "treq>=22.1.0",
         "tqdm>=4.57.0",
     ],
-    entry_points={"console_scripts": ["txpipe = pipe._cli:main"]},
+    entry_points={"console_scripts": ["txpipe = pipe._cli.main:main"]},
     extras_require={
         "test": [
             "pytest>=7",

@@ -121,7 +121,7 @@ def measure(
 
 
 def module(key: str) -> str:
-    """C{pipe/_channel.py}, C{twisted/web}, C{stdlib/string.py}, ..."""
+    """C{pipe/_http/channel.py}, C{twisted/web}, C{stdlib/string.py}, ..."""
     path = key.rsplit(":", 1)[0]
     if path.startswith("/"):  # a script: bench/floor_server.py
         return "/".join(path.split("/")[-2:])

@@ -4,6 +4,6 @@ C{python -m pipe}: the C{txpipe} command.
 
 import sys
 
-from ._cli import main
+from pipe._cli.main import main
 
 sys.exit(main())

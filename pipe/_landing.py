@@ -18,9 +18,9 @@ from typing import List, Tuple
 
 from twisted.web.resource import Resource
 
-from . import __version__
-from ._registry import Registry
-from ._request import StreamingRequest
+from pipe import __version__
+from pipe._http.request import StreamingRequest
+from pipe._transfer.registry import Registry
 
 __all__ = ["Landing", "Version", "base_url"]
 

@@ -3,7 +3,7 @@
 Prometheus metrics at C{/metrics}, served with C{prometheus_client}'s
 Twisted integration on a listener of their own (C{--metrics-listen}).
 
-Two collectors: the L{pipe._statistics.Statistics} of the server's
+Two collectors: the L{pipe._transfer.statistics.Statistics} of the server's
 L{Registry} (the counters and histograms of ended transfers, refusals,
 stalls and waits), and L{LiveCollector}, which reads what is present now
 (pipes, parties, bytes of running transfers) from the registry.
@@ -27,10 +27,10 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from . import __version__
-from . import _messages as messages
-from ._registry import Registry
-from ._rendezvous import Stage
+from pipe import __version__
+from pipe._transfer import messages as messages
+from pipe._transfer.registry import Registry
+from pipe._transfer.rendezvous import Stage
 
 __all__ = ["DEPRECATED_NAMES", "LiveCollector", "metrics_registry", "metrics_site"]
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 import attr
 
-from ._forwarded import Network, parse_networks
+from pipe._http.forwarded import Network, parse_networks
 
 __all__ = ["Option", "Settings", "options"]
 

@@ -46,8 +46,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
-from .signing import Scope, sign_url
-from .tap import Options, makeService
+from pipe.signing import Scope, sign_url
+from pipe.tap import Options, makeService
 
 __all__ = ["PipeService"]
 

@@ -28,11 +28,11 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from ._client_errors import PipeError, PipeRejected, TransferFailed, WaitTimeout
-from ._client_receive import stream_from
-from ._client_send import stream_to
-from ._client_source import CHUNK_SIZE as CHUNK_SIZE  # importable here, as before
-from ._client_types import (
+from pipe._client.errors import PipeError, PipeRejected, TransferFailed, WaitTimeout
+from pipe._client.receive import stream_from
+from pipe._client.send import stream_to
+from pipe._client.source import CHUNK_SIZE as CHUNK_SIZE  # importable here, as before
+from pipe._client.types import (
     Progress,
     ProgressCallback,
     ReceiveResult,

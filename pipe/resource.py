@@ -5,7 +5,7 @@ server answers (L{site_tree}).
 
 L{PipeResource} serves C{/api/v1/pipe/<path>}: C{PUT} or C{POST} sends, C{GET}
 receives, C{OPTIONS} answers a CORS preflight.  It has the request parsed
-(L{pipe._parse}), its signature checked and the party admitted, joins it to
+(L{pipe._transfer.parse}), its signature checked and the party admitted, joins it to
 its path, starts the transfer when the path completes, and answers every
 refusal in one place.  The protocol is described in C{docs/protocol.md}.
 """
@@ -19,11 +19,12 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from . import _messages as messages
-from ._guard import Grant
-from ._landing import Landing, Version
-from ._mount import ROOT, Mount, mount_at
-from ._parse import (
+from pipe._http.mount import ROOT, Mount, mount_at
+from pipe._http.request import StreamingRequest
+from pipe._landing import Landing, Version
+from pipe._transfer import messages as messages
+from pipe._transfer.guard import Grant
+from pipe._transfer.parse import (
     ALLOWED_METHODS,
     MAX_PATH_LENGTH,
     PIPE_PREFIX,
@@ -31,10 +32,10 @@ from ._parse import (
     parse_path,
     parse_request,
 )
-from ._parties import Receiver, client_address, client_host
-from ._refusal import Refusal
-from ._registry import Lifecycle, Registry
-from ._rendezvous import (
+from pipe._transfer.parties import Receiver, client_address, client_host
+from pipe._transfer.refusal import Refusal
+from pipe._transfer.registry import Lifecycle, Registry
+from pipe._transfer.rendezvous import (
     CountMismatch,
     ReceiversFull,
     Rejected,
@@ -42,10 +43,9 @@ from ._rendezvous import (
     SenderTaken,
     TransferRunning,
 )
-from ._request import StreamingRequest
-from ._sender import Sender
-from ._transfer import Transfer
-from .signing import Scope
+from pipe._transfer.sender import Sender
+from pipe._transfer.transfer import Transfer
+from pipe.signing import Scope
 
 __all__ = [
     "MAX_PATH_LENGTH",
@@ -71,7 +71,7 @@ _log = Logger(namespace="pipe.resource")
 
 def refusal_for(rejected: Rejected) -> Refusal:
     """
-    The answer to a party its path rejected (L{pipe._rendezvous}): the
+    The answer to a party its path rejected (L{pipe._transfer.rendezvous}): the
     rejection's message, with its status (400 or 409).
     """
     return Refusal(_REJECTION_STATUS[type(rejected)], rejected.body, rejected.reason)
@@ -96,16 +96,16 @@ class PipeResource(Resource):
     """
     C{/api/v1/pipe/<path>}: the sender and receivers of every pipe.
 
-    A sender's upload is streamed (see L{pipe._request.StreamingRequest}):
+    A sender's upload is streamed (see L{pipe._http.request.StreamingRequest}):
     this resource renders it as soon as its headers are in, and its body is
-    copied by a L{pipe._fanout.Fanout} to the receivers' requests.  Every
+    copied by a L{pipe._transfer.fanout.Fanout} to the receivers' requests.  Every
     refusal, whatever refuses (the request's syntax, the signature, the
     server's limits, the path), is a L{Refusal}, answered and counted in
     one place.
 
     @ivar registry: the server's L{Registry} (rendezvous, limits,
         statistics).
-    @ivar mount: where the pipe tree sits in its site (see L{pipe._mount}).
+    @ivar mount: where the pipe tree sits in its site (see L{pipe._http.mount}).
     """
 
     isLeaf = True
@@ -117,7 +117,7 @@ class PipeResource(Resource):
             (C{b"ci"}: pipes at C{/ci/api/v1/pipe/<path>}), or L{None} for
             the site's root; see L{pipe.server.make_site}.
         @raise ValueError: C{prefix} is not a plain path (see
-            L{pipe._mount.mount_at}).
+            L{pipe._http.mount.mount_at}).
         """
         super().__init__()
         self.registry = registry
@@ -156,7 +156,7 @@ class PipeResource(Resource):
         """
         Check the party's signature and the server's limits, then join its
         path as a sender or a receiver; if that completes the path, start
-        the transfer (L{pipe._transfer}).
+        the transfer (L{pipe._transfer.transfer}).
 
         @raise Refusal: the signature, a limit or the path refuses it.
         """
@@ -176,7 +176,7 @@ class PipeResource(Resource):
     def _authenticate(self, pipe: PipeRequest) -> Optional[Grant]:
         """
         Check the request's signed URL when signing is on (see
-        L{pipe._guard.Guard.check}).
+        L{pipe._transfer.guard.Guard.check}).
 
         @raise Refusal: 401 (no signature) or 403 (refused).
         """
@@ -312,7 +312,7 @@ def site_tree(pipes: PipeResource) -> RootResource:
         /api/v1/pipe/...   the pipes (L{PipeResource})
 
     and a plain-text 404 for everything else; all of it under the pipes'
-    mount, if any (C{/ci/healthz}, ...; see L{pipe._mount}).
+    mount, if any (C{/ci/healthz}, ...; see L{pipe._http.mount}).
     """
     registry = pipes.registry
     mount = pipes.mount

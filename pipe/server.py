@@ -15,13 +15,13 @@ from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from ._batch import WriteBatch
-from ._channel import StreamingChannel
-from ._interfaces import IPipeSite
-from ._registry import Registry
-from ._request import StreamingRequest
-from ._settings import Settings
-from .resource import PipeResource, site_tree
+from pipe._http.batch import WriteBatch
+from pipe._http.channel import StreamingChannel
+from pipe._http.interfaces import IPipeSite
+from pipe._http.request import StreamingRequest
+from pipe._settings import Settings
+from pipe._transfer.registry import Registry
+from pipe.resource import PipeResource, site_tree
 
 __all__ = ["PipeSite", "Settings", "make_site"]
 
@@ -40,7 +40,7 @@ class PipeSite(Site):
     resource tree with the pipe tree mounted under a prefix (see
     L{make_site}): then the requests under the prefix stream, and every
     other one is handled as a stock L{Site} handles it (see
-    L{pipe._mount}).  Connection handling (the header timeout, the drain)
+    L{pipe._http.mount}).  Connection handling (the header timeout, the drain)
     is the same for all.
 
     The access log is off for the pipe tree: a pipe path is a credential,
@@ -51,7 +51,7 @@ class PipeSite(Site):
     @ivar mount: where the pipe tree sits (C{pipes.mount}).
     @ivar tree: the pipe tree; C{resource} is the site's root: the pipe
         tree, or the application's own root.
-    @ivar registry: the server-wide state (L{pipe._registry.Registry});
+    @ivar registry: the server-wide state (L{pipe._transfer.registry.Registry});
         C{registry.rendezvous} holds every waiting and running path,
         C{registry.drain()} shuts down gracefully.  (C{relay} is its old
         name, kept until the next release.)
@@ -60,7 +60,7 @@ class PipeSite(Site):
         other attributes and methods its channels use are its
         L{IPipeSite}.
     @ivar trusted_proxies: the networks whose C{X-Forwarded-For} names the
-        client (C{--trusted-proxies}); read by L{pipe._parties}.
+        client (C{--trusted-proxies}); read by L{pipe._transfer.parties}.
     @ivar write_batch: the L{WriteBatch} its channels hold writes in while
         they handle a read.
     """
@@ -241,7 +241,7 @@ def make_site(
     @param prefix: the path segments the pipe tree is mounted under:
         C{b"ci"}, C{b"tools/pipes"} (letters, digits and C{.-_~}).
     @raise ValueError: only one of C{root} and C{prefix} is given, or
-        C{prefix} is not a plain path (see L{pipe._mount.mount_at}).
+        C{prefix} is not a plain path (see L{pipe._http.mount.mount_at}).
     """
     if (root is None) != (prefix is None):
         raise ValueError("give both root and prefix, or neither")

@@ -17,7 +17,7 @@ parameter (C{wait}) are not covered, so a URL survives a reverse proxy.
     >>> sign_url("https://pipe.example/api/v1/pipe/build-1?n=30", key, "send", 3600)
 
 C{txpipe sign} does the same from a shell.  The server side lives in
-C{pipe._guard}.
+C{pipe._transfer.guard}.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def sign_url(
     if not ttl > 0 or math.isinf(ttl):
         raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
     parts = urlsplit(url)
-    # A mount's prefix never contains api/v1/pipe (pipe._mount), so the
+    # A mount's prefix never contains api/v1/pipe (pipe._http.mount), so the
     # first one is the pipe's.
     start = parts.path.find(_PIPE_PREFIX)
     if start == -1 or parts.path[start:] == _PIPE_PREFIX:

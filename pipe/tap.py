@@ -21,17 +21,17 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
-from . import __version__
-from ._supported import TwistedMismatch
+from pipe import __version__
+from pipe._compat.supported import TwistedMismatch
 
 try:
-    from .server import PipeSite, make_site
+    from pipe.server import PipeSite, make_site
 except TwistedMismatch as mismatch:
     # One plain line for whoever runs twistd, not a traceback.
     raise SystemExit(f"twistd pipe: {mismatch}") from None
-from ._settings import Settings
-from ._settings import options as setting_options
-from .signing import KeyFileError, load_keys
+from pipe._settings import Settings
+from pipe._settings import options as setting_options
+from pipe.signing import KeyFileError, load_keys
 
 __all__ = ["ListenFailed", "Options", "makeService", "pipe_service"]
 
@@ -400,7 +400,7 @@ def _service(options: Options, reactor: Any, site: PipeSite) -> IService:
     for description in options["listen"]:
         _Listener(reactor, description, site).setServiceParent(service)
     if options["metrics-listen"]:
-        from ._metrics import metrics_site
+        from pipe._metrics import metrics_site
 
         metrics = metrics_site(site.registry, reactor)
         for description in options["metrics-listen"]:

@@ -20,8 +20,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 
-from pipe._channel import StreamingChannel, pending_bytes
-from pipe._writes import _unsent
+from pipe._http.channel import StreamingChannel, pending_bytes
+from pipe._http.writes import _unsent
 from pipe.server import make_site
 
 from .helpers import wait_for
@@ -200,7 +200,7 @@ async def test_a_tiny_pipe_is_one_write_per_connection(
     A tiny transfer happens while the sender's request is read: its status
     line, headers, progress lines, last line and end of chunks go out as
     one write, and so do the receiver's headers and body (see
-    L{pipe._batch}); every byte still arrives.
+    L{pipe._http.batch}); every byte still arrives.
     """
     writes: List[Any] = []
     original = StreamingChannel._write_through

@@ -1,5 +1,5 @@
 """
-Tests for L{pipe._chunked}: the fast chunked decoder against Twisted's own,
+Tests for L{pipe._http.chunked}: the fast chunked decoder against Twisted's own,
 differentially, on generated streams cut into generated reads (valid and
 damaged), and the copies it saves.
 """
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 
-from pipe import _compat as compat
-from pipe._chunked import ChunkedDecoder
+from pipe._compat import internals as compat
+from pipe._http.chunked import ChunkedDecoder
 
 
 @compat.check_chunk_size_line

@@ -24,7 +24,7 @@ from typing import Any, List, Tuple
 import pytest_twisted
 
 from pipe import __version__
-from pipe._exit import ExitStatus
+from pipe._cli.exit import ExitStatus
 from pipe.client import receive
 
 from .helpers import (

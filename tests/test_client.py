@@ -28,8 +28,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 import pipe.client
-from pipe._client_body import BodyFlow, BodyProtocol
-from pipe._client_source import CountingProducer, FileProducer
+from pipe._client.body import BodyFlow, BodyProtocol
+from pipe._client.source import CountingProducer, FileProducer
 from pipe.client import (
     CHUNK_SIZE,
     PipeRejected,
@@ -334,16 +334,16 @@ def test_importing_the_client_installs_no_reactor() -> None:
     """
     modules = (
         "pipe.client",
-        "pipe._client_body",
-        "pipe._client_errors",
-        "pipe._client_receive",
-        "pipe._client_send",
-        "pipe._client_source",
-        "pipe._client_types",
-        "pipe._cli",
-        "pipe._cli_output",
-        "pipe._cli_progress",
-        "pipe._transfer_cli",
+        "pipe._client.body",
+        "pipe._client.errors",
+        "pipe._client.receive",
+        "pipe._client.send",
+        "pipe._client.source",
+        "pipe._client.types",
+        "pipe._cli.main",
+        "pipe._cli.output",
+        "pipe._cli.progress",
+        "pipe._cli.send_recv",
     )
     code = (
         f"import sys, {', '.join(modules)};"

@@ -1,5 +1,5 @@
 """
-Tests for L{pipe._compat}: the Twisted internals txpipe relies on are all
+Tests for L{pipe._compat.internals}: the Twisted internals txpipe relies on are all
 named there, and a Twisted that lacks one is refused at import.
 """
 
@@ -14,10 +14,11 @@ import pytest
 from twisted.web import http
 
 import twisted
-from pipe import _compat
-from pipe._compat import REQUIRED, Internal, TwistedMismatch, check, missing
+from pipe._compat import internals as _compat
+from pipe._compat.internals import REQUIRED, Internal, TwistedMismatch, check, missing
 
-PIPE = Path(_compat.__file__).parent
+COMPAT = Path(_compat.__file__).parent
+PIPE = COMPAT.parent
 TWISTED = Path(twisted.__file__).parent
 
 #: Twisted source files whose private names txpipe could reach.
@@ -62,26 +63,27 @@ def test_the_installed_twisted_has_every_internal() -> None:
 
 def test_only_compat_names_twisted_private_names() -> None:
     """
-    No module but L{pipe._compat} uses (reads, sets or overrides) a private
-    name of Twisted's, and each one L{pipe._compat} uses is declared in
-    L{REQUIRED}, so that L{check} covers it.
+    No module outside L{pipe._compat} uses (reads, sets or overrides) a
+    private name of Twisted's, and each one a module of L{pipe._compat} uses
+    is declared in L{REQUIRED}, so that L{check} covers it.
     """
     twisted_names: Set[str] = set()
     for source in TWISTED_SOURCES:
         twisted_names |= private_names((TWISTED / source).read_text())
     named = {}
-    for module in sorted(PIPE.glob("*.py")):
-        if module.name == "_compat.py":
+    for module in sorted(PIPE.rglob("*.py")):
+        if COMPAT in module.parents:
             continue
         used = private_names(module.read_text()) & twisted_names - OWN
         if used:
-            named[module.name] = sorted(used)
+            named[str(module.relative_to(PIPE))] = sorted(used)
     assert named == {}, (
-        "reach Twisted's internals through pipe/_compat.py (or, if these are "
+        "reach Twisted's internals through pipe/_compat/ (or, if these are "
         "txpipe's own names, list them in this test's OWN)"
     )
-    compat_text = (PIPE / "_compat.py").read_text()
-    used = private_names(compat_text) & twisted_names - OWN
+    used = set()
+    for module in COMPAT.rglob("*.py"):
+        used |= private_names(module.read_text()) & twisted_names - OWN
     declared = {internal.name for internal in REQUIRED}
     assert used - declared == set(), "declare these in REQUIRED"
 
@@ -91,8 +93,8 @@ def test_only_compat_imports_twisted_private_names() -> None:
     No other module imports a private name or module of Twisted's.
     """
     imports = []
-    for module in sorted(PIPE.glob("*.py")):
-        if module.name == "_compat.py":
+    for module in sorted(PIPE.rglob("*.py")):
+        if COMPAT in module.parents:
             continue
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
@@ -104,7 +106,7 @@ def test_only_compat_imports_twisted_private_names() -> None:
             else:
                 continue
             if any(part.startswith("_") for n in names for part in n.split(".")):
-                imports.append((module.name, names))
+                imports.append((str(module.relative_to(PIPE)), names))
     assert [i for i in imports if i[1][0].startswith("twisted")] == []
 
 
@@ -144,7 +146,7 @@ def test_a_twisted_older_than_the_range_is_named_in_one_line() -> None:
     L{check_version} refuses a Twisted older than the oldest supported,
     naming the range and the installed release.
     """
-    from pipe._supported import OLDEST_TWISTED, check_version
+    from pipe._compat.supported import OLDEST_TWISTED, check_version
 
     check_version(OLDEST_TWISTED)
     check_version((99, 1, 0))
@@ -193,19 +195,19 @@ def test_every_override_of_twisted_is_listed() -> None:
     """
     Every method of Twisted's channel, request and chunked decoder that a
     txpipe subclass defines is listed: a public one in
-    L{pipe._compat.OVERRIDDEN} (with the Twisted release it copies, if it
+    L{pipe._compat.internals.OVERRIDDEN} (with the Twisted release it copies, if it
     is a copy), a private hook in L{REQUIRED}.
     """
     from twisted.web import server
 
-    from pipe._acknowledging import AcknowledgingChannel
-    from pipe._channel import StreamingChannel
-    from pipe._chunked import ChunkedDecoder
-    from pipe._request import StreamingRequest
-    from pipe._response import RespondingRequest
-    from pipe._strict import StrictChannel
-    from pipe._timers import TimedChannel
-    from pipe._writes import WritingChannel
+    from pipe._compat.legacy.parsing import StrictChannel
+    from pipe._http.acknowledging import AcknowledgingChannel
+    from pipe._http.channel import StreamingChannel
+    from pipe._http.chunked import ChunkedDecoder
+    from pipe._http.request import StreamingRequest
+    from pipe._http.response import RespondingRequest
+    from pipe._http.timers import TimedChannel
+    from pipe._http.writes import WritingChannel
 
     ours = [
         (StrictChannel, http.HTTPChannel),
@@ -235,7 +237,7 @@ def test_every_override_of_twisted_is_listed() -> None:
 
 def test_each_listed_override_is_where_it_says() -> None:
     """
-    Each class L{pipe._compat.OVERRIDDEN} names as overriding a method does
+    Each class L{pipe._compat.internals.OVERRIDDEN} names as overriding a method does
     define it (a conditional one, on an older Twisted only, may not).
     """
     import importlib
@@ -244,7 +246,7 @@ def test_each_listed_override_is_where_it_says() -> None:
     for override in _compat.OVERRIDDEN:
         if "on Twisted <" in override.where:
             continue
-        for module, name in re.findall(r"(_\w+)\.(\w+)", override.where):
+        for module, name in re.findall(r"(_\w+\.\w+)\.(\w+)", override.where):
             cls = getattr(importlib.import_module(f"pipe.{module}"), name)
             if override.name not in vars(cls):
                 wrong.append(f"{name}.{override.name}")

@@ -1,6 +1,6 @@
 """
-The container image's entry point (L{pipe._container}) and C{HEALTHCHECK}
-(L{pipe._healthcheck}) as real processes on loopback, and the version the
+The container image's entry point (L{pipe._deploy.container}) and C{HEALTHCHECK}
+(L{pipe._deploy.healthcheck}) as real processes on loopback, and the version the
 C{Dockerfile} and the Kubernetes Deployment carry.  The image itself is
 tested in C{tests/container} (C{tox -e container}).
 """
@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Server:
     """
-    C{python -m pipe._container ARGS} on a loopback port, its output read
+    C{python -m pipe._deploy.container ARGS} on a loopback port, its output read
     line by line.
     """
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipe._container", *args],
+            [sys.executable, "-m", "pipe._deploy.container", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -87,7 +87,7 @@ def start(servers: List[Server], *args: str) -> Server:
 
 def healthcheck(url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipe._healthcheck"],
+        [sys.executable, "-m", "pipe._deploy.healthcheck"],
         env={**child_env(), "TXPIPE_HEALTHCHECK_URL": url},
         capture_output=True,
         text=True,
@@ -180,13 +180,18 @@ def test_the_drain_watch_is_a_log_observer() -> None:
     from twisted.logger import ILogObserver
     from zope.interface.verify import verifyObject
 
-    from pipe._container import _DrainWatch
+    from pipe._deploy.container import _DrainWatch
 
     watch = _DrainWatch()
     assert verifyObject(ILogObserver, watch)
-    watch({"log_namespace": "pipe._registry.Registry", "log_format": "drained"})
+    watch(
+        {"log_namespace": "pipe._transfer.registry.Registry", "log_format": "drained"}
+    )
     assert not watch.aborted
     watch(
-        {"log_namespace": "pipe._registry.Registry", "log_format": "drain timeout: x"}
+        {
+            "log_namespace": "pipe._transfer.registry.Registry",
+            "log_format": "drain timeout: x",
+        }
     )
     assert watch.aborted

@@ -14,8 +14,8 @@ from typing import Any, List
 import pytest_twisted
 from twisted.internet import defer
 
-from pipe import _tcp
-from pipe._writes import pending_bytes
+from pipe._http import tcp as _tcp
+from pipe._http.writes import pending_bytes
 
 from .helpers import (
     DONE,

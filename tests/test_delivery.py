@@ -25,14 +25,14 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from pipe import _tcp
-from pipe._delivery import (
+from pipe._http import tcp as _tcp
+from pipe._http.delivery import (
     DELIVERY_CHECK_LONGEST,
     DELIVERY_CHECK_MAX,
     Delivery,
     Linger,
 )
-from pipe._interfaces import IDeliveryConnection, IDeliveryWatcher, ILingerChannel
+from pipe._http.interfaces import IDeliveryConnection, IDeliveryWatcher, ILingerChannel
 
 from .helpers import (
     DONE,
@@ -328,7 +328,7 @@ async def test_status_counts_a_settling_transfer_as_running(
 
 def test_position_and_duplicate_read_a_real_connection() -> None:
     """
-    L{pipe._tcp} against a loopback connection whose peer does not read:
+    L{pipe._http.tcp} against a loopback connection whose peer does not read:
     the written count grows with each write, the acknowledged count lags,
     and a duplicate descriptor still answers after the socket is closed
     and the peer reset.
@@ -370,7 +370,7 @@ def test_unix_sockets_are_not_counted() -> None:
     A Unix socket's send queue empties when the peer reads, or dies: it
     says nothing about delivery, and the channel never asks it.
     """
-    from pipe._writes import tcp_socket_of as _tcp_socket
+    from pipe._http.writes import tcp_socket_of as _tcp_socket
 
     class Transport:
         def __init__(self, sock: socket.socket) -> None:

@@ -16,9 +16,9 @@ import pipe.resource
 import pipe.server
 import pipe.signing
 import pipe.tap
-from pipe._channel import _ReadGate
-from pipe._fanout import Branch
-from pipe._request import _UploadProducer
+from pipe._http.channel import _ReadGate
+from pipe._http.request import _UploadProducer
+from pipe._transfer.fanout import Branch
 
 
 def test_public_names() -> None:

@@ -1,5 +1,6 @@
 """
-Tests for L{pipe._fanout} and L{pipe._watchdog}: one upload copied to N
+Tests for L{pipe._transfer.fanout} and L{pipe._transfer.watchdog}: one upload
+copied to N
 outlets, paced by the slowest, with plain fake producers and outlets.
 """
 
@@ -17,7 +18,7 @@ from twisted.web.client import ResponseDone
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from pipe._fanout import (
+from pipe._transfer.fanout import (
     HOLD_LIMIT,
     Branch,
     BranchState,
@@ -26,8 +27,8 @@ from pipe._fanout import (
     IOutlet,
     State,
 )
-from pipe._outcome import Outcome
-from pipe._watchdog import IWatched, Watchdogs
+from pipe._transfer.outcome import Outcome
+from pipe._transfer.watchdog import IWatched, Watchdogs
 
 
 class Upload:

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
-from pipe._forwarded import forwarded_client, parse_networks
+from pipe._http.forwarded import forwarded_client, parse_networks
 from pipe.server import PipeSite, Settings, make_site
 from pipe.tap import Options
 

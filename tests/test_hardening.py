@@ -15,14 +15,14 @@ from twisted.logger import formatEvent
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from pipe._fanout import IFanoutListener, IOutlet
+from pipe._http.request import DISCARD_SECONDS
 from pipe._metrics import DEPRECATED_NAMES, LiveCollector
-from pipe._outcome import Outcome
-from pipe._parties import Receiver
-from pipe._registry import DEPRECATED_KEYS, DRAIN_GRACE, IParty
-from pipe._rendezvous import ISenderParty
-from pipe._request import DISCARD_SECONDS
-from pipe._watchdog import IWatched, IWatchedReceiver
+from pipe._transfer.fanout import IFanoutListener, IOutlet
+from pipe._transfer.outcome import Outcome
+from pipe._transfer.parties import Receiver
+from pipe._transfer.registry import DEPRECATED_KEYS, DRAIN_GRACE, IParty
+from pipe._transfer.rendezvous import ISenderParty
+from pipe._transfer.watchdog import IWatched, IWatchedReceiver
 from pipe.server import PipeSite, Settings, make_site
 
 from .helpers import Peer, chunk, get, put_head
@@ -385,7 +385,7 @@ def test_transfer_events_keep_their_old_namespace_for_one_release(
 ) -> None:
     """
     Every transfer event is published under C{pipe.transfer} and, until the
-    next release, copied under the old C{pipe._parties.Sender} without a
+    next release, copied under the old C{pipe._transfer.parties.Sender} without a
     format (a text log shows it once) but with every field (a JSON log and
     a filter on the old namespace still see it).
     """
@@ -394,7 +394,7 @@ def test_transfer_events_keep_their_old_namespace_for_one_release(
     Peer(site).send(put_head(b"p", 1, 2) + b"hi")
     assert r.body() == b"hi"
     new = [e for e in events if e["log_namespace"] == "pipe.transfer"]
-    old = [e for e in events if e["log_namespace"] == "pipe._parties.Sender"]
+    old = [e for e in events if e["log_namespace"] == "pipe._transfer.parties.Sender"]
     assert new and len(old) == len(new)
     for event, copy in zip(new, old):
         assert "log_format" not in copy and "log_failure" not in copy
@@ -558,12 +558,14 @@ def test_drain_events_keep_their_old_namespace_for_one_release(
     clock: Clock, events: Any
 ) -> None:
     """
-    The drain's events are published under C{pipe._registry.Registry} and,
+    The drain's events are published under C{pipe._transfer.registry.Registry} and,
     until the next release, copied without a format under the old
     C{pipe._relay.Relay}.
     """
     site_with(clock).registry.drain()
-    new = [e for e in events if e["log_namespace"] == "pipe._registry.Registry"]
+    new = [
+        e for e in events if e["log_namespace"] == "pipe._transfer.registry.Registry"
+    ]
     old = [e for e in events if e["log_namespace"] == "pipe._relay.Relay"]
     assert [e["log_format"] for e in new][-1] == "drained"
     assert len(old) == len(new)

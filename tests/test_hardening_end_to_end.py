@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 
-from pipe._outcome import Outcome
+from pipe._transfer.outcome import Outcome
 
 from .helpers import (
     HeldReceiver,
@@ -270,7 +270,7 @@ async def test_json_logs_through_twistd_logger(reactor: Any, tmp_path: Path) -> 
     ends = [e for e in events if e.get("outcome") == "complete"]
     # The event, and its copy under the old namespace for one release.
     assert sorted(e["log_namespace"] for e in ends) == [
-        "pipe._parties.Sender",
+        "pipe._transfer.parties.Sender",
         "pipe.transfer",
     ]
     for end in ends:
@@ -290,7 +290,7 @@ async def test_text_log_shows_each_transfer_once(reactor: Any, tmp_path: Path) -
     lines = [line for line in output.splitlines() if b"complete: 5 bytes" in line]
     assert len(lines) == 1, output
     assert b"[pipe.transfer#info] transfer " in lines[0]
-    assert b"pipe._parties.Sender" not in output
+    assert b"pipe._transfer.parties.Sender" not in output
 
 
 @pytest_twisted.ensureDeferred

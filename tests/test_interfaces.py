@@ -1,5 +1,5 @@
 """
-The connection layer's contracts (L{pipe._interfaces}, L{pipe._batch}) are
+The connection layer's contracts (L{pipe._http.interfaces}, L{pipe._http.batch}) are
 provided by the real objects that claim them: a site's channel, the site,
 a channel's own delivery watcher, and a receiver.
 """
@@ -10,17 +10,17 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface.verify import verifyObject
 
-from pipe._batch import IHolder
-from pipe._channel import StreamingChannel
-from pipe._delivery import Linger
-from pipe._interfaces import (
+from pipe._http.batch import IHolder
+from pipe._http.channel import StreamingChannel
+from pipe._http.delivery import Linger
+from pipe._http.interfaces import (
     IConnection,
     IDeliveryConnection,
     IDeliveryWatcher,
     ILingerChannel,
     IPipeSite,
 )
-from pipe._parties import Receiver
+from pipe._transfer.parties import Receiver
 from pipe.server import PipeSite, make_site
 
 

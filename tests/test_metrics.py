@@ -165,8 +165,8 @@ def test_statistics_are_per_server_and_status_reads_them() -> None:
     """
     from twisted.internet.task import Clock
 
-    from pipe._outcome import Outcome
-    from pipe._registry import Registry
+    from pipe._transfer.outcome import Outcome
+    from pipe._transfer.registry import Registry
 
     one, other = Registry(Clock(), Settings()), Registry(Clock(), Settings())
     one.statistics.transfer_ended(Outcome.COMPLETE, 10, 20, 0.5)
@@ -209,8 +209,8 @@ def test_every_refusal_reason_is_exported_from_the_start() -> None:
     """
     from twisted.internet.task import Clock
 
-    from pipe._refusal import REASONS
-    from pipe._registry import Registry
+    from pipe._transfer.refusal import REASONS
+    from pipe._transfer.registry import Registry
 
     server = Registry(Clock(), Settings())
     collectors = server.statistics.collectors

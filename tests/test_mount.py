@@ -1,6 +1,6 @@
 """
 A site that mounts the pipe tree into an application's own resource tree
-(L{pipe._mount}), on real L{StreamingChannel}s over L{StringTransport}s:
+(L{pipe._http.mount}), on real L{StreamingChannel}s over L{StringTransport}s:
 requests outside the prefix are twisted.web's own (the body spooled to
 C{request.content}, the form and query in C{request.args}, Twisted's
 automatic C{100 Continue} and idle timeout); requests under it stream as in
@@ -26,8 +26,8 @@ except ImportError:  # Twisted before 22.10
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
-from pipe._mount import ROOT, mount_at
-from pipe._request import DISCARD_LIMIT, Body, StreamingRequest
+from pipe._http.mount import ROOT, mount_at
+from pipe._http.request import DISCARD_LIMIT, Body, StreamingRequest
 from pipe.resource import PipeResource
 from pipe.server import PipeSite, make_site
 from pipe.signing import Scope, canonical, sign_url, signature

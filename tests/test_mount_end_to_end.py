@@ -17,7 +17,7 @@ import pytest_twisted
 from twisted.web.resource import Resource
 from twisted.web.static import File
 
-from pipe._request import StreamingRequest
+from pipe._http.request import StreamingRequest
 from pipe.client import PipeRejected, receive, send
 from pipe.server import PipeSite, Settings, make_site
 from pipe.signing import sign_url

@@ -17,8 +17,8 @@ from typing import Any, List
 import pytest_twisted
 from twisted.internet.endpoints import serverFromString
 
-from pipe._channel import StreamingChannel
-from pipe._writes import tcp_connection
+from pipe._http.channel import StreamingChannel
+from pipe._http.writes import tcp_connection
 from pipe.server import make_site
 
 from .helpers import raw_http, split_responses, wait_for

@@ -1,5 +1,5 @@
 """
-Tests for L{pipe._rendezvous}: matching one sender with n receivers.
+Tests for L{pipe._transfer.rendezvous}: matching one sender with n receivers.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import List, Tuple
 import pytest
 from zope.interface import implementer
 
-from pipe import _messages as messages
-from pipe._rendezvous import (
+from pipe._transfer import messages as messages
+from pipe._transfer.rendezvous import (
     CountMismatch,
     ISenderParty,
     Match,

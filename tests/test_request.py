@@ -20,11 +20,11 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from pipe import _channel
-from pipe._channel import _ReadGate
-from pipe._chunked import Pieces
-from pipe._fanout import HOLD_LIMIT
-from pipe._request import DISCARD_LIMIT, DISCARD_SECONDS
+from pipe._http import channel as _channel
+from pipe._http.channel import _ReadGate
+from pipe._http.chunked import Pieces
+from pipe._http.request import DISCARD_LIMIT, DISCARD_SECONDS
+from pipe._transfer.fanout import HOLD_LIMIT
 from pipe.server import PipeSite, Settings, make_site
 
 from .helpers import Peer, chunk, get, put_head

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Tuple, cast
 import pytest
 import pytest_twisted
 
-from pipe import _messages as messages
-from pipe._parse import parse_n
+from pipe._transfer import messages as messages
+from pipe._transfer.parse import parse_n
 
 from .helpers import RunningServer, curl, payload, raw_http, wait_for
 
@@ -201,8 +201,8 @@ async def test_control_byte_in_path_is_400(reactor: Any, server: RunningServer) 
 
 
 def test_path_check_names_the_control_byte() -> None:
-    from pipe._parse import parse_path
-    from pipe._refusal import Refusal
+    from pipe._transfer.parse import parse_path
+    from pipe._transfer.refusal import Refusal
 
     with pytest.raises(Refusal) as info:
         parse_path(b"/api/v1/pipe/a\x01")

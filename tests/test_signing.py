@@ -1,6 +1,6 @@
 """
 Signed URLs: minting (L{pipe.signing}), checking and spending
-(L{pipe._guard}), the key file, C{twistd pipe --secret-file} and the
+(L{pipe._transfer.guard}), the key file, C{twistd pipe --secret-file} and the
 C{txpipe sign} command.  The HTTP side is in test_signing_end_to_end.
 """
 
@@ -17,9 +17,9 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.python import usage
 
-from pipe import _cli
-from pipe._guard import Grant, Guard, Requirement
-from pipe._refusal import Refusal
+from pipe._cli import main as _cli
+from pipe._transfer.guard import Grant, Guard, Requirement
+from pipe._transfer.refusal import Refusal
 from pipe.signing import (
     MIN_KEY_LENGTH,
     KeyFileError,

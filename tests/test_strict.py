@@ -1,5 +1,6 @@
 """
-Tests for L{pipe._strict} (and the chunk-size check of L{pipe._compat}):
+Tests for L{pipe._compat.legacy.parsing} (and the chunk-size check of
+L{pipe._compat.internals}):
 on every supported Twisted, hostile request lines, header names and
 framing get the answer the newest Twisted gives, and pipelined requests
 are answered in order, never inside another response.
@@ -19,8 +20,8 @@ from twisted.internet import task
 from twisted.web.resource import Resource
 
 from pipe import __version__
-from pipe import _compat as compat
-from pipe._strict import valid_header_name, valid_request_line
+from pipe._compat import internals as compat
+from pipe._compat.legacy.parsing import valid_header_name, valid_request_line
 from pipe.server import make_site
 
 from .helpers import RunningServer, raw_http, split_responses

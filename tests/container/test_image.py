@@ -74,7 +74,11 @@ def test_the_image_is_labelled_non_root_and_carries_no_build_tools(
     assert labels["org.opencontainers.image.licenses"] == "MIT"
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert config["User"] == f"{UID}:{GID}"
-    assert config["Entrypoint"] == ["/opt/txpipe/bin/python", "-m", "pipe._container"]
+    assert config["Entrypoint"] == [
+        "/opt/txpipe/bin/python",
+        "-m",
+        "pipe._deploy.container",
+    ]
     assert config["Cmd"] == ["--listen", "tcp:8080"]
     assert "8080/tcp" in config["ExposedPorts"]
     # As root, to see everywhere: no compiler, no source tree, no wheels or

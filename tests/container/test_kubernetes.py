@@ -89,7 +89,10 @@ def test_the_image_runs_with_the_deployments_settings(
         port = ports.get(get["port"], get["port"])
         url = f"http://127.0.0.1:{port}{get['path']}"
         result = container.exec(
-            "python", "-m", "pipe._healthcheck", env={"TXPIPE_HEALTHCHECK_URL": url}
+            "python",
+            "-m",
+            "pipe._deploy.healthcheck",
+            env={"TXPIPE_HEALTHCHECK_URL": url},
         )
         assert (result.returncode, result.stdout.strip()) == (0, "200 ok"), result
     signalled = time.monotonic()

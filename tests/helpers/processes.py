@@ -180,7 +180,7 @@ TXPIPE = [
     "\n".join(
         [
             "import re, resource, sys",
-            "from pipe._cli import main",
+            "from pipe._cli.main import main",
             "code = main(sys.argv[1:])",
             "try:",
             "    with open('/proc/self/status') as status:",
