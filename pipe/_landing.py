@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import html
 import re
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 from twisted.web.resource import Resource
 
 from pipe import __version__
-from pipe._http.request import StreamingRequest
 from pipe._transfer.registry import Registry
+
+if TYPE_CHECKING:
+    from pipe._http.request import StreamingRequest
 
 __all__ = ["Landing", "Version", "base_url"]
 

@@ -12,9 +12,6 @@ is a WSGI application), so the live figures come from one snapshot taken in
 the reactor thread (C{blockingCallFromThread}); the statistics are
 thread-safe on their own.
 No label holds a path.
-
-Renamed metrics are exported under their old names too, with the same
-values, for one release (L{DEPRECATED_NAMES}).
 """
 
 from __future__ import annotations
@@ -32,14 +29,7 @@ from pipe._transfer import messages as messages
 from pipe._transfer.registry import Registry
 from pipe._transfer.rendezvous import Stage
 
-__all__ = ["DEPRECATED_NAMES", "LiveCollector", "metrics_registry", "metrics_site"]
-
-#: Metrics renamed in this release, still exported under the old name (same value)
-#: until the next release: old name -> new name.
-DEPRECATED_NAMES = {
-    "txpipe_delivered_bytes": "txpipe_written_bytes",
-    "txpipe_pipes_settling": "txpipe_pipes_awaiting_acks",
-}
+__all__ = ["LiveCollector", "metrics_registry", "metrics_site"]
 
 
 def _snapshot(registry: Registry) -> Dict[str, Any]:
@@ -86,12 +76,6 @@ _SINGLE = [
         "written",
     ),
     (
-        CounterMetricFamily,
-        "txpipe_delivered_bytes",
-        "Deprecated (removed in the next release): txpipe_written_bytes.",
-        "written",
-    ),
-    (
         GaugeMetricFamily,
         "txpipe_spent_signatures",
         "Used signed URLs remembered until they expire.",
@@ -133,11 +117,6 @@ class LiveCollector:
             "txpipe_pipes_awaiting_acks",
             "Running pipes whose upload is complete, waiting for receivers to"
             " acknowledge the last bytes.",
-            value=s["awaiting_acks"],
-        )
-        yield GaugeMetricFamily(
-            "txpipe_pipes_settling",
-            "Deprecated (removed in the next release): txpipe_pipes_awaiting_acks.",
             value=s["awaiting_acks"],
         )
         for family, name, doc, key in _SINGLE:

@@ -125,13 +125,6 @@ class PipeResource(Resource):
         self._pipe_prefix = self.mount.pipe_prefix
 
     @property
-    def relay(self) -> Registry:
-        """
-        The old name of L{registry}, kept until the next release.
-        """
-        return self.registry
-
-    @property
     def rendezvous(self) -> Rendezvous:  # type: ignore[type-arg]
         """
         The table of waiting and running paths (the registry's).

@@ -53,8 +53,7 @@ class PipeSite(Site):
         tree, or the application's own root.
     @ivar registry: the server-wide state (L{pipe._transfer.registry.Registry});
         C{registry.rendezvous} holds every waiting and running path,
-        C{registry.drain()} shuts down gracefully.  (C{relay} is its old
-        name, kept until the next release.)
+        C{registry.drain()} shuts down gracefully.
     @ivar header_timeout: seconds a client has to send its request line and
         headers (0: no limit); read by L{StreamingChannel}.  This and the
         other attributes and methods its channels use are its
@@ -106,13 +105,6 @@ class PipeSite(Site):
             self.timeOut = None
         self.write_batch = WriteBatch()
         self._channels: Set[StreamingChannel] = set()
-
-    @property
-    def relay(self) -> Registry:
-        """
-        The old name of L{registry}, kept until the next release.
-        """
-        return self.registry
 
     def getResourceFor(self, request: IRequest) -> IResource:
         """

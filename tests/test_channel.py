@@ -20,8 +20,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 
-from pipe._http.channel import StreamingChannel, pending_bytes
-from pipe._http.writes import _unsent
+from pipe._http.channel import StreamingChannel
+from pipe._http.writes import _unsent, pending_bytes
 from pipe.server import make_site
 
 from .helpers import wait_for
@@ -74,24 +74,6 @@ def test_string_transport_buffers_as_usual() -> None:
     channel.writeSequence([b"a", b"bc"])
     channel.write(b"d")
     assert transport.value() == b"abcd"
-
-
-def test_header_pairs_are_written_with_the_fixed_headers() -> None:
-    """
-    Twisted's backward-compatible header form (pairs) is sanitized as
-    Twisted does, and the fixed headers a streamed response set still follow.
-    """
-    channel = make_site(Clock()).buildProtocol(None)  # type: ignore[arg-type]
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.add_to_head(b"X-Fixed: yes\r\n")
-    channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [(b"x-a", b"1\r\nX-B: 2")])
-    assert transport.value() == (
-        b"HTTP/1.1 200 OK\r\nX-A: 1 X-B: 2\r\nX-Fixed: yes\r\n\r\n"
-    )
-    transport.clear()
-    channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [])
-    assert transport.value() == b"HTTP/1.1 200 OK\r\n\r\n", "written once"
 
 
 @pytest_twisted.ensureDeferred

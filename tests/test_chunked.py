@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 
-from pipe._compat import internals as compat
+from pipe._compat.patches import decoder_for_installed_twisted
 from pipe._http.chunked import ChunkedDecoder
 
 
-@compat.check_chunk_size_line
+@decoder_for_installed_twisted
 class TwistedRules(_ChunkedTransferDecoder):  # type: ignore[misc]
     """
     Twisted's own decoder, held to the chunk-size rules of Twisted 22.4.0

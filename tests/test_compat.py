@@ -15,7 +15,18 @@ from twisted.web import http
 
 import twisted
 from pipe._compat import internals as _compat
-from pipe._compat.internals import REQUIRED, Internal, TwistedMismatch, check, missing
+from pipe._compat import legacy
+from pipe._compat.internals import (
+    TWISTED_NAMES,
+    Internal,
+    TwistedMismatch,
+    Use,
+    check,
+    missing,
+)
+
+#: Every name of Twisted's txpipe relies on, older releases' included.
+REQUIRED = TWISTED_NAMES + legacy.NAMES
 
 COMPAT = Path(_compat.__file__).parent
 PIPE = COMPAT.parent
@@ -65,7 +76,8 @@ def test_only_compat_names_twisted_private_names() -> None:
     """
     No module outside L{pipe._compat} uses (reads, sets or overrides) a
     private name of Twisted's, and each one a module of L{pipe._compat} uses
-    is declared in L{REQUIRED}, so that L{check} covers it.
+    is declared in L{TWISTED_NAMES} or L{legacy.NAMES}, so that L{check}
+    covers it.
     """
     twisted_names: Set[str] = set()
     for source in TWISTED_SOURCES:
@@ -119,9 +131,9 @@ Renamed._send100Continue = None  # type: ignore[assignment]
 
 def test_a_missing_internal_fails_loudly_naming_it() -> None:
     required = [
-        Internal(Renamed, "_send100Continue", True, "_channel: no 100 Continue"),
-        Internal(Renamed, "_command", False, "_channel: the method"),
-        Internal(Renamed, "_no_such_state", False, "_channel: something"),
+        Internal(Renamed, "_send100Continue", Use.HOOK, "_channel: no 100 Continue"),
+        Internal(Renamed, "_command", Use.STATE, "_channel: the method"),
+        Internal(Renamed, "_no_such_state", Use.STATE, "_channel: something"),
     ]
     assert [i.name for i in missing(required)] == [
         "_send100Continue",
@@ -134,7 +146,7 @@ def test_a_missing_internal_fails_loudly_naming_it() -> None:
         f"txpipe cannot run on Twisted {twisted.__version__}: it lacks\n"
     )
     assert (
-        "  tests.test_compat.Renamed._send100Continue (overridden by"
+        "  tests.test_compat.Renamed._send100Continue (hooked by"
         " _channel: no 100 Continue)\n" in message
     )
     assert "Renamed._no_such_state (used by _channel: something)" in message
@@ -194,33 +206,31 @@ def test_twistd_pipe_on_an_old_twisted_says_one_line() -> None:
 def test_every_override_of_twisted_is_listed() -> None:
     """
     Every method of Twisted's channel, request and chunked decoder that a
-    txpipe subclass defines is listed: a public one in
-    L{pipe._compat.internals.OVERRIDDEN} (with the Twisted release it copies, if it
-    is a copy), a private hook in L{REQUIRED}.
+    txpipe class defines is in the one table of names txpipe relies on
+    (with the Twisted release it copies, if it is a copy).
     """
     from twisted.web import server
 
-    from pipe._compat.legacy.parsing import StrictChannel
-    from pipe._http.acknowledging import AcknowledgingChannel
+    from pipe._compat.legacy.parsing import StrictParsing
+    from pipe._http.acknowledging import Acknowledgements
     from pipe._http.channel import StreamingChannel
     from pipe._http.chunked import ChunkedDecoder
     from pipe._http.request import StreamingRequest
     from pipe._http.response import RespondingRequest
-    from pipe._http.timers import TimedChannel
-    from pipe._http.writes import WritingChannel
+    from pipe._http.timers import Timers
+    from pipe._http.writes import WritePath
 
     ours = [
-        (StrictChannel, http.HTTPChannel),
-        (WritingChannel, http.HTTPChannel),
-        (AcknowledgingChannel, http.HTTPChannel),
-        (TimedChannel, http.HTTPChannel),
-        (StreamingChannel, http.HTTPChannel),
+        (StrictParsing, http.HTTPChannel),
+        (WritePath, http.HTTPChannel),
+        (Acknowledgements, http.HTTPChannel),
+        (Timers, http.HTTPChannel),
+        *((cls, http.HTTPChannel) for cls in StreamingChannel.__mro__[:2]),
         (RespondingRequest, server.Request),
         (StreamingRequest, server.Request),
         (ChunkedDecoder, _compat.ChunkedTransferDecoder),
     ]
-    listed = {(o.owner, o.name) for o in _compat.OVERRIDDEN}
-    listed |= {(i.owner, i.name) for i in REQUIRED if i.hook}
+    listed = {(i.owner, i.name) for i in REQUIRED if i.overridden}
     unlisted = [
         f"{cls.__name__}.{name}"
         for cls, twisted_class in ours
@@ -231,23 +241,81 @@ def test_every_override_of_twisted_is_listed() -> None:
         and (twisted_class, name) not in listed
     ]
     assert unlisted == []
-    copies = {o.name for o in _compat.OVERRIDDEN if o.copied_from}
+    copies = {i.name for i in TWISTED_NAMES if i.copied_from}
     assert "writeHeaders" in copies
 
 
 def test_each_listed_override_is_where_it_says() -> None:
     """
-    Each class L{pipe._compat.internals.OVERRIDDEN} names as overriding a method does
-    define it (a conditional one, on an older Twisted only, may not).
+    Each class the table names as overriding a method does define it (a
+    conditional one, on an older Twisted only, may not).
     """
     import importlib
 
     wrong = []
-    for override in _compat.OVERRIDDEN:
-        if "on Twisted <" in override.where:
+    for internal in REQUIRED:
+        if internal.use is not Use.OVERRIDE or "on Twisted <" in internal.why:
             continue
-        for module, name in re.findall(r"(_\w+\.\w+)\.(\w+)", override.where):
+        for module, name in re.findall(r"(_\w+\.\w+)\.(\w+)", internal.why):
             cls = getattr(importlib.import_module(f"pipe.{module}"), name)
-            if override.name not in vars(cls):
-                wrong.append(f"{name}.{override.name}")
+            # (On an older Twisted the channel is a subclass of the same
+            # name with the legacy parsing in front: look behind it too.)
+            if not any(
+                internal.name in vars(c) for c in cls.__mro__ if c.__name__ == name
+            ):
+                wrong.append(f"{name}.{internal.name}")
     assert wrong == []
+
+
+def test_old_twisted_support_is_one_removable_folder(tmp_path: Path) -> None:
+    """
+    Deleting C{pipe/_compat/legacy/} leaves a package that runs on Twisted
+    24.7.0 and newer, with no trace of the folder in its channel, and that
+    says in one line that it needs 24.7.0 on an older one.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    from .helpers import child_env
+
+    copy = tmp_path / "pipe"
+    shutil.copytree(PIPE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(copy / "_compat" / "legacy")
+    program = (
+        "from pipe._compat.supported import OLDEST_TWISTED, twisted_version\n"
+        "print(OLDEST_TWISTED)\n"
+        "if twisted_version() >= (24, 7, 0):\n"
+        "    import pipe.tap\n"
+        "    from pipe._http.channel import StreamingChannel as C\n"
+        "    print([c.__module__ for c in C.__mro__ if 'pipe' in c.__module__])\n"
+        "else:\n"
+        "    from pipe._compat.supported import check_version\n"
+        "    check_version()\n"
+    )
+    env = child_env()
+    env["PYTHONPATH"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        cwd=str(tmp_path),
+    )
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "(24, 7, 0)"
+    from pipe._compat.supported import twisted_version
+
+    if twisted_version() >= (24, 7, 0):
+        assert done.returncode == 0, done.stderr
+        assert lines[1] == str(
+            [
+                "pipe._http.channel",
+                "pipe._http.timers",
+                "pipe._http.acknowledging",
+                "pipe._http.writes",
+            ]
+        )
+    else:
+        assert done.returncode == 1
+        assert b"txpipe needs Twisted 24.7.0 or newer" in done.stderr

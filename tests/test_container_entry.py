@@ -184,13 +184,11 @@ def test_the_drain_watch_is_a_log_observer() -> None:
 
     watch = _DrainWatch()
     assert verifyObject(ILogObserver, watch)
-    watch(
-        {"log_namespace": "pipe._transfer.registry.Registry", "log_format": "drained"}
-    )
+    watch({"log_namespace": "pipe._registry.Registry", "log_format": "drained"})
     assert not watch.aborted
     watch(
         {
-            "log_namespace": "pipe._transfer.registry.Registry",
+            "log_namespace": "pipe._registry.Registry",
             "log_format": "drain timeout: x",
         }
     )

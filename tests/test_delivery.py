@@ -74,7 +74,7 @@ def twistd(reactor: Any, tmp_path: Path) -> Iterator[Any]:
 
 
 def settling(doc: Dict[str, Any]) -> bool:
-    return bool(doc["pipes_settling"] == 1)
+    return bool(doc["pipes_awaiting_acks"] == 1)
 
 
 class HeldTransfer:
@@ -322,7 +322,7 @@ async def test_status_counts_a_settling_transfer_as_running(
     await held.receiver.read_all(reactor, 2 * MiB)
     assert (await held.sender.ended).code == 0
     doc = await server_status(reactor, held.port)
-    assert doc["pipes_settling"] == doc["pipes_running"] == 0
+    assert doc["pipes_awaiting_acks"] == doc["pipes_running"] == 0
     held.receiver.close()
 
 

@@ -16,11 +16,11 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from pipe._http.request import DISCARD_SECONDS
-from pipe._metrics import DEPRECATED_NAMES, LiveCollector
+from pipe._metrics import LiveCollector
 from pipe._transfer.fanout import IFanoutListener, IOutlet
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.parties import Receiver
-from pipe._transfer.registry import DEPRECATED_KEYS, DRAIN_GRACE, IParty
+from pipe._transfer.registry import DRAIN_GRACE, IParty
 from pipe._transfer.rendezvous import ISenderParty
 from pipe._transfer.watchdog import IWatched, IWatchedReceiver
 from pipe.server import PipeSite, Settings, make_site
@@ -380,28 +380,19 @@ def test_transfer_log_names_a_digest_not_the_path(clock: Clock, events: Any) -> 
     assert text.endswith(f"; sender {event['sender']}, receivers {event['receivers']}")
 
 
-def test_transfer_events_keep_their_old_namespace_for_one_release(
+def test_transfer_events_are_published_once_under_pipe_transfer(
     clock: Clock, events: Any
 ) -> None:
     """
-    Every transfer event is published under C{pipe.transfer} and, until the
-    next release, copied under the old C{pipe._transfer.parties.Sender} without a
-    format (a text log shows it once) but with every field (a JSON log and
-    a filter on the old namespace still see it).
+    Every transfer event is published once, under C{pipe.transfer}, and no
+    copy of it under any other namespace.
     """
     site = site_with(clock)
     r = get(site, b"p", 1)
     Peer(site).send(put_head(b"p", 1, 2) + b"hi")
     assert r.body() == b"hi"
-    new = [e for e in events if e["log_namespace"] == "pipe.transfer"]
-    old = [e for e in events if e["log_namespace"] == "pipe._transfer.parties.Sender"]
-    assert new and len(old) == len(new)
-    for event, copy in zip(new, old):
-        assert "log_format" not in copy and "log_failure" not in copy
-        assert formatEvent(copy) == ""
-        fields = {k: v for k, v in event.items() if not k.startswith("log_")}
-        assert {k: copy[k] for k in fields} == fields
-    assert any(e.get("outcome") == "complete" for e in old)
+    ends = [e for e in events if e.get("outcome") == "complete"]
+    assert [e["log_namespace"] for e in ends] == ["pipe.transfer"]
 
 
 def test_log_paths_option_logs_the_path(clock: Clock, events: Any) -> None:
@@ -486,44 +477,31 @@ class _AwaitingAcks(_Stuck):
         return True
 
 
-def test_registry_keeps_its_old_name_for_one_release(clock: Clock) -> None:
+def test_status_and_metrics_have_only_their_names(clock: Clock) -> None:
     """
-    C{site.relay} and C{PipeResource.relay}, the registry's old names, are
-    the registry itself until the next release.
-    """
-    site = site_with(clock)
-    assert site.relay is site.registry is site.pipes.registry
-    assert site.pipes.relay is site.registry
-
-
-def test_status_and_metrics_keep_the_old_names_for_one_release(clock: Clock) -> None:
-    """
-    The renamed status keys and metrics are served under their old names
-    too, with the same values: C{bytes_delivered} is C{bytes_written},
-    C{pipes_settling} is C{pipes_awaiting_acks}, and the same for
-    C{txpipe_delivered_bytes_total} and C{txpipe_pipes_settling}.
+    The status document and the metrics carry each figure under its one
+    name: no pre-release name (C{bytes_delivered}, C{pipes_settling},
+    C{txpipe_delivered_bytes}, C{txpipe_pipes_settling}) is served, and the
+    site has no C{relay}.
     """
     site = site_with(clock)
     registry = site.pipes.registry
     registry.enter(_AwaitingAcks(), "10.0.0.1")
     registry.statistics.transfer_ended(Outcome.COMPLETE, 2, 4, 0.1)
     doc = status_of(site)
-    assert doc["pipes_awaiting_acks"] == doc["pipes_settling"] == 1
-    assert doc["bytes_written"] == doc["bytes_delivered"] == 4
-    assert set(DEPRECATED_KEYS) <= set(doc)
+    assert doc["pipes_awaiting_acks"] == 1
+    assert doc["bytes_written"] == 4
+    assert not {"bytes_delivered", "pipes_settling"} & set(doc)
     samples = {
         sample.name: sample.value
         for metric in LiveCollector(registry, clock, in_thread=False).collect()
         for sample in metric.samples
     }
     assert samples["txpipe_pipes_awaiting_acks"] == 1
-    assert samples["txpipe_pipes_settling"] == 1
     assert samples["txpipe_written_bytes_total"] == 4 + 15
-    assert samples["txpipe_delivered_bytes_total"] == 4 + 15
     assert samples["txpipe_received_bytes_total"] == 2 + 5
-    assert {
-        f"{old}_total" if "bytes" in old else old for old in DEPRECATED_NAMES
-    } <= set(samples)
+    assert not {"txpipe_delivered_bytes_total", "txpipe_pipes_settling"} & set(samples)
+    assert not hasattr(site, "relay") and not hasattr(site.pipes, "relay")
 
 
 def test_parties_provide_their_interfaces(clock: Clock) -> None:
@@ -554,22 +532,48 @@ def test_parties_provide_their_interfaces(clock: Clock) -> None:
     assert receiver.body() == b"hello"
 
 
-def test_drain_events_keep_their_old_namespace_for_one_release(
+def test_drain_events_are_published_once_under_their_namespace(
     clock: Clock, events: Any
 ) -> None:
     """
-    The drain's events are published under C{pipe._transfer.registry.Registry} and,
-    until the next release, copied without a format under the old
-    C{pipe._relay.Relay}.
+    The drain's events are published under C{pipe._registry.Registry} (the
+    namespace the image's entry point and operators watch), once each.
     """
     site_with(clock).registry.drain()
-    new = [
-        e for e in events if e["log_namespace"] == "pipe._transfer.registry.Registry"
-    ]
-    old = [e for e in events if e["log_namespace"] == "pipe._relay.Relay"]
-    assert [e["log_format"] for e in new][-1] == "drained"
-    assert len(old) == len(new)
-    assert all("log_format" not in e and formatEvent(e) == "" for e in old)
+    drain = [e for e in events if "drain" in str(e.get("log_format", ""))]
+    assert drain and {e["log_namespace"] for e in drain} == {"pipe._registry.Registry"}
+    assert [e["log_format"] for e in drain][-1] == "drained"
+
+
+def test_log_namespaces_do_not_follow_a_module_that_moved() -> None:
+    """
+    The namespaces of txpipe's class loggers are what operators filter on:
+    each is pinned, whatever folder its class now lives in.
+    """
+    from pipe._http.batch import WriteBatch
+    from pipe._http.channel import StreamingChannel
+    from pipe._http.request import StreamingRequest
+    from pipe._transfer.registry import Registry
+    from pipe._transfer.sender import Sender, StreamResponse
+    from pipe._transfer.watchdog import Watchdogs
+
+    assert {
+        Registry.log.namespace,
+        Sender.log.namespace,
+        StreamResponse.log.namespace,
+        Watchdogs.log.namespace,
+        WriteBatch.log.namespace,
+        StreamingRequest._log.namespace,
+        StreamingChannel._log.namespace,
+    } == {
+        "pipe._registry.Registry",
+        "pipe._sender.Sender",
+        "pipe._sender.StreamResponse",
+        "pipe._watchdog.Watchdogs",
+        "pipe._batch.WriteBatch",
+        "pipe._request.StreamingRequest",
+        "pipe._timers.TimedChannel",
+    }
 
 
 def test_drain_has_a_hard_deadline_even_if_a_party_never_leaves(

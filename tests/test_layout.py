@@ -165,3 +165,104 @@ def test_tests_import_no_test_module() -> None:
             ):
                 offenders.append(f"{module_name(path)} imports {name}")
     assert not offenders, "\n".join(offenders)
+
+
+#: The layers of C{pipe}: each private folder is one layer, each top-level
+#: module its own.  A layer may import only the layers listed for it (and
+#: itself); docs/design.md draws the same table.
+ALLOWED: Dict[str, Set[str]] = {
+    "pipe": set(),
+    "pipe._compat": set(),
+    "pipe._compat.legacy": {"pipe._compat"},
+    "pipe._http": {"pipe._compat"},
+    "pipe.signing": set(),
+    "pipe.logs": set(),
+    "pipe._settings": {"pipe._http"},
+    "pipe._transfer": {
+        "pipe",
+        "pipe._compat",
+        "pipe._http",
+        "pipe._settings",
+        "pipe.signing",
+    },
+    "pipe._landing": {"pipe", "pipe._http", "pipe._transfer"},
+    "pipe._metrics": {"pipe", "pipe._transfer"},
+    "pipe.resource": {
+        "pipe._http",
+        "pipe._landing",
+        "pipe._transfer",
+        "pipe.signing",
+    },
+    "pipe.server": {
+        "pipe._compat",
+        "pipe._http",
+        "pipe._settings",
+        "pipe._transfer",
+        "pipe.resource",
+    },
+    "pipe.tap": {
+        "pipe",
+        "pipe._compat",
+        "pipe._metrics",
+        "pipe._settings",
+        "pipe.server",
+        "pipe.signing",
+    },
+    "pipe._client": set(),
+    "pipe.client": {"pipe._client"},
+    "pipe._cli": {"pipe", "pipe._settings", "pipe.client", "pipe.signing", "pipe.tap"},
+    "pipe.__main__": {"pipe._cli"},
+    "pipe._deploy": {"pipe.tap"},
+    "pipe.buildbot": {"pipe.signing", "pipe.tap"},
+}
+
+
+def layer_of(module: str) -> str:
+    """
+    The layer of the C{pipe} module C{module}: its private folder (the
+    legacy folder of C{pipe._compat} is a layer of its own), else itself.
+    """
+    if module.startswith("pipe._compat.legacy"):
+        return "pipe._compat.legacy"
+    parts = module.split(".")
+    if len(parts) > 1 and (PACKAGE / parts[1]).is_dir():
+        return ".".join(parts[:2])
+    return module
+
+
+def layer_graph() -> Dict[str, Set[str]]:
+    """Which layers each layer imports (type-only imports included)."""
+    graph: Dict[str, Set[str]] = {}
+    for module, imports in import_graph().items():
+        layer = layer_of(module)
+        graph.setdefault(layer, set()).update(
+            layer_of(m) for m in imports if layer_of(m) != layer
+        )
+    return graph
+
+
+def test_every_layer_is_in_the_table() -> None:
+    """
+    Each private folder and top-level module of C{pipe} is a layer of the
+    table, and the table names no layer that is gone.
+    """
+    assert set(layer_graph()) == set(ALLOWED)
+
+
+def test_layers_import_only_what_the_table_allows() -> None:
+    """
+    No layer imports one the table does not allow it (type-only imports
+    included): the folders point one way, and a new arrow is a decision,
+    made here and in docs/design.md.
+    """
+    wrong = [
+        f"{layer} -> {other}"
+        for layer, others in sorted(layer_graph().items())
+        for other in sorted(others - ALLOWED.get(layer, set()))
+    ]
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_the_layer_table_has_no_cycle() -> None:
+    """The allowed arrows themselves never lead back up."""
+    assert cycles({k: set(v) for k, v in ALLOWED.items()}) == []

@@ -1,9 +1,9 @@
 """
-Tests for L{pipe._compat.legacy.parsing} (and the chunk-size check of
-L{pipe._compat.internals}):
-on every supported Twisted, hostile request lines, header names and
+On every supported Twisted, hostile request lines, header names and
 framing get the answer the newest Twisted gives, and pipelined requests
-are answered in order, never inside another response.
+are answered in order, never inside another response (on releases older
+than 24.7.0 through L{pipe._compat.legacy}, whose parts
+tests/test_legacy.py tests).
 
 Each runs against a real listening server: the point is what a client
 sees, whatever the installed Twisted.
@@ -20,8 +20,6 @@ from twisted.internet import task
 from twisted.web.resource import Resource
 
 from pipe import __version__
-from pipe._compat import internals as compat
-from pipe._compat.legacy.parsing import valid_header_name, valid_request_line
 from pipe.server import make_site
 
 from .helpers import RunningServer, raw_http, split_responses
@@ -56,7 +54,6 @@ async def test_malformed_request_lines_get_a_plain_400(
     outside printable ASCII, another version) is a plain 400 and a closed
     connection on every Twisted.
     """
-    assert not valid_request_line(line)
     text = await raw_http(
         reactor, server.port.getHost().port, line + b"\r\nHost: t\r\n\r\n"
     )
@@ -95,38 +92,6 @@ async def test_malformed_headers_get_a_plain_400(
     [(status, _, body)] = split_responses(text)
     assert status.startswith(b"HTTP/1.1 400 "), text
     assert body == BAD_REQUEST
-
-
-def test_well_formed_lines_and_names_pass() -> None:
-    """
-    The checks take what clients send.
-    """
-    for line in (
-        b"GET /api/v1/pipe/a%20b?n=2&x=~ HTTP/1.1",
-        b"PUT / HTTP/1.0",
-        b"OPTIONS * HTTP/1.1",
-        b"M-SEARCH /x HTTP/1.1",
-    ):
-        assert valid_request_line(line), line
-    for name in (b"Content-Length", b"X-Piping", b"x_a", b"A1!#$%'*+-.^_`|~"):
-        assert valid_header_name(name), name
-
-
-@pytest.mark.parametrize(
-    "line", [b"-5", b"+5", b"0x5", b"5 ", b"", b"5;a=\x00", b"5;\x01", b"5;a=\x7f"]
-)
-def test_chunk_size_lines_are_checked(line: bytes) -> None:
-    """
-    What Twisted 22.4.0's chunked decoder refuses, the check refuses (and
-    the decoder uses it where Twisted itself is older).
-    """
-    with pytest.raises(compat.MalformedChunkedData):
-        compat.check_chunk_size(line)
-
-
-def test_chunk_size_lines_that_pass() -> None:
-    for line in (b"5", b"aBc", b"0", b"5;name=value", b'5;a="b c"\t', b"5;\x80\xff"):
-        compat.check_chunk_size(line)
 
 
 class _Client:

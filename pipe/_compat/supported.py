@@ -7,6 +7,7 @@ so C{twistd pipe} can say in one line why it cannot start.
 
 from __future__ import annotations
 
+from importlib import util
 from typing import Optional, Tuple
 
 __all__ = [
@@ -28,9 +29,13 @@ class TwistedMismatch(ImportError):
 
 
 #: The oldest Twisted txpipe runs on: Ubuntu 22.04 LTS's, and the oldest
-#: Buildbot 4 accepts.  C{setup.py} says the same; CI tests it, Debian 12's
-#: 22.4.0, 24.3.0 (Ubuntu 24.04 LTS) and the newest release.
-OLDEST_TWISTED = (22, 1, 0)
+#: Buildbot 4 accepts, as long as L{pipe._compat.legacy} (what releases
+#: older than 24.7.0 lack) is there; 24.7.0 once that folder is deleted.
+#: C{setup.py} says the same; CI tests it, Debian 12's 22.4.0, 24.3.0
+#: (Ubuntu 24.04 LTS) and the newest release.
+OLDEST_TWISTED = (
+    (22, 1, 0) if util.find_spec("pipe._compat.legacy") is not None else (24, 7, 0)
+)
 
 #: The newest Twisted release CI has run the whole suite on.  A newer one
 #: is used as long as it has every internal txpipe relies on (CI installs

@@ -37,7 +37,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 #: The registry's log events that say a drain had to abort transfers.
 _ABORT_FORMATS = ("drain timeout", "drain deadline")
-_REGISTRY_NAMESPACE = "pipe._transfer.registry.Registry"
+_REGISTRY_NAMESPACE = "pipe._registry.Registry"
 
 _log = Logger(namespace="pipe._container")
 

@@ -3,18 +3,18 @@
 The channel's side of delivery: what its peer has acknowledged, and who
 waits for it.
 
-L{AcknowledgingChannel} is a L{pipe._http.writes.WritingChannel} that reads,
-through its TCP socket (found once by the writing layer, also under TLS),
-how much of what was
-written its peer's TCP has acknowledged, and keeps the L{Delivery} that
-answers whoever waits for that (L{IConnection.watch_delivery}).
-L{pipe._http.timers.TimedChannel} builds on it.
+L{Acknowledgements} is a mixin of L{pipe._http.channel.StreamingChannel},
+behind L{pipe._http.timers.Timers} and in front of
+L{pipe._http.writes.WritePath}: it reads, through the TCP socket the write
+path found (also under TLS), how much of what was written its peer's TCP
+has acknowledged, and keeps the L{Delivery} that answers whoever waits for
+that (L{IConnection.watch_delivery}).
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import connectionDone
@@ -24,16 +24,22 @@ from zope.interface import implementer
 from pipe._http import tcp as _tcp
 from pipe._http.delivery import Delivery
 from pipe._http.interfaces import IDeliveryConnection, IDeliveryWatcher, ILingerChannel
-from pipe._http.writes import WritingChannel, pending_bytes
+from pipe._http.writes import pending_bytes
 
-__all__ = ["AcknowledgingChannel"]
+if TYPE_CHECKING:
+    from pipe._http.writes import WritePath as _Channel
+else:
+    _Channel = object
+
+__all__ = ["Acknowledgements"]
 
 
 @implementer(IDeliveryConnection, ILingerChannel)
-class AcknowledgingChannel(WritingChannel):
+class Acknowledgements(_Channel):
     """
-    A L{WritingChannel} that can tell when its peer has acknowledged what
-    was written to it (see the module docstring).
+    A mixin for an L{HTTPChannel} subclass with L{pipe._http.writes.WritePath}
+    behind it: the channel can tell when its peer has acknowledged what was
+    written to it (see the module docstring).
 
     Watchers are told by L{check_delivery} (which the writer calls once
     everything is written), by the checks the L{Delivery} schedules on the

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import List
 
-from twisted.logger import Logger
 from zope.interface import Interface
+
+from pipe._compat.logger import pinned_logger
 
 __all__ = ["IHolder", "WriteBatch"]
 
@@ -48,7 +49,7 @@ class WriteBatch:
     @ivar depth: how many batches are open; writes are held while above 0.
     """
 
-    log = Logger()
+    log = pinned_logger("pipe._batch.WriteBatch")
 
     def __init__(self) -> None:
         self.depth = 0

@@ -5,28 +5,31 @@ that reads (and pauses reading), writes, watches the acknowledgement of,
 resets and closes its connection, for its requests and their parties, who
 ask it through L{pipe._http.interfaces.IConnection}.
 
-It is built in layers, one responsibility each:
+It is one class, as Twisted's own C{HTTPChannel} is, with mixins for the
+concerns that really separate, each in its own module:
 
-  - L{pipe._compat.legacy.parsing.StrictChannel}: request parsing as the newest Twisted
-    does it;
-  - L{pipe._http.writes.WritingChannel}: the write path (straight to the
-    socket, held in a write batch);
-  - L{pipe._http.acknowledging.AcknowledgingChannel}: what the peer has
+  - L{pipe._http.timers.Timers}: the header timeout and keep-alive timers;
+  - L{pipe._http.acknowledging.Acknowledgements}: what the peer has
     acknowledged, and who waits for it;
-  - L{pipe._http.timers.TimedChannel}: the header timeout and keep-alive
-    timers;
+  - L{pipe._http.writes.WritePath}: the write path (straight to the
+    socket, held in a write batch);
   - L{StreamingChannel} (here): reading, with the read gate that lets
     several holders pause one transport; a request's head before its body;
     the one reset and the graceful close.
 
-With L{pipe._http.response} (a request's end), L{pipe._http.mount} (the raw request
-path) and L{pipe._http.chunked}, these are the only code that relies on
-L{twisted.web.http.HTTPChannel} and transport internals (the network
-producer, the parsed request line, the idle timeout, the body decoder, two
-overridden hooks, a file descriptor transport's write buffer), all through
-L{pipe._compat.internals}, which checks them against the installed
-Twisted when this module is imported; C{setup.py} pins the Twisted range
-that the tests prove.
+On a Twisted older than 24.7.0, L{pipe._compat.patches} puts request
+parsing as the newest Twisted does it in front of the class (and nothing
+on a newer one).
+
+With L{pipe._http.response} (a request's end), L{pipe._http.mount} (the raw
+request path) and L{pipe._http.chunked}, these are the only code that
+relies on L{twisted.web.http.HTTPChannel} and transport internals (the
+network producer, the parsed request line, the idle timeout, the body
+decoder, two overridden hooks, a file descriptor transport's write buffer),
+all through L{pipe._compat.internals}, which checks them against the
+installed Twisted when this module is imported; C{setup.py} sets the
+oldest Twisted the tests prove, and no newest one (the check refuses a
+release that lacks what txpipe relies on).
 """
 
 from __future__ import annotations
@@ -37,20 +40,21 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from pipe._compat import internals as compat
+from pipe._compat.patches import channel_for_installed_twisted
 from pipe._http import tcp as _tcp
+from pipe._http.acknowledging import Acknowledgements
 from pipe._http.chunked import ChunkedDecoder
 from pipe._http.interfaces import IConnection
-from pipe._http.timers import TimedChannel
-from pipe._http.writes import pending_bytes
-from pipe._transfer import messages as messages
+from pipe._http.timers import Timers
+from pipe._http.writes import WritePath
 
 __all__ = [
     "UPLOAD_READ_SIZE",
     "StreamingChannel",
-    "pending_bytes",
     "reset_connection",
 ]
 
@@ -60,7 +64,7 @@ __all__ = [
 #: receivers, never copied per receiver on the direct write path.
 UPLOAD_READ_SIZE = 256 * 1024
 
-_BAD_REQUEST_BODY = messages.malformed_request()
+_BAD_REQUEST_BODY = b"[ERROR] malformed HTTP request\n"
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
@@ -146,7 +150,8 @@ _CLOSING = "closing"
 
 @implementer(IConnection)
 @compat.channel_hooks
-class StreamingChannel(TimedChannel):
+@channel_for_installed_twisted
+class StreamingChannel(Timers, Acknowledgements, WritePath, HTTPChannel):
     """
     An L{HTTPChannel} that owns its connection's bytes, and whose requests
     see their headers before their body.

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable, Sequence, Union
 
 from pipe._compat import internals as compat
+from pipe._compat.patches import decoder_for_installed_twisted
 
 __all__ = ["ChunkedDecoder", "Pieces"]
 
@@ -51,7 +52,7 @@ class Pieces:
         return b"".join(self.buffers)
 
 
-@compat.check_chunk_size_line
+@decoder_for_installed_twisted
 class ChunkedDecoder(compat.ChunkedTransferDecoder):  # type: ignore[misc]
     """
     Twisted's chunked decoder (L{pipe._compat.internals.ChunkedTransferDecoder}),
@@ -59,7 +60,7 @@ class ChunkedDecoder(compat.ChunkedTransferDecoder):  # type: ignore[misc]
     docstring).  The data callback may get
     C{memoryview}s of the read; they stay valid (the read is immutable).
     On a Twisted older than 22.4.0 it refuses the chunk-size lines that
-    22.4.0 refuses (see L{pipe._compat.internals.check_chunk_size_line}).
+    22.4.0 refuses (see L{pipe._compat.patches}).
     """
 
     def __init__(

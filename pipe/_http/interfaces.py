@@ -26,7 +26,7 @@ This module imports nothing of txpipe's.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from twisted.internet.interfaces import IDelayedCall
 from zope.interface import Attribute, Interface
@@ -73,6 +73,29 @@ class IConnection(Interface):
     written, watched, reset and closed.  Provided by the channel, which
     owns them.
     """
+
+    site = Attribute("The IPipeSite whose port accepted the connection.")
+    persistent = Attribute(
+        "Whether the connection is kept for another request (Twisted's"
+        " HTTPChannel contract: a request sets it False to close after its"
+        " response)."
+    )
+
+    def write(data: bytes) -> None:
+        """
+        Write response data (Twisted's contract between a request and its
+        channel).
+        """
+
+    def writeSequence(iovec: Sequence[Any]) -> None:
+        """
+        Write response data, scatter/gather (Twisted's contract).
+        """
+
+    def callLater(delay: float, f: Callable[..., Any], *args: Any) -> IDelayedCall:
+        """
+        Call C{f} after C{delay} seconds on the site's clock.
+        """
 
     def pause_reading(holder: object) -> None:
         """

@@ -24,12 +24,12 @@ from typing import Callable, List, Optional
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IProtocol, IPushProducer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from pipe._compat.logger import pinned_logger
 from pipe._http.body import Body
 from pipe._http.chunked import Pieces
 from pipe._http.interfaces import IConnection
@@ -62,13 +62,13 @@ class _UploadProducer:
 
     def pauseProducing(self) -> None:
         request = self._request
-        connection: Optional[IConnection] = request.channel
+        connection = request.connection
         if request.body is Body.STREAMING and connection is not None:
             connection.pause_reading(self)
 
     def resumeProducing(self) -> None:
         request = self._request
-        connection: Optional[IConnection] = request.channel
+        connection = request.connection
         if request.body is Body.STREAMING and connection is not None:
             connection.resume_reading(self)
 
@@ -91,7 +91,7 @@ class StreamingRequest(RespondingRequest):
     @ivar body: see L{Body}.
     """
 
-    _log = Logger()
+    _log = pinned_logger("pipe._request.StreamingRequest")
 
     _body_length: Optional[int] = 0
     _pieces: List[bytes]
@@ -189,7 +189,8 @@ class StreamingRequest(RespondingRequest):
         if self.body is Body.STREAMING:
             if self._body_protocol is not None:
                 if not self._pieces:
-                    connection: IConnection = self.channel
+                    # (Per body piece: the channel as is, no property.)
+                    connection: IConnection = self.channel  # type: ignore[assignment]
                     connection.flush_after_read(self)
                 self._pieces.append(data)
         elif self.body is Body.DISCARDING:
@@ -270,6 +271,6 @@ class StreamingRequest(RespondingRequest):
             return
         self.body = Body.ABANDONED
         self._body_protocol = None
-        connection: Optional[IConnection] = self.channel
+        connection = self.connection
         if connection is not None:
             connection.pause_reading(holder)

@@ -17,7 +17,7 @@ the response ends.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
 from twisted.web.http import NO_BODY_CODES
@@ -29,9 +29,6 @@ from pipe._http.body import Body
 from pipe._http.chunked import Pieces
 from pipe._http.interfaces import IConnection
 from pipe._http.writes import header_lines
-
-if TYPE_CHECKING:
-    from pipe._http.channel import StreamingChannel
 
 __all__ = ["DISCARD_LIMIT", "DISCARD_SECONDS", "RespondingRequest"]
 
@@ -79,10 +76,6 @@ class RespondingRequest(Request):
         L{pipe._http.request.StreamingRequest}.
     """
 
-    #: The connection (Twisted's C{channel}, L{None} once lost): the request
-    #: asks it for its bytes through L{IConnection}, and writes through
-    #: Twisted's own contract.
-    channel: StreamingChannel
     defaultContentType: Optional[bytes] = b"text/plain; charset=utf-8"
 
     body = Body.NONE
@@ -98,6 +91,16 @@ class RespondingRequest(Request):
     #: Who the client is, C{(host, port or None)}, once
     #: L{pipe._transfer.parties} has found it (its headers no longer change).
     known_client: Optional[Tuple[str, Optional[int]]] = None
+
+    @property
+    def connection(self) -> Optional[IConnection]:
+        """
+        The request's connection as this layer knows it, L{IConnection}
+        (L{None} once lost): Twisted's C{channel}, through which the
+        request writes by Twisted's own contract, is a txpipe channel that
+        provides it (the site builds no other).
+        """
+        return self.channel  # type: ignore[return-value]
 
     @property
     def connected(self) -> bool:
@@ -193,7 +196,8 @@ class RespondingRequest(Request):
                     self.setHeader(b"connection", b"close")
                     self.channel.persistent = False
             if self._fixed_headers and self.channel is not None:
-                connection: IConnection = self.channel
+                connection = self.connection
+                assert connection is not None
                 connection.add_to_head(self._fixed_headers)
         if type(data) is Pieces:
             self._write_pieces(data)
@@ -287,7 +291,7 @@ class RespondingRequest(Request):
         whose missing last chunk tells) by asking the channel to reset it,
         else gracefully.
         """
-        connection: Optional[IConnection] = self.channel
+        connection = self.connection
         if connection is None:
             return
         if abnormal and not self.chunked:
@@ -296,6 +300,6 @@ class RespondingRequest(Request):
             connection.close()
 
     def _release_all_holds(self) -> None:
-        connection: Optional[IConnection] = self.channel
+        connection = self.connection
         if connection is not None and self._upload is not None:
             connection.resume_reading(self._upload)

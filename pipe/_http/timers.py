@@ -3,46 +3,52 @@
 The channel's own timers: the header timeout, and the keep-alive timers
 that start only once the last response is acknowledged.
 
-L{TimedChannel} is a L{pipe._http.acknowledging.AcknowledgingChannel} that
-closes a connection whose client does not send its request line and headers
-within the site's C{header_timeout} (slowloris), counted from the
-connection or from the end of its previous response, and that starts the
-header and idle timers of a keep-alive connection only once its last
-response is acknowledged (a L{Linger}), so that no timer resets a response
-still in flight.  A peer that stops acknowledging a finished response is
-closed (L{STUCK_PEER_TIMEOUT}).  L{pipe._http.channel.StreamingChannel} builds on
-it.
+L{Timers} is a mixin of L{pipe._http.channel.StreamingChannel}, in front of
+L{pipe._http.acknowledging.Acknowledgements}: it closes a connection whose
+client does not send its request line and headers within the site's
+C{header_timeout} (slowloris), counted from the connection or from the end
+of its previous response, and it starts the header and idle timers of a
+keep-alive connection only once its last response is acknowledged (a
+L{Linger}), so that no timer resets a response still in flight.  A peer
+that stops acknowledging a finished response is closed
+(L{STUCK_PEER_TIMEOUT}).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.internet.tcp import Connection
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pipe._compat import internals as compat
-from pipe._http.acknowledging import AcknowledgingChannel
+from pipe._compat.logger import pinned_logger
 from pipe._http.delivery import Linger
 
-__all__ = ["STUCK_PEER_TIMEOUT", "TimedChannel"]
+if TYPE_CHECKING:
+    from pipe._http.acknowledging import Acknowledgements as _Channel
+else:
+    _Channel = object
+
+__all__ = ["STUCK_PEER_TIMEOUT", "Timers"]
 
 #: How long a peer may acknowledge nothing of a finished response, with
 #: nobody else waiting for it, when the site has no header timeout.
 STUCK_PEER_TIMEOUT = 60.0
 
 
-class TimedChannel(AcknowledgingChannel):
+class Timers(_Channel):
     """
-    An L{AcknowledgingChannel} with the header timeout and the keep-alive
-    timers (see the module docstring).  Every timer runs on the site's
-    clock and is cancelled when the connection is lost.
+    A mixin for an L{HTTPChannel} subclass with
+    L{pipe._http.acknowledging.Acknowledgements} behind it: the header
+    timeout and the keep-alive timers (see the module docstring).  Every
+    timer runs on the site's clock and is cancelled when the connection is
+    lost.
     """
 
-    _log = Logger()
+    _log = pinned_logger("pipe._timers.TimedChannel")
     # When the request headers now awaited are due (None: none awaited), and
     # the timer that checks it; the timer is not cancelled when headers
     # arrive in time, only re-armed for the rest when it finds a later

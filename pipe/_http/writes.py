@@ -3,35 +3,39 @@
 The write path of txpipe's channels: straight to the socket, and held while
 a write batch is open.
 
-L{WritingChannel} is an L{HTTPChannel} whose response writes skip
-Twisted's per-write buffering when nothing is buffered (one C{sendmsg}),
-and are held, while the site's L{pipe._http.batch.WriteBatch} is open, to be
-sent with the rest of the batch's writes to this connection.
-L{pipe._http.channel.StreamingChannel} builds on it.
+L{WritePath} is a mixin of L{pipe._http.channel.StreamingChannel}: its
+response writes skip Twisted's per-write buffering when nothing is
+buffered (one C{sendmsg}), and are held, while the site's
+L{pipe._http.batch.WriteBatch} is open, to be sent with the rest of the
+batch's writes to this connection.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Union
 
 from twisted.internet.tcp import Connection
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from pipe._compat import internals as compat
-from pipe._compat.legacy.parsing import StrictChannel
 from pipe._http import tcp as _tcp
 from pipe._http.batch import IHolder, WriteBatch
 from pipe._http.interfaces import IPipeSite
 
 __all__ = [
-    "WritingChannel",
+    "WritePath",
     "header_lines",
     "pending_bytes",
     "tcp_connection",
     "tcp_socket_of",
 ]
+
+if TYPE_CHECKING:
+    from twisted.web.http import HTTPChannel as _Channel
+else:
+    _Channel = object
 
 #: A piece of response data: bytes, or a C{memoryview} slice of a read.
 Buffer = Union[bytes, memoryview]
@@ -118,9 +122,10 @@ def _unsent(iovec: Sequence[Buffer], sent: int) -> List[Buffer]:
 
 
 @implementer(IHolder)
-class WritingChannel(StrictChannel):
+class WritePath(_Channel):
     """
-    An L{HTTPChannel} with txpipe's write path (see the module docstring).
+    A mixin for an L{HTTPChannel} subclass, in front of it: txpipe's write
+    path (see the module docstring).
 
     Its site (C{site}, set by the site that builds it, before it is
     connected) provides L{IPipeSite}.
@@ -181,21 +186,15 @@ class WritingChannel(StrictChannel):
         self._head_lines = lines
 
     def writeHeaders(
-        self, version: bytes, code: bytes, reason: bytes, headers: Any
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers
     ) -> None:
         """
         Write a response's status line and headers as Twisted does (a copy
-        of Twisted's, listed in L{pipe._compat.internals.COPIED}), but through
+        of Twisted's, listed in L{pipe._compat.internals.TWISTED_NAMES}), but through
         L{writeSequence}, so that they too go straight to the socket when
         nothing is buffered (and the body after them, in turn); the lines of
         L{add_to_head} follow the response's own headers.
         """
-        if not isinstance(headers, Headers):
-            # Twisted's backward-compatible form (pairs), sanitized as
-            # Twisted does; the fixed headers follow them all the same.
-            pairs, headers = headers, Headers()
-            for name, value in pairs:
-                headers.addRawHeader(name, value)
         sequence = [version, b" ", code, b" ", reason, b"\r\n"]
         sequence.extend(header_lines(headers))
         if self._head_lines:

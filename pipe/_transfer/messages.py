@@ -5,7 +5,8 @@ in one place.
 
 Errors are one line starting C{[ERROR] }; progress lines start C{[INFO] }.
 (Other bodies, the landing page, C{/healthz}'s C{ok} and the status JSON,
-are written by their resources.)
+are written by their resources; the 400 of a request the channel cannot
+parse is L{pipe._http.channel}'s, the one line the connection layer writes.)
 All lines end with C{\\n} and are ASCII: client-supplied values are shown
 escaped and cut, never raw.
 """
@@ -66,13 +67,6 @@ def size(count: int) -> str:
 
 
 # Request errors.
-
-
-def malformed_request() -> bytes:
-    """
-    The body of the 400 a channel answers to a request it cannot parse.
-    """
-    return error("malformed HTTP request")
 
 
 def bad_n(values: Iterable[bytes], maximum: int) -> bytes:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 from urllib.parse import unquote_to_bytes
 
 import attr
 
 from pipe._http.mount import PIPE_PREFIX
-from pipe._http.request import StreamingRequest
 from pipe._settings import Settings
 from pipe._transfer import messages as messages
 from pipe._transfer.refusal import Refusal
 from pipe.signing import Scope
+
+if TYPE_CHECKING:
+    from pipe._http.request import StreamingRequest
 
 __all__ = [
     "ALLOWED_METHODS",

@@ -82,8 +82,8 @@ def _find_client(request: StreamingRequest) -> Tuple[str, Optional[int]]:
     if host is None:
         return str(address), None
     port = getattr(address, "port", None)
-    channel = request.channel
-    trusted = channel.site.trusted_proxies if channel is not None else ()
+    connection = request.connection
+    trusted = connection.site.trusted_proxies if connection is not None else ()
     if trusted:
         forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
         client = forwarded_client(host, forwarded, trusted)
@@ -382,7 +382,7 @@ class Receiver(_Party):
         self.end()
         connection = self._channel
         if connection is None:
-            connection = self.request.channel
+            connection = self.request.connection
         if connection is not None:
             connection.reset()
 
@@ -401,7 +401,7 @@ class Receiver(_Party):
         finished = self._channel
         if finished is not None:
             return finished.unacknowledged()
-        channel = self.request.channel
+        channel = self.request.connection
         if channel is None:
             return 0
         return channel.unsent()

@@ -6,9 +6,6 @@ one log event, under the transfer log namespace L{LOG_NAMESPACE}.
 Both ends of a transfer record it here: L{pipe._transfer.transfer.Transfer} when a
 started transfer ends, and L{pipe._transfer.sender.Sender} when a sender gives up
 before its transfer started.  This module knows neither of them.
-
-For one release, every transfer event is also published under the old
-namespace L{LEGACY_NAMESPACE} (see L{pipe._renamed_log}).
 """
 
 from __future__ import annotations
@@ -17,35 +14,20 @@ from typing import Sequence
 
 from twisted.logger import Logger
 
-from pipe._renamed_log import renamed_logger
 from pipe._transfer import messages as messages
 from pipe._transfer.fanout import Fanout
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.parties import path_for_log
 from pipe._transfer.registry import Registry
 
-__all__ = ["LEGACY_NAMESPACE", "LOG_NAMESPACE", "record_end", "transfer_logger"]
+__all__ = ["LOG_NAMESPACE", "log", "record_end"]
 
 #: The namespace of transfer events (docs/usage.md tells operators to
 #: filter on it).
 LOG_NAMESPACE = "pipe.transfer"
 
-#: The namespace transfer events had before (the name of a class that no
-#: longer exists); a copy of each is published under it until the next
-#: release.
-LEGACY_NAMESPACE = "pipe._transfer.parties.Sender"
-
-
-def transfer_logger() -> Logger:
-    """
-    A logger of transfer events (L{LOG_NAMESPACE}, copied under
-    L{LEGACY_NAMESPACE}), for module level: as a class attribute a
-    L{Logger} takes the class's name as its namespace.
-    """
-    return renamed_logger(LOG_NAMESPACE, LEGACY_NAMESPACE)
-
-
-log = transfer_logger()
+#: The logger of transfer events.
+log = Logger(namespace=LOG_NAMESPACE)
 
 
 def record_end(

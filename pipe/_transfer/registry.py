@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import Interface
 
 from pipe import __version__
-from pipe._renamed_log import renamed_logger
+from pipe._compat.logger import pinned_logger
 from pipe._settings import Settings
 from pipe._transfer import messages as messages
 from pipe._transfer.guard import Grant, Guard, Requirement
@@ -26,18 +26,11 @@ from pipe._transfer.rendezvous import Rendezvous, Stage
 from pipe._transfer.statistics import Statistics
 from pipe._transfer.watchdog import Watchdogs
 
-__all__ = ["DEPRECATED_KEYS", "DRAIN_GRACE", "IParty", "Lifecycle", "Registry"]
+__all__ = ["DRAIN_GRACE", "IParty", "Lifecycle", "Registry"]
 
 #: The hard deadline of a drain is C{drain_timeout} plus this many seconds:
 #: after it, shutdown goes on even if a party is somehow still present.
 DRAIN_GRACE = 5.0
-
-#: Keys of C{/api/v1/status} renamed in this release, still served under
-#: the old name (same value) until the next release: old key -> new key.
-DEPRECATED_KEYS = {
-    "bytes_delivered": "bytes_written",
-    "pipes_settling": "pipes_awaiting_acks",
-}
 
 
 class Lifecycle(enum.Enum):
@@ -91,8 +84,9 @@ class Registry:
         off (no keys).
     """
 
-    #: Drain events: under the old namespace too until the next release.
-    log = renamed_logger("pipe._transfer.registry.Registry", "pipe._relay.Relay")
+    #: Drain events (the namespace the image's entry point, and operators,
+    #: watch for them).
+    log = pinned_logger("pipe._registry.Registry")
 
     def __init__(self, reactor: IReactorTime, settings: Settings) -> None:
         self.reactor = reactor
@@ -269,8 +263,7 @@ class Registry:
 
     def status(self) -> Dict[str, Any]:
         """
-        The C{/api/v1/status} document (no paths: a path is a credential),
-        with the L{DEPRECATED_KEYS} too.
+        The C{/api/v1/status} document (no paths: a path is a credential).
         """
         rendezvous = self.rendezvous
         senders, receivers = rendezvous.totals()
@@ -290,6 +283,4 @@ class Registry:
                 for outcome, count in self.statistics.transfers().items()
             },
         }
-        for old, new in DEPRECATED_KEYS.items():
-            status[old] = status[new]
         return status

@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pipe._compat.logger import pinned_logger
 from pipe._transfer import messages as messages
 from pipe._transfer.fanout import Branch, Fanout, IFanoutListener, State
 from pipe._transfer.guard import Grant
@@ -127,7 +127,7 @@ class StreamResponse(_Response):
     lost; then the last line.
     """
 
-    log = Logger()
+    log = pinned_logger("pipe._sender.StreamResponse")
 
     def __init__(self, sender: Sender) -> None:
         super().__init__(sender)
@@ -201,7 +201,7 @@ class Sender(_Party):
     @ivar receivers_present: how many receivers wait on the path.
     """
 
-    log = Logger()
+    log = pinned_logger("pipe._sender.Sender")
 
     def __init__(
         self,

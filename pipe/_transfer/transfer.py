@@ -39,7 +39,8 @@ from pipe._transfer import messages as messages
 from pipe._transfer.fanout import Branch, BranchState, Fanout, IFanoutListener, State
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.parties import path_for_log
-from pipe._transfer.record import record_end, transfer_logger
+from pipe._transfer.record import log as _log
+from pipe._transfer.record import record_end
 
 if TYPE_CHECKING:
     from pipe._transfer.parties import Receiver
@@ -47,12 +48,10 @@ if TYPE_CHECKING:
     from pipe._transfer.rendezvous import Match
     from pipe._transfer.sender import Sender
 
-__all__ = ["Outcome", "Transfer", "TransferState"]
+__all__ = ["Transfer", "TransferState"]
 
 #: The reason a sender's last line gives for an unexpected server error.
 INTERNAL_ERROR = "an internal error in the server (see its log)"
-
-_log = transfer_logger()
 
 
 class TransferState(enum.Enum):
@@ -146,7 +145,9 @@ class Transfer:
             line = messages.failed(fanout.received, 0, self.n, INTERNAL_ERROR)
             self._attempt(self.sender.response.end, line, False)
         elif request.connected:
-            self._attempt(request.channel.reset)
+            connection = request.connection
+            if connection is not None:
+                self._attempt(connection.reset)
 
     def _release(self) -> None:
         """

@@ -24,8 +24,9 @@ from typing import Callable, Dict, Iterable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface
+
+from pipe._compat.logger import pinned_logger
 
 __all__ = ["IWatched", "IWatchedReceiver", "IdleTimer", "Progress", "Watchdogs"]
 
@@ -113,7 +114,7 @@ class Watchdogs:
         fan-out wants data.
     """
 
-    log = Logger()
+    log = pinned_logger("pipe._watchdog.Watchdogs")
 
     def __init__(
         self, stall_timeout: float = 0, min_rate: int = 0, idle_timeout: float = 0

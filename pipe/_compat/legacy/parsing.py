@@ -1,32 +1,38 @@
 # -*- test-case-name: tests.test_strict -*-
 """
-Request parsing as the newest Twisted does it, on every Twisted txpipe
-supports.
+Request parsing and response heads as Twisted 24.7.0 does them, for older
+releases.
 
-Twisted tightened its HTTP/1.1 server over the releases txpipe supports
-(see L{pipe._compat.supported.OLDEST_TWISTED}): signed C{Content-Length} values and
-lax chunk-size lines are refused from 22.4.0 (CVE-2022-24801), a request
-pipelined behind one still being answered waits for it from 23.10.0
-(CVE-2023-46137) and 24.7.0 (CVE-2024-41671), and request lines and header
-names are checked token by token from 24.7.0.  L{StrictChannel} adds each
-check the installed Twisted lacks (found by L{pipe._compat.internals} from Twisted's
-own code, so a distribution's backported fix counts) and nothing where
-Twisted has it: on the newest Twisted it is Twisted's channel unchanged.
-Hostile input gets the same answers on every supported Twisted, and
-pipelined requests are answered in order, never inside another response.
-The chunk-size check is in L{pipe._http.chunked} (through
-L{pipe._compat.internals.check_chunk_size_line}).
+Twisted tightened its HTTP/1.1 server over the releases txpipe supports:
+signed C{Content-Length} values and lax chunk-size lines are refused from
+22.4.0 (CVE-2022-24801), a request pipelined behind one still being
+answered waits for it from 23.10.0 (CVE-2023-46137) and 24.7.0
+(CVE-2024-41671), and request lines and header names are checked token by
+token from 24.7.0.  L{StrictParsing} adds each check the installed Twisted
+lacks (found by L{pipe._compat.legacy.detect}, from Twisted's behaviour)
+and nothing where Twisted has it; L{pipe._compat.legacy.channel} puts it in
+front of a channel class only when it adds something.  Hostile input gets
+the same answers on every supported Twisted, and pipelined requests are
+answered in order, never inside another response.  The chunk-size check
+is L{pipe._compat.legacy.chunks}.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 
-from pipe._compat import internals as compat
+import pipe._compat.legacy.detect as detect
 
-__all__ = ["StrictChannel", "valid_header_name", "valid_request_line"]
+__all__ = ["StrictParsing", "valid_header_name", "valid_request_line"]
+
+if TYPE_CHECKING:
+    _Channel = HTTPChannel
+else:
+    _Channel = object
 
 #: Twisted 24.7.0's token bytes (C{twisted.web.http._istoken}).
 _TOKEN = re.compile(rb"[A-Za-z0-9!#$%^'*+\-.^_`|~]+")
@@ -64,15 +70,17 @@ def valid_header_name(name: bytes) -> bool:
     return _TOKEN.fullmatch(name) is not None
 
 
-@compat.finish_request_body_in_order
-class StrictChannel(HTTPChannel):
+class StrictParsing(_Channel):
     """
-    An L{HTTPChannel} that parses requests as Twisted 24.7.0 does, on every
+    A mixin for an L{HTTPChannel} subclass, in front of it: requests are
+    parsed, and response heads written, as Twisted 24.7.0 does, on every
     supported Twisted (see the module docstring).  Each method below exists
-    only where the installed Twisted lacks what it adds.
+    only where the installed Twisted lacks what it adds; on the newest
+    Twisted the class is empty, and L{pipe._compat.legacy.channel} does not
+    use it.
     """
 
-    if compat.LAX_REQUEST_LINE:
+    if detect.LAX_REQUEST_LINE:
 
         def lineReceived(self, line: bytes) -> None:
             """
@@ -81,13 +89,13 @@ class StrictChannel(HTTPChannel):
             if (
                 line
                 and self.persistent
-                and compat.awaiting_request_line(self)
+                and self._HTTPChannel__first_line  # type: ignore[attr-defined]
                 and not valid_request_line(line)
             ):
                 line = _REFUSED_LINE
             super().lineReceived(line)
 
-    if compat.LAX_REQUEST_LINE or compat.LAX_CONTENT_LENGTH:
+    if detect.LAX_REQUEST_LINE or detect.LAX_CONTENT_LENGTH:
 
         def headerReceived(self, line: bytes) -> bool:
             """
@@ -102,11 +110,11 @@ class StrictChannel(HTTPChannel):
                     and not value.strip(b" \t").isdigit()
                 )
             ):
-                compat.respond_bad_request(self)
+                self._respondToBadRequestAndDisconnect()
                 return False
             return bool(super().headerReceived(line))
 
-    if compat.EAGER_PIPELINING:
+    if detect.EAGER_PIPELINING:
 
         def allContentReceived(self) -> None:
             """
@@ -121,7 +129,33 @@ class StrictChannel(HTTPChannel):
             Keep what is read while a request is answered for when it is
             done, instead of decoding it as a body.
             """
-            if compat.handling_request(self):
-                compat.hold_pipelined(self, data)
+            if self._handlingRequest:
+                self._dataBuffer.append(data)
                 return
             super().rawDataReceived(data)
+
+    if detect.LATE_PIPELINE_BUFFER:
+
+        def _finishRequestBody(self, data: bytes) -> None:
+            """
+            Keep what followed a request's body before handling the request,
+            as Twisted 24.7.0 does.
+            """
+            self._dataBuffer.append(data)
+            self.allContentReceived()
+
+    if detect.PAIRS_TO_WRITE_HEADERS:
+
+        def writeHeaders(
+            self, version: bytes, code: bytes, reason: bytes, headers: Any
+        ) -> None:
+            """
+            Hand the channel's own C{writeHeaders} the response's headers as
+            L{Headers}, as Twisted 24.7.0's C{Request.write} does, not as
+            pairs (sanitized as L{Headers} sanitizes them).
+            """
+            if not isinstance(headers, Headers):
+                pairs, headers = headers, Headers()
+                for name, value in pairs:
+                    headers.addRawHeader(name, value)
+            super().writeHeaders(version, code, reason, headers)
