@@ -112,7 +112,7 @@ class Listener:
 def make(n: int = 3) -> Any:
     listener = Listener()
     clock = Clock()
-    fanout = Fanout(listener, clock)
+    fanout = Fanout(clock)
     upload = Upload()
     fanout.makeConnection(upload)  # type: ignore[arg-type]
     outlets = [Outlet() for _ in range(n)]
@@ -124,8 +124,8 @@ LOST = Failure(ConnectionLost())
 
 
 def test_branch_provides_push_producer() -> None:
-    fanout, _, outlets, _ = make(1)
-    fanout.start(outlets)
+    fanout, _, outlets, listener = make(1)
+    fanout.start(outlets, listener)
     assert verifyObject(IPushProducer, outlets[0].producer)
 
 
@@ -144,7 +144,7 @@ def test_upload_is_held_until_start_and_held_bytes_are_copied() -> None:
     fanout, upload, outlets, listener = make(2)
     fanout.dataReceived(b"early")
     assert fanout.state is State.HOLDING
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     assert upload.state == "producing"
     fanout.dataReceived(b" late")
     fanout.connectionLost(DONE)
@@ -162,13 +162,13 @@ def test_waiting_upload_is_read_up_to_the_hold_limit_then_paused() -> None:
     While it waits, a sender's upload is read (so that its disconnect is
     seen at once) and held, up to HOLD_LIMIT bytes; then it is paused.
     """
-    fanout, upload, outlets, _ = make(1)
+    fanout, upload, outlets, listener = make(1)
     assert upload.state == "producing"
     fanout.dataReceived(b"x" * (HOLD_LIMIT - 1))
     assert upload.state == "producing"
     fanout.dataReceived(b"x")
     assert upload.state == "paused"
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     assert upload.state == "producing"
     assert len(outlets[0].data) == HOLD_LIMIT
 
@@ -179,14 +179,14 @@ def test_body_complete_before_start_is_delivered_on_start() -> None:
     fanout.connectionLost(DONE)
     assert fanout.state is State.HOLDING_COMPLETE
     assert listener.ended == []
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     assert [bytes(o.data) for o in outlets] == [b"all of it"] * 2
     assert fanout.outcome is Outcome.COMPLETE
 
 
 def test_upload_paused_while_any_branch_paused() -> None:
-    fanout, upload, outlets, _ = make(3)
-    fanout.start(outlets)
+    fanout, upload, outlets, listener = make(3)
+    fanout.start(outlets, listener)
     a, b, c = (o.producer for o in outlets)
     a.pauseProducing()
     assert upload.state == "paused"
@@ -204,7 +204,7 @@ def test_upload_paused_while_any_branch_paused() -> None:
 
 def test_paused_branch_that_is_lost_stops_holding_back_the_others() -> None:
     fanout, upload, outlets, listener = make(2)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     slow = outlets[0].producer
     slow.pauseProducing()
     assert upload.state == "paused"
@@ -223,7 +223,7 @@ def test_paused_branch_that_is_lost_stops_holding_back_the_others() -> None:
 
 def test_losing_a_branch_twice_reports_once() -> None:
     fanout, _, outlets, listener = make(2)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     outlets[0].producer.stopProducing()
     fanout.lose_branch(fanout.branches[0])
     assert listener.lost == [1]
@@ -231,7 +231,7 @@ def test_losing_a_branch_twice_reports_once() -> None:
 
 def test_all_branches_lost_stops_the_upload() -> None:
     fanout, upload, outlets, listener = make(2)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     for o in list(outlets):
         o.producer.stopProducing()
     assert upload.state == "stopped"
@@ -245,7 +245,7 @@ def test_all_branches_lost_stops_the_upload() -> None:
 
 def test_sender_lost_aborts_every_receiver() -> None:
     fanout, _, outlets, listener = make(3)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     fanout.dataReceived(b"part")
     outlets[2].producer.stopProducing()
     fanout.connectionLost(LOST)
@@ -261,7 +261,7 @@ def test_sender_lost_while_holding_ends_without_listener() -> None:
     assert fanout.state is State.ENDED
     assert listener.ended == []
     with pytest.raises(RuntimeError):
-        fanout.start(outlets)
+        fanout.start(outlets, listener)
 
 
 def test_write_that_reenters_pause_and_loss_is_safe() -> None:
@@ -269,7 +269,7 @@ def test_write_that_reenters_pause_and_loss_is_safe() -> None:
     A write may synchronously pause its branch or lose another one; the
     copy iterates over a snapshot and keeps the state consistent.
     """
-    fanout, upload, outlets, _ = make(3)
+    fanout, upload, outlets, listener = make(3)
 
     class Reentrant(Outlet):
         def write(self, data: bytes) -> None:
@@ -278,7 +278,7 @@ def test_write_that_reenters_pause_and_loss_is_safe() -> None:
             outlets[2].producer.stopProducing()
 
     outlets[0] = Reentrant()
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     fanout.dataReceived(b"abc")
     assert upload.state == "paused"
     assert bytes(outlets[1].data) == b"abc"
@@ -288,8 +288,8 @@ def test_write_that_reenters_pause_and_loss_is_safe() -> None:
 
 
 def test_one_byte_chunks_arrive_in_order() -> None:
-    fanout, _, outlets, _ = make(2)
-    fanout.start(outlets)
+    fanout, _, outlets, listener = make(2)
+    fanout.start(outlets, listener)
     data = bytes(range(256)) * 4
     for i in range(len(data)):
         fanout.dataReceived(data[i : i + 1])
@@ -302,7 +302,7 @@ def test_one_byte_chunks_arrive_in_order() -> None:
 def make_watched(n: int = 2, **watchdogs: Any) -> Any:
     listener = Listener()
     clock = Clock()
-    fanout = Fanout(listener, clock, Watchdogs(**watchdogs))
+    fanout = Fanout(clock, Watchdogs(**watchdogs))
     upload = Upload()
     fanout.makeConnection(upload)  # type: ignore[arg-type]
     outlets = [Outlet() for _ in range(n)]
@@ -311,7 +311,7 @@ def make_watched(n: int = 2, **watchdogs: Any) -> Any:
 
 def test_receiver_taking_no_bytes_while_data_waits_is_stalled() -> None:
     fanout, _, outlets, listener, clock = make_watched(2, stall_timeout=10)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     fanout.dataReceived(b"x" * 100)
     outlets[0].buffered = 100  # nothing taken
     outlets[1].buffered = 0
@@ -325,8 +325,8 @@ def test_receiver_taking_no_bytes_while_data_waits_is_stalled() -> None:
 
 
 def test_receiver_taking_bytes_slowly_is_not_stalled_without_min_rate() -> None:
-    fanout, _, outlets, _, clock = make_watched(1, stall_timeout=10)
-    fanout.start(outlets)
+    fanout, _, outlets, listener, clock = make_watched(1, stall_timeout=10)
+    fanout.start(outlets, listener)
     fanout.dataReceived(b"x" * 1000)
     for left in range(1000, 0, -10):
         outlets[0].buffered = left
@@ -335,8 +335,10 @@ def test_receiver_taking_bytes_slowly_is_not_stalled_without_min_rate() -> None:
 
 
 def test_receiver_below_min_rate_with_data_waiting_is_stalled() -> None:
-    fanout, _, outlets, _, clock = make_watched(1, stall_timeout=10, min_rate=100)
-    fanout.start(outlets)
+    fanout, _, outlets, listener, clock = make_watched(
+        1, stall_timeout=10, min_rate=100
+    )
+    fanout.start(outlets, listener)
     fanout.dataReceived(b"x" * 10_000)
     left = 10_000
     for _ in range(12):
@@ -349,8 +351,10 @@ def test_receiver_below_min_rate_with_data_waiting_is_stalled() -> None:
 
 def test_receiver_with_nothing_waiting_is_never_stalled() -> None:
     """A slow sender is not the receivers' fault."""
-    fanout, _, outlets, _, clock = make_watched(1, stall_timeout=10, min_rate=100)
-    fanout.start(outlets)
+    fanout, _, outlets, listener, clock = make_watched(
+        1, stall_timeout=10, min_rate=100
+    )
+    fanout.start(outlets, listener)
     outlets[0].buffered = 0
     clock.pump([1] * 100)
     assert fanout.branches[0].state is BranchState.ACTIVE
@@ -367,10 +371,11 @@ def test_one_timer_checks_every_running_fanout_for_stalls() -> None:
     outlets: List[Any] = []
     for started in (0.0, 0.5):
         clock.advance(started)
-        fanout = Fanout(Listener(), clock, watchdogs)
+        fanout = Fanout(clock, watchdogs)
         fanout.makeConnection(Upload())  # type: ignore[arg-type]
         mine: List[Any] = [Outlet()]
-        fanout.start(mine)
+        listener = Listener()
+        fanout.start(mine, listener)
         fanout.dataReceived(b"x" * 100)
         mine[0].buffered = 100  # nothing taken
         fanouts.append(fanout)
@@ -383,9 +388,9 @@ def test_one_timer_checks_every_running_fanout_for_stalls() -> None:
     clock.advance(1)
     assert clock.getDelayedCalls() == [], "no timer once none runs"
     # A new fan-out starts the timer again.
-    fanout = Fanout(Listener(), clock, watchdogs)
+    fanout = Fanout(clock, watchdogs)
     fanout.makeConnection(Upload())  # type: ignore[arg-type]
-    fanout.start([Outlet()])
+    fanout.start([Outlet()], listener)
     assert len(clock.getDelayedCalls()) == 1
     fanout.connectionLost(DONE)
     clock.advance(1)
@@ -395,18 +400,19 @@ def test_one_timer_checks_every_running_fanout_for_stalls() -> None:
 def test_a_failing_stall_check_does_not_stop_the_others() -> None:
     clock = Clock()
     watchdogs = Watchdogs(stall_timeout=10)
-    broken = Fanout(Listener(), clock, watchdogs)
+    broken = Fanout(clock, watchdogs)
     broken.makeConnection(Upload())  # type: ignore[arg-type]
-    broken.start([Outlet()])
+    listener = Listener()
+    broken.start([Outlet()], listener)
 
     def fail() -> List[Branch]:
         raise RuntimeError("broken check")
 
     broken.watched.watched_receivers = fail  # type: ignore[method-assign]
-    fanout = Fanout(Listener(), clock, watchdogs)
+    fanout = Fanout(clock, watchdogs)
     fanout.makeConnection(Upload())  # type: ignore[arg-type]
     outlet = Outlet()
-    fanout.start([outlet])
+    fanout.start([outlet], listener)
     fanout.dataReceived(b"x" * 100)
     outlet.buffered = 100
     failures: List[Any] = []
@@ -423,9 +429,9 @@ def test_a_failing_stall_check_does_not_stop_the_others() -> None:
 
 
 def test_stall_check_without_buffer_info_uses_pause_state() -> None:
-    fanout, upload, outlets, _, clock = make_watched(1, stall_timeout=10)
+    fanout, upload, outlets, listener, clock = make_watched(1, stall_timeout=10)
     outlets[0].buffered = None
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     branch = fanout.branches[0]
     branch.pauseProducing()
     clock.pump([1] * 11)
@@ -435,7 +441,7 @@ def test_stall_check_without_buffer_info_uses_pause_state() -> None:
 
 def test_idle_upload_aborts_but_paused_time_does_not_count() -> None:
     fanout, upload, outlets, listener, clock = make_watched(1, idle_timeout=30)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     clock.advance(20)
     fanout.dataReceived(b"a")
     clock.advance(20)
@@ -455,7 +461,7 @@ def test_idle_upload_aborts_but_paused_time_does_not_count() -> None:
 
 def test_abort_ends_a_running_transfer_once() -> None:
     fanout, upload, outlets, listener, _ = make_watched(2)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     fanout.abort(Outcome.DRAINED)
     fanout.abort(Outcome.DRAINED)
     assert [o.end for o in outlets] == ["aborted", "aborted"]
@@ -475,7 +481,7 @@ def make_awaiting_acks(n: int = 2, **watchdogs: Any) -> Any:
     """
     fanout, upload, _, listener, clock = make_watched(n, **watchdogs)
     outlets = [Outlet(acknowledge=False) for _ in range(n)]
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     fanout.dataReceived(b"payload")
     fanout.connectionLost(DONE)
     return fanout, upload, outlets, listener, clock
@@ -522,7 +528,7 @@ def test_acknowledgement_during_finish_is_handled() -> None:
     """
     fanout, _, _, listener, _ = make_watched(3)
     outlets = [Outlet(), Outlet(acknowledge=False), Outlet()]
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     fanout.connectionLost(DONE)
     assert fanout.state is State.AWAITING_ACKS
     assert fanout.completed == 2
@@ -533,7 +539,7 @@ def test_acknowledgement_during_finish_is_handled() -> None:
 
 def test_every_receiver_acknowledging_at_once_completes_at_once() -> None:
     fanout, _, outlets, listener = make(2)
-    fanout.start(outlets)
+    fanout.start(outlets, listener)
     fanout.connectionLost(DONE)
     assert listener.ended == [fanout]
     assert fanout.outcome is Outcome.COMPLETE
@@ -570,8 +576,8 @@ def test_abort_while_awaiting_acks_resets_who_has_not_acknowledged() -> None:
 
 
 def test_branch_lost_mid_transfer_is_released_once() -> None:
-    fanout, _, outlets, _ = make(2)
-    fanout.start(outlets)
+    fanout, _, outlets, listener = make(2)
+    fanout.start(outlets, listener)
     outlets[0].producer.stopProducing()
     outlets[0].branch.stopProducing()
     fanout.connectionLost(DONE)

@@ -522,12 +522,11 @@ def test_parties_provide_their_interfaces(clock: Clock) -> None:
     for party in parties:
         assert verifyObject(IParty, party)
     assert verifyObject(ISenderParty, kinds["Sender"])
-    assert verifyObject(IFanoutListener, kinds["Sender"])
     assert verifyObject(IOutlet, kinds["Receiver"])
     fanout = kinds["Sender"].fanout
     assert verifyObject(IWatched, fanout.watched)
     assert verifyObject(IWatchedReceiver, fanout.branches[0])
-    assert verifyObject(IFanoutListener, kinds["Sender"]._transfer)
+    assert verifyObject(IFanoutListener, fanout.listener)
     sender.send(b"hello")
     assert receiver.body() == b"hello"
 

@@ -253,7 +253,8 @@ class Fanout(protocol.Protocol):
 
     @ivar state: see L{State}.
     @ivar listener: who hears about branches lost and the end (the
-        sender's side, L{IFanoutListener}), once started.
+        transfer, L{IFanoutListener}), given to L{start}: only a started
+        fan-out calls it.
     @ivar received: bytes of the upload received so far.
     @ivar branches: every branch, in receiver order (lost ones included).
     @ivar outcome: how the transfer ended, once L{State.ENDED}.
@@ -261,14 +262,13 @@ class Fanout(protocol.Protocol):
     """
 
     transport: Optional[IPushProducer]  # type: ignore[assignment]
+    listener: IFanoutListener
 
     def __init__(
         self,
-        listener: IFanoutListener,
         clock: IReactorTime,
         watchdogs: Optional[Watchdogs] = None,
     ) -> None:
-        self.listener = listener
         self.clock = clock
         self.watchdogs = watchdogs = watchdogs or Watchdogs()
         self.state = State.HOLDING
@@ -332,15 +332,17 @@ class Fanout(protocol.Protocol):
 
     # The transfer.
 
-    def start(self, outlets: List[IOutlet]) -> None:
+    def start(self, outlets: List[IOutlet], listener: IFanoutListener) -> None:
         """
         Begin copying to C{outlets}: register a L{Branch} with each, copy
-        what was held, and let the upload flow unless a branch is paused.
+        what was held, and let the upload flow unless a branch is paused;
+        tell C{listener} of every branch lost and of the end.
 
         @raise RuntimeError: if the fan-out is not holding.
         """
         if self.state not in (State.HOLDING, State.HOLDING_COMPLETE):
             raise RuntimeError(f"start in state {self.state}")
+        self.listener = listener
         complete = self.state is State.HOLDING_COMPLETE
         now = self.started_at = self._last_data = self.clock.seconds()
         self.branches = [Branch(self, i, o, now) for i, o in enumerate(outlets, 1)]

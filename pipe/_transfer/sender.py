@@ -5,9 +5,8 @@ The sender of a pipe, and the two ways its response is written.
 A L{Sender} wraps the sender's request while it waits: it joins the path,
 takes the upload into its L{Fanout} (held, up to a bound, until the
 transfer starts), keeps the wait timer, and ends a pipe that never starts.
-Once matched, its L{pipe._transfer.transfer.Transfer} owns the transfer: the sender
-is the fan-out's listener from its making, and passes what it hears to the
-transfer it began with.
+Once matched, its L{pipe._transfer.transfer.Transfer} owns the transfer and
+starts the fan-out, as the fan-out's listener.
 
 Its response is one of two small strategies, chosen by the request header
 C{Txpipe-Sender-Response} (L{SenderResponse}): L{StreamResponse} writes
@@ -25,7 +24,7 @@ from zope.interface import implementer
 
 from pipe._compat.logger import pinned_logger
 from pipe._transfer import messages as messages
-from pipe._transfer.fanout import Branch, Fanout, IFanoutListener, State
+from pipe._transfer.fanout import Fanout, State
 from pipe._transfer.guard import Grant
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.parse import PipeRequest, SenderResponse
@@ -186,7 +185,7 @@ _RESPONSES = {
 }
 
 
-@implementer(IFanoutListener, ISenderParty)
+@implementer(ISenderParty)
 class Sender(_Party):
     """
     The sender of a pipe while it waits: its request, its upload's
@@ -195,8 +194,7 @@ class Sender(_Party):
     Phases (see L{Phase}): C{WAITING} from L{join} until its transfer
     begins (L{begin}); C{TRANSFERRING} until the transfer ends; C{ENDED}.
     The upload is taken into the fan-out, held paused, when the sender is
-    registered.  The fan-out calls its listener, this sender, only once
-    started: by then the sender has the transfer to tell.
+    registered; the transfer starts it.
 
     @ivar receivers_present: how many receivers wait on the path.
     """
@@ -211,8 +209,7 @@ class Sender(_Party):
         grant: Optional[Grant] = None,
     ) -> None:
         super().__init__(request, pipe, registry, grant)
-        self.fanout = Fanout(self, registry.reactor, registry.watchdogs)
-        self._transfer: Optional[IFanoutListener] = None
+        self.fanout = Fanout(registry.reactor, registry.watchdogs)
         self.response: _Response = _RESPONSES[pipe.response](self)
         self.receivers_present = 0
 
@@ -239,13 +236,11 @@ class Sender(_Party):
         if self.fanout.transport is None:
             self.request.deliver_body(self.fanout)
 
-    def begin(self, transfer: IFanoutListener, receivers: int) -> None:
+    def begin(self, receivers: int) -> None:
         """
         The transfer starts, to C{receivers} receivers: stop waiting, take
-        the upload, tell the sender.  What the fan-out reports from now on
-        goes to C{transfer}.
+        the upload, tell the sender.
         """
-        self._transfer = transfer
         self.phase = Phase.TRANSFERRING
         self._stop_waiting()
         self.receivers_present = receivers
@@ -328,20 +323,6 @@ class Sender(_Party):
             self.phase is Phase.TRANSFERRING
             and self.fanout.state is State.AWAITING_ACKS
         )
-
-    # IFanoutListener (for the fan-out, once started): the transfer's.
-
-    def branch_lost(self, branch: Branch) -> None:
-        self._listener().branch_lost(branch)
-
-    def fanout_ended(self, fanout: Fanout) -> None:
-        self._listener().fanout_ended(fanout)
-
-    def _listener(self) -> IFanoutListener:
-        transfer = self._transfer
-        if transfer is None:
-            raise RuntimeError(f"the fan-out of a sender in {self.phase} called out")
-        return transfer
 
     # ISenderParty (for the rendezvous)
 

@@ -11,8 +11,8 @@ What happens to a transfer, start to end, is in this module:
   2. L{Transfer.start} spends the parties' signed URLs, counts their waits,
      begins the sender's response (L{pipe._transfer.sender}), opens every
      receiver's response, and starts the sender's L{Fanout}, which copies
-     the upload to them and calls this transfer back (through the sender,
-     the fan-out's L{pipe._transfer.fanout.IFanoutListener} from its making).  Whatever
+     the upload to them and calls this transfer back (its
+     L{pipe._transfer.fanout.IFanoutListener}, given at the start).  Whatever
      raises on the way fails this transfer alone (L{Transfer._start_failed}).
   3. While it runs, L{Transfer.branch_lost} tells the sender about each
      receiver lost or dropped.
@@ -73,7 +73,7 @@ class TransferState(enum.Enum):
 class Transfer:
     """
     One transfer: the owner of a match from its start to its end, and what
-    hears the sender's fan-out (L{IFanoutListener}, through the sender).
+    hears the sender's fan-out (its L{IFanoutListener}).
 
     @ivar state: see L{TransferState}.
     @ivar sender: the sender.
@@ -108,10 +108,10 @@ class Transfer:
         now = registry.reactor.seconds()
         for party in (sender, *receivers):
             registry.statistics.party_waited(now - party.joined_at)
-        sender.begin(self, len(receivers))
+        sender.begin(len(receivers))
         for receiver in receivers:
             receiver.open(sender.request)
-        self.fanout.start(list(receivers))
+        self.fanout.start(list(receivers), self)
 
     def _start_failed(self, failure: Failure) -> None:
         """
