@@ -40,6 +40,7 @@ from _harness import BENCH, FLOOR, FloorServer
 from _small import tiny_transfer
 from _twistd import ChildServer, Server
 
+#: The payload of each transfer (C{--payload} makes it larger).
 PAYLOAD = os.urandom(1024)
 WARMUP = 100
 KINDS = ("calls", "bytecodes", "c_calls")
@@ -160,7 +161,8 @@ def report(results: Dict[str, Counts], count: int, threads: int, top: int) -> No
         return (counter[key] if key is not None else sum(counter.values())) / count
 
     how = "in sequence" if threads == 1 else f"from {threads} threads"
-    print(f"\nper tiny transfer (1 KiB, n=1; {count} transfers {how}):")
+    size = f"{len(PAYLOAD) / 1024:,.0f} KiB"
+    print(f"\nper transfer ({size}, n=1; {count} transfers {how}):")
     head = ["", "txpipe", "twisted.web floor", "txpipe above the floor"]
     if baseline is not None:
         head += ["baseline", "txpipe - baseline"]
@@ -224,6 +226,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transfers", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--payload",
+        type=int,
+        default=1024,
+        metavar="BYTES",
+        help="bytes per transfer (default 1 KiB: a tiny pipe; a few MiB add"
+        " socket reads and body pieces, the per-piece path)",
+    )
     parser.add_argument("--top", type=int, default=15, help="rows per list")
     parser.add_argument(
         "--raw", metavar="FILE", help="also write every count, per server, as JSON"
@@ -234,6 +244,8 @@ def main() -> None:
         help="also count the txpipe installed for this interpreter",
     )
     args = parser.parse_args()
+    global PAYLOAD
+    PAYLOAD = os.urandom(args.payload)
     count = args.transfers - args.transfers % args.threads
     with tempfile.TemporaryDirectory() as workdir:
         starts: Dict[str, Callable[[str], ChildServer]] = {
