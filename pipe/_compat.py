@@ -63,6 +63,7 @@ __all__ = [
     "SUPPORTED",
     "ChunkedTransferDecoder",
     "HAProxyProtocolWrapper",
+    "HAProxyWrappingFactory",
     "Internal",
     "MalformedChunkedData",
     "Override",
@@ -101,6 +102,10 @@ ChunkedTransferDecoder = http._ChunkedTransferDecoder
 #: only C{proxyEndpoint}): L{pipe._writes} looks through it for the TCP
 #: connection, since it passes every byte through once the header is read.
 HAProxyProtocolWrapper = _haproxy_wrapper.HAProxyProtocolWrapper
+
+#: The factory a C{haproxy:} listener wraps its factory in
+#: (L{pipe._proxy_protocol} gives it a checking protocol).
+HAProxyWrappingFactory = _haproxy_wrapper.HAProxyWrappingFactory
 
 
 @attr.s(auto_attribs=True, frozen=True)
