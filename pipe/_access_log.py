@@ -42,7 +42,7 @@ def redact_signature(target: bytes) -> bytes:
     query, hash_, fragment = query.partition(b"#")
     parts = []
     for part in query.split(b"&"):
-        name, equals, _ = part.partition(b"=")
+        name = part.partition(b"=")[0]
         parts.append(name + b"=" + REDACTED if _is_signature(name) else part)
     return head + question + b"&".join(parts) + hash_ + fragment
 

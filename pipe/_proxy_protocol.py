@@ -158,7 +158,9 @@ class CheckedProxyWrapper(compat.HAProxyProtocolWrapper):
 
 
 class _CheckedProxyFactory(compat.HAProxyWrappingFactory):
-    protocol = CheckedProxyWrapper
+    # Twisted types the attribute as its own wrapper class; a subclass is
+    # what it builds here.
+    protocol = CheckedProxyWrapper  # type: ignore[assignment]
 
 
 @implementer(IStreamServerEndpoint)

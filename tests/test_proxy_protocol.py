@@ -51,7 +51,7 @@ async def test_a_transfer_through_a_haproxy_listener(
 
     site.channel_opened = record  # type: ignore[method-assign]
     endpoint = listen_endpoint(reactor, "haproxy:tcp:0:interface=127.0.0.1")
-    port = await endpoint.listen(site)
+    port: Any = await endpoint.listen(site)
     number = port.getHost().port
     data = os.urandom(1024 * 1024)
     try:
@@ -129,9 +129,8 @@ async def test_a_hostile_proxy_v1_line_is_refused_with_one_escaped_log_line(
     """
     assert v1_problem(line) is not None
     site = make_site(reactor)
-    port = await listen_endpoint(reactor, "haproxy:tcp:0:interface=127.0.0.1").listen(
-        site
-    )
+    endpoint = listen_endpoint(reactor, "haproxy:tcp:0:interface=127.0.0.1")
+    port: Any = await endpoint.listen(site)
     number = port.getHost().port
     try:
         answer = await raw_http(
@@ -183,9 +182,8 @@ async def test_a_v1_line_without_an_end_is_refused(
     reactor: Any, events: List[Any]
 ) -> None:
     site = make_site(reactor)
-    port = await listen_endpoint(reactor, "haproxy:tcp:0:interface=127.0.0.1").listen(
-        site
-    )
+    endpoint = listen_endpoint(reactor, "haproxy:tcp:0:interface=127.0.0.1")
+    port: Any = await endpoint.listen(site)
     try:
         answer = await raw_http(
             reactor, port.getHost().port, b"PROXY TCP4 " + b"1" * 200, timeout=5

@@ -382,6 +382,7 @@ def test_load_keys_reads_one_key_per_line(tmp_path: Path) -> None:
         b"B" * 66,
     ]
     assert load_keys(str(key_file(tmp_path, HEX_KEY, 0o400))) == [HEX_KEY.encode()]
+    assert MIN_KEY_LENGTH == 32
 
 
 @pytest.mark.parametrize(

@@ -264,8 +264,10 @@ def refusals(secret: Path, tmp_path: Path) -> List[str]:
     assert server.returncode == 1
     assert "listening" not in server.stdout + server.stderr
     sign = subprocess.run(
-        [sys.executable, "-m", "pipe", "sign", "--secret-file", str(secret)]
-        + ["--scope", "send", "--ttl", "60", "http://h/api/v1/pipe/p"],
+        [
+            *(sys.executable, "-m", "pipe", "sign", "--secret-file", str(secret)),
+            *("--scope", "send", "--ttl", "60", "http://h/api/v1/pipe/p"),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
