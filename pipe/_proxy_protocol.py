@@ -112,21 +112,21 @@ class CheckedProxyWrapper(compat.HAProxyProtocolWrapper):
     L{v1_problem} before Twisted's parser reads it.
     """
 
-    _header = _Header.FIRST
+    _stage = _Header.FIRST
     _pending = b""
 
     def dataReceived(self, data: bytes) -> None:
-        if self._header is _Header.PASSED:
+        if self._stage is _Header.PASSED:
             super().dataReceived(data)
             return
-        if self._header is _Header.REFUSED:
+        if self._stage is _Header.REFUSED:
             return
-        if self._header is _Header.FIRST:
+        if self._stage is _Header.FIRST:
             if not data.startswith(_V1_SIGNATURE):
-                self._header = _Header.PASSED
+                self._stage = _Header.PASSED
                 super().dataReceived(data)
                 return
-            self._header = _Header.V1_LINE
+            self._stage = _Header.V1_LINE
         self._pending += data
         end = self._pending.find(b"\r\n")
         if end == -1:
@@ -140,11 +140,11 @@ class CheckedProxyWrapper(compat.HAProxyProtocolWrapper):
             self._refuse(problem, line)
             return
         pending, self._pending = self._pending, b""
-        self._header = _Header.PASSED
+        self._stage = _Header.PASSED
         super().dataReceived(pending)
 
     def _refuse(self, reason: str, line: bytes) -> None:
-        self._header = _Header.REFUSED
+        self._stage = _Header.REFUSED
         self._pending = b""
         assert self.transport is not None
         peer = self.transport.getPeer()
