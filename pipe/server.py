@@ -15,6 +15,7 @@ from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from pipe._http.access_log import without_signature
 from pipe._http.batch import WriteBatch
 from pipe._http.channel import StreamingChannel
 from pipe._http.interfaces import IPipeSite
@@ -199,10 +200,11 @@ class PipeSite(Site):
     def log(self, request: object) -> None:
         """
         Write no access log line for the pipe tree; log the application's
-        own requests as a stock L{Site} does (see the class docstring).
+        own requests as a stock L{Site} does (see the class docstring),
+        with no signature in the line (L{without_signature}).
         """
         if self.resource is not self.tree and not getattr(request, "streams", True):
-            super().log(request)  # type: ignore[arg-type]
+            super().log(without_signature(request))
 
 
 def make_site(
@@ -223,9 +225,14 @@ def make_site(
     under C{/<prefix>/} (C{/ci/api/v1/pipe/<path>}, C{/ci/healthz},
     C{/ci/api/v1/status}, C{/ci/}), where uploads stream as they do in the
     pipe-only site.  Whether a request is under the prefix is decided on
-    its raw path, once, when its headers are in.  C{root} is not changed
-    (nothing is put into it); a child of C{root} named like the prefix is
-    never reached.
+    its raw path (the request target's bytes as sent, before
+    percent-decoding or any other normalisation), once, when its headers
+    are in.  C{root} is not changed (nothing is put into it); a request
+    whose raw path is C{/ci} or starts with C{/ci/} never reaches it, but
+    C{/c%69/...} and C{//ci/...} do (twisted.web decodes C{%69} while
+    traversing C{root}, so a child of C{root} named like the prefix is
+    reached that way).  The access log the site writes for C{root}'s
+    requests never holds a signature (L{pipe._http.access_log}).
 
     @param reactor: the reactor (its clock drives every timeout).
     @param settings: limits and timeouts (the defaults of C{twistd pipe}).

@@ -23,6 +23,7 @@ C{pipe._transfer.guard}.
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hashlib
 import hmac
@@ -44,9 +45,10 @@ __all__ = [
     "signature",
 ]
 
-#: The shortest key accepted, in bytes: a key is a password nobody types,
-#: so there is no reason for a short one (C{openssl rand -hex 32} gives 64).
-MIN_KEY_LENGTH = 16
+#: The shortest key accepted, in bytes once its hex or base64 is decoded: a
+#: key is a password nobody types, so there is no reason for a short one
+#: (C{openssl rand -hex 32} and C{openssl rand -base64 32} give 32).
+MIN_KEY_LENGTH = 32
 
 #: The query parameters a signature adds (C{n} is the pipe's own).
 SIGNATURE_PARAMETERS = ("expires", "scope", "sig")
@@ -59,6 +61,11 @@ _N_SYNTAX = re.compile(r"[1-9][0-9]*")
 #: owned by anyone else by its owner only.  Execute bits mean nothing here.
 _OTHER_READ_WRITE = stat.S_IROTH | stat.S_IWOTH
 _GROUP_READ_WRITE = stat.S_IRGRP | stat.S_IWGRP
+#: A key line: hex digits (read as hex), or base64 in either alphabet
+#: (C{+/} or C{-_}), padded or not.
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class Scope(enum.Enum):
@@ -73,57 +80,114 @@ class Scope(enum.Enum):
 
 class KeyFileError(ValueError):
     """
-    The secret file cannot be used: missing, unreadable, empty, a key too
-    short, or open to group or other.
+    The secret file cannot be used: missing, unreadable, not a regular
+    file, owned by someone else, open to group or other, empty, or a line
+    that is neither a comment nor a key.
     """
+
+
+def _key_length(line: bytes) -> Optional[int]:
+    """
+    How many bytes the key C{line} (stripped) encodes: a line of hex digits
+    is hex (an odd number of them is no key), anything else base64 (C{+/}
+    or C{-_}, padded or not); L{None} when it is neither.
+    """
+    if _HEX.fullmatch(line):
+        return len(line) // 2 if len(line) % 2 == 0 else None
+    if not _BASE64.fullmatch(line):
+        return None
+    digits = line.rstrip(b"=").translate(_TO_URLSAFE)
+    try:
+        return len(base64.urlsafe_b64decode(digits + b"=" * (-len(digits) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _parse_keys(text: bytes, path: str) -> List[bytes]:
+    """
+    The keys of the text of a key file: one per line, surrounding
+    whitespace and blank lines ignored, lines starting with C{#} comments.
+    A key is the line as written (its characters, not the bytes they
+    encode, are the HMAC key); it must be hex or base64 of at least
+    L{MIN_KEY_LENGTH} bytes.
+
+    @raise KeyFileError: a line is neither, with its number (never its
+        text: it may be a key); or there is no key.
+    """
+    keys = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        length = _key_length(line)
+        if length is None or length < MIN_KEY_LENGTH:
+            what = (
+                "is not hex or base64" if length is None else f"encodes {length} bytes"
+            )
+            raise KeyFileError(
+                f"line {number} of secret file {path!r} {what}: a key is hex or"
+                f" base64 of at least {MIN_KEY_LENGTH} bytes (openssl rand -hex 32),"
+                " and a comment starts with #"
+            )
+        keys.append(line)
+    if not keys:
+        raise KeyFileError(f"secret file {path!r} holds no key")
+    return keys
 
 
 def load_keys(path: Union[str, os.PathLike[str]]) -> List[bytes]:
     """
-    The keys of a secret file: one per line (surrounding whitespace and
-    blank lines ignored), the first signs and all verify, so a new key is
-    rotated in by adding it first and the old one removed once the URLs it
-    signed have expired.
+    The keys of a secret file: one per line (see L{_parse_keys}), the first
+    signs and all verify, so a new key is rotated in by adding it first and
+    the old one removed once the URLs it signed have expired.
 
-    @raise KeyFileError: the file is missing or unreadable, holds no key or
-        a key shorter than L{MIN_KEY_LENGTH} bytes, or its permissions are
-        too open (see L{_check_permissions}).
+    The file is opened first (without blocking, so a FIFO cannot hang the
+    caller) and everything is checked on the open descriptor, so a path
+    swapped in between cannot slip past: it must be a regular file (not a
+    FIFO, a device such as C{/dev/zero}, or a directory) whose owner and
+    mode pass L{_check_permissions}; only then is it read.
+
+    @raise KeyFileError: the file is missing or unreadable, not a regular
+        file, owned by someone else or too open (see
+        L{_check_permissions}), holds no key, or has a line that is neither
+        a comment nor a key.
     """
+    name = os.fspath(path)
     try:
-        # stat follows symbolic links: a Kubernetes Secret's file is a link
+        # open follows symbolic links: a Kubernetes Secret's file is a link
         # into its ..data directory, and the target is what is read.
-        status = os.stat(path)
-        mode, owner = status.st_mode, status.st_uid
-        with open(path, "rb") as handle:
+        descriptor = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise KeyFileError(
+            f"cannot read secret file {name!r}: {error.strerror}"
+        ) from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise KeyFileError(f"secret file {name!r} is not a regular file")
+        _check_permissions(name, status.st_mode, status.st_uid)
+        with open(descriptor, "rb", closefd=False) as handle:
             text = handle.read()
     except OSError as error:
         raise KeyFileError(
-            f"cannot read secret file {os.fspath(path)!r}: {error.strerror}"
+            f"cannot read secret file {name!r}: {error.strerror}"
         ) from None
-    if not stat.S_ISREG(mode):
-        raise KeyFileError(f"secret file {os.fspath(path)!r} is not a regular file")
-    _check_permissions(os.fspath(path), mode, owner)
-    keys = [line.strip() for line in text.splitlines() if line.strip()]
-    if not keys:
-        raise KeyFileError(f"secret file {os.fspath(path)!r} holds no key")
-    for number, key in enumerate(keys, 1):
-        if len(key) < MIN_KEY_LENGTH:
-            raise KeyFileError(
-                f"key {number} of secret file {os.fspath(path)!r} is shorter than"
-                f" {MIN_KEY_LENGTH} bytes"
-            )
-    return keys
+    finally:
+        os.close(descriptor)
+    return _parse_keys(text, name)
 
 
 def _check_permissions(path: str, mode: int, owner: int) -> None:
     """
-    Refuse a key file that someone other than its owner (or, for a file
-    owned by root, its group) could read or change: PostgreSQL's rule for
-    its key files.
+    Refuse a key file that someone other than this process's user, root,
+    or (for a file owned by root) its group could read or change:
+    PostgreSQL's rule for its key files, plus the owner.
 
         - readable or writable by other: refused, whoever owns it;
+        - owned by neither root nor this process's effective user:
+          refused (that user could rewrite the key and mint URLs);
         - owned by root: its group may read it (0640, 0440), not write it;
-        - owned by anyone else: owner only (0600, 0400).
+        - owned by this process's user: owner only (0600, 0400).
 
     A Kubernetes Secret mounted with C{defaultMode: 0440} and an C{fsGroup}
     (root, group fsGroup), and a Docker or Compose secret given C{mode:
@@ -137,6 +201,12 @@ def _check_permissions(path: str, mode: int, owner: int) -> None:
         raise KeyFileError(
             f"secret file {path!r} is readable or writable by other"
             f" (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    user = os.geteuid()
+    if owner not in (0, user):
+        raise KeyFileError(
+            f"secret file {path!r} is owned by uid {owner}, neither root nor"
+            f" this process's user (uid {user}); chown it to one of them"
         )
     if owner == 0 and mode & stat.S_IWGRP:
         raise KeyFileError(

@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -29,6 +28,7 @@ try:
 except TwistedMismatch as mismatch:
     # One plain line for whoever runs twistd, not a traceback.
     raise SystemExit(f"twistd pipe: {mismatch}") from None
+from pipe._http.proxy_protocol import listen_endpoint
 from pipe._settings import Settings
 from pipe._settings import options as setting_options
 from pipe.signing import KeyFileError, load_keys
@@ -233,7 +233,7 @@ class _Listener(Service):
             self._listen()
 
     def _listen(self) -> None:
-        endpoint = serverFromString(self._reactor, with_backlog(self._description))
+        endpoint = listen_endpoint(self._reactor, with_backlog(self._description))
         self._listening_now = True
         try:
             self._starting = endpoint.listen(self._factory)

@@ -183,6 +183,14 @@ async def test_receiver_headers(reactor: Any, server: RunningServer) -> None:
         (b"application/vnd.foo+XML ;x=1", b"text/plain;x=1"),
         (b"application/json", b"application/json"),
         (b"application/x-tar", b"application/x-tar"),
+        (b'text/plain; charset="a,b"; q=1', b'text/plain; charset="a,b"; q=1'),
+        # Anything but one well-formed media type: octet-stream.
+        (b"text/plain, text/html", b"application/octet-stream"),
+        (b"text/html;x=1, text/plain", b"application/octet-stream"),
+        (b"text", b"application/octet-stream"),
+        (b"text/plain; charset", b"application/octet-stream"),
+        (b"text/plain x", b"application/octet-stream"),
+        (b'text/plain; a="b', b"application/octet-stream"),
     ],
 )
 @pytest_twisted.ensureDeferred
@@ -192,7 +200,9 @@ async def test_script_capable_types_reach_receivers_as_text(
     """
     HTML, XML and every C{+xml} type (SVG, XHTML) can run script in a
     browser: receivers get C{text/plain} with the parameters kept; other
-    types pass unchanged.
+    types pass unchanged; a list of types (fetch takes the last), or
+    anything else that is not one well-formed type, is
+    C{application/octet-stream}.
     """
     path = "type-" + hashlib.sha256(sent).hexdigest()[:8]
     url = server.url(path)
@@ -205,6 +215,28 @@ async def test_script_capable_types_reach_receivers_as_text(
     got = await receiving
     assert await got.content() == b"<x/>"
     assert got.headers.getRawHeaders(b"content-type") == [received]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_content_type_lines_reach_receivers_as_octet_stream(
+    reactor: Any, server: RunningServer
+) -> None:
+    url = server.url("two-types")
+    receiving = curl(reactor, "-D", "-", "-o", "/dev/null", url, keep_text=True)
+    await wait_for(reactor, receivers_waiting(server, "two-types", 1))
+    sender = curl(
+        reactor,
+        "--data-binary",
+        "x",
+        "-H",
+        "Content-Type: text/plain",
+        "-H",
+        "Content-Type: text/html",
+        url,
+    )
+    assert (await sender.ended).code == 0
+    head = (await receiving.ended).text
+    assert b"Content-Type: application/octet-stream\r\n" in head
 
 
 @pytest_twisted.ensureDeferred

@@ -11,16 +11,18 @@ import ipaddress
 from typing import Any, List, Optional, Sequence
 
 import pytest
+import pytest_twisted
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent
 from twisted.python import usage
 
 from pipe._http.forwarded import forwarded_client, parse_networks
 from pipe.server import PipeSite, Settings, make_site
 from pipe.tap import Options
 
-from .helpers import Peer, put_head
+from .helpers import Peer, put_head, raw_http, wait_for
 
 TRUSTED = parse_networks("10.0.0.0/8,::1")
 
@@ -66,6 +68,10 @@ def test_the_option_reaches_the_settings() -> None:
         ("10.0.0.5", [b"203.0.113.7, garbage, 10.0.0.9"], "10.0.0.9"),
         ("10.0.0.5", [b"198.51.100.1:1234"], None),
         ("10.0.0.5", [b"\xff\xfe"], None),
+        # An IPv6 zone id is any text: not an address.
+        ("10.0.0.5", [b"fe80::1%evil\x1b[31mX"], None),
+        ("10.0.0.5", [b"203.0.113.7, fe80::1%eth0"], None),
+        ("10.0.0.5", [b"fe80::1%eth0, 10.0.0.9"], "10.0.0.9"),
         ("10.0.0.5", [b"", b" , "], None),
         ("10.0.0.5", [], None),
         # IPv6 peers and hops; an IPv4-mapped peer is its IPv4 address.
@@ -183,3 +189,43 @@ def test_per_address_limit_counts_forwarded_clients() -> None:
     assert receive(site, "192.0.2.1", [b"203.0.113.9"], b"d").output() == b""
     spoofed = receive(site, "192.0.2.1", [b"203.0.113.10"], b"e").output()
     assert b"too many parties from 192.0.2.1: 1" in spoofed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_zone_id_in_a_hop_is_not_a_client_on_a_real_port(
+    reactor: Any, serve: Any, events: List[Any]
+) -> None:
+    """
+    C{fe80::1%evil<ESC>[31mX} from a trusted proxy names no client: the
+    proxy is the client, in the transfer log and the per-address limit,
+    and nothing of the zone reaches the log.
+    """
+    server = serve(trusted_proxies=parse_networks("127.0.0.0/8"))
+    number = server.port.getHost().port
+    header = b"X-Forwarded-For: fe80::1%evil\x1b[31mX\r\n"
+    receiving = raw_http(
+        reactor,
+        number,
+        b"GET /api/v1/pipe/z?n=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        + header
+        + b"\r\n",
+    )
+    await wait_for(
+        reactor, lambda: server.site.pipes.rendezvous.parties(b"z") == (False, 1)
+    )
+    await raw_http(
+        reactor,
+        number,
+        b"PUT /api/v1/pipe/z?n=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        + header
+        + b"Content-Length: 2\r\n\r\nhi",
+    )
+    await receiving
+    (event,) = [
+        e
+        for e in events
+        if e.get("outcome") == "complete" and e["log_namespace"] == "pipe.transfer"
+    ]
+    assert event["sender"].startswith("127.0.0.1:")
+    assert event["receivers"].startswith("127.0.0.1:")
+    assert not any("evil" in formatEvent(e) for e in events)

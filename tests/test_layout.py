@@ -203,6 +203,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "pipe.tap": {
         "pipe",
         "pipe._compat",
+        "pipe._http",
         "pipe._metrics",
         "pipe._settings",
         "pipe.server",

@@ -233,3 +233,36 @@ async def test_drain_covers_the_whole_site(reactor: Any, mixed: Any) -> None:
     assert kept.startswith(b"HTTP/1.1 200 OK\r\n") and kept.endswith(b"static hello\n")
     late = await waiting.ended
     assert late.text.endswith(b"503"), late
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_access_log_never_holds_a_signature(reactor: Any, mixed: Any) -> None:
+    """
+    The application's access log on a real port: a mistyped signed URL
+    (C{//ci/...} and C{/c%69/...} are not under C{/ci}: the raw path
+    decides), a percent-encoded C{sig} name, and a signed URL as the
+    C{Referer} are logged with every signature's value replaced.
+    """
+    server: Mixed = mixed(Settings(keys=(KEY,)))
+    logged = io.BytesIO()
+    server.site.logFile = logged
+    port = int(server.root.rsplit(":", 1)[1])
+    requests = [
+        b"//ci/api/v1/pipe/p?n=1&expires=9&scope=send&sig=FIRSTSIGNATURE",
+        b"/c%69/api/v1/pipe/p?sig=SECONDSIGNATURE&n=1",
+        b"/greet?%73ig=THIRDSIGNATURE",
+    ]
+    for target in requests:
+        await raw_http(
+            reactor,
+            port,
+            b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Referer: http://t/ci/api/v1/pipe/p?n=1&sig=REFERERSIGNATURE\r\n\r\n",
+            timeout=5,
+        )
+    text = logged.getvalue()
+    assert len(text.splitlines()) == 3, text
+    assert b"SIGNATURE" not in text, text
+    assert text.count(b"sig=REDACTED") == 5, text
+    assert b'"GET //ci/api/v1/pipe/p?n=1&expires=9&scope=send&sig=REDACTED' in text
+    assert b"%73ig=REDACTED" in text

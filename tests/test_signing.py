@@ -359,28 +359,60 @@ def key_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
     return path
 
 
+HEX_KEY = "0123456789abcdef" * 4
+BASE64_KEY = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k="
+URLSAFE_KEY = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4-_"
+
+
 def test_load_keys_reads_one_key_per_line(tmp_path: Path) -> None:
-    path = key_file(tmp_path, f"\n  {'a' * 32}  \n\n{'b' * 40}\n")
-    assert load_keys(path) == [b"a" * 32, b"b" * 40]
-    assert load_keys(str(key_file(tmp_path, "c" * 16, 0o400))) == [b"c" * 16]
+    """
+    Blank lines, surrounding whitespace and C{#} comments are skipped; a
+    key is hex or base64 (either alphabet, padded or not) of at least 32
+    bytes, kept as written.
+    """
+    path = key_file(
+        tmp_path,
+        f"# txpipe signing keys - rotate monthly\n  {'a' * 64}  \n\n"
+        f"   # the old one\n{BASE64_KEY}\n{URLSAFE_KEY}\n{'B' * 66}\n",
+    )
+    assert load_keys(path) == [
+        b"a" * 64,
+        BASE64_KEY.encode(),
+        URLSAFE_KEY.encode(),
+        b"B" * 66,
+    ]
+    assert load_keys(str(key_file(tmp_path, HEX_KEY, 0o400))) == [HEX_KEY.encode()]
+    assert MIN_KEY_LENGTH == 32
 
 
 @pytest.mark.parametrize(
     "text, mode, reason",
     [
-        ("a" * 32, 0o604, "readable or writable by other"),
-        ("a" * 32, 0o644, "readable or writable by other"),
-        ("a" * 32, 0o602, "readable or writable by other"),
+        ("a" * 64, 0o604, "readable or writable by other"),
+        ("a" * 64, 0o644, "readable or writable by other"),
+        ("a" * 64, 0o602, "readable or writable by other"),
         ("", 0o600, "holds no key"),
         ("\n  \n", 0o600, "holds no key"),
-        ("a" * 32 + "\n" + "b" * (MIN_KEY_LENGTH - 1), 0o600, "key 2"),
+        ("# only a comment\n", 0o600, "holds no key"),
+        # Hex of 31 bytes, base64 of 31 bytes.
+        ("a" * 64 + "\n\n" + "b" * 62, 0o600, "line 3 .* encodes 31 bytes"),
+        (BASE64_KEY[:40], 0o600, "line 1 .* encodes 30 bytes"),
+        # An odd number of hex digits, a comment not marked as one, a
+        # sentence: neither hex nor base64.
+        ("a" * 65, 0o600, "line 1 .* is not hex or base64"),
+        ("a" * 64 + "\ntxpipe signing keys - rotate monthly", 0o600, "line 2 .* not"),
+        ("a" * 64 + "\n" + "k" * 32, 0o600, "line 2 .* encodes 24 bytes"),
+        (HEX_KEY + "+" + BASE64_KEY[:-1] + "_", 0o600, "line 1 .* not hex or base64"),
     ],
 )
 def test_load_keys_refuses_unusable_files(
     tmp_path: Path, text: str, mode: int, reason: str
 ) -> None:
-    with pytest.raises(KeyFileError, match=reason):
+    with pytest.raises(KeyFileError, match=reason) as refused:
         load_keys(key_file(tmp_path, text, mode))
+    # The line's text is never shown: it may be a key.
+    assert "rotate monthly" not in str(refused.value)
+    assert "bbbbbbbb" not in str(refused.value)
 
 
 # Who owns the key file: PostgreSQL's rule, so that orchestrators' mounts
@@ -396,7 +428,7 @@ FS_GROUP = 2000
 
 
 def owned_key_file(tmp_path: Path, mode: int, uid: int, gid: int = 0) -> Path:
-    path = key_file(tmp_path, "k" * 32, mode)
+    path = key_file(tmp_path, "f" * 64, mode)
     os.chown(path, uid, gid)
     return path
 
@@ -408,24 +440,75 @@ def test_a_root_owned_key_file_may_be_group_readable(tmp_path: Path, mode: int) 
     Root-owned and readable by its group (a Kubernetes Secret with an
     fsGroup, a Compose secret with a gid) is accepted.
     """
-    assert load_keys(owned_key_file(tmp_path, mode, 0, FS_GROUP)) == [b"k" * 32]
+    assert load_keys(owned_key_file(tmp_path, mode, 0, FS_GROUP)) == [b"f" * 64]
 
 
 @needs_root
 @pytest.mark.parametrize("mode", [0o640, 0o440, 0o660, 0o620])
-def test_a_group_readable_key_file_of_another_owner_is_refused(
-    tmp_path: Path, mode: int
+def test_a_group_readable_key_file_of_the_servers_user_is_refused(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    path = owned_key_file(tmp_path, mode, OTHER_UID, FS_GROUP)
+    monkeypatch.setattr(os, "geteuid", lambda: OTHER_UID)
     with pytest.raises(KeyFileError, match=f"owned by uid {OTHER_UID}, not root"):
-        load_keys(owned_key_file(tmp_path, mode, OTHER_UID, FS_GROUP))
+        load_keys(path)
 
 
 @needs_root
 @pytest.mark.parametrize("mode", [0o400, 0o600])
-def test_a_key_file_of_another_owner_may_be_owner_only(
-    tmp_path: Path, mode: int
+def test_a_key_file_of_the_servers_user_may_be_owner_only(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert load_keys(owned_key_file(tmp_path, mode, OTHER_UID)) == [b"k" * 32]
+    path = owned_key_file(tmp_path, mode, OTHER_UID)
+    monkeypatch.setattr(os, "geteuid", lambda: OTHER_UID)
+    assert load_keys(path) == [b"f" * 64]
+
+
+@needs_root
+@pytest.mark.parametrize("uid", [OTHER_UID, 65534])
+@pytest.mark.parametrize("mode", [0o400, 0o600, 0o640])
+def test_a_key_file_of_another_user_is_refused(
+    tmp_path: Path, mode: int, uid: int
+) -> None:
+    """
+    A server running as root refuses a private key file that uid 1000 or
+    C{nobody} owns: that user could rewrite the key and mint URLs.
+    """
+    with pytest.raises(
+        KeyFileError,
+        match=rf"owned by uid {uid}, neither root nor this process's user \(uid 0\)",
+    ):
+        load_keys(owned_key_file(tmp_path, mode, uid))
+
+
+def test_a_key_file_of_another_user_is_refused_whoever_the_server_runs_as(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = key_file(tmp_path, HEX_KEY)
+    owner = path.stat().st_uid
+    if owner == 0:  # root's files pass whoever the server runs as
+        os.chown(path, OTHER_UID, -1)
+        owner = OTHER_UID
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(KeyFileError, match=f"owned by uid {owner}, neither root"):
+        load_keys(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_load_keys_refuses_a_fifo_or_a_device_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """
+    A FIFO (no writer) does not hang the caller and C{/dev/zero} is not
+    read to exhaustion: the type is checked on the open descriptor first.
+    """
+    if kind == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path, 0o600)
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(KeyFileError, match="is not a regular file"):
+        load_keys(path)
 
 
 @needs_root
@@ -456,7 +539,7 @@ def kubernetes_secret_volume(tmp_path: Path, mode: int) -> Path:
     stamped = volume / "..2026_12_03_04_00_00.000000001"
     stamped.mkdir(parents=True)
     target = stamped / "secret"
-    target.write_text("s" * 32)
+    target.write_text("5" * 64)
     os.chown(target, 0, FS_GROUP)
     target.chmod(mode)
     (volume / "..data").symlink_to(stamped.name)
@@ -469,7 +552,7 @@ def test_a_kubernetes_secret_is_checked_through_its_links(tmp_path: Path) -> Non
     """
     The links themselves are 0777: the target's owner and mode decide.
     """
-    assert load_keys(kubernetes_secret_volume(tmp_path, 0o440)) == [b"s" * 32]
+    assert load_keys(kubernetes_secret_volume(tmp_path, 0o440)) == [b"5" * 64]
     other = tmp_path / "other"
     other.mkdir()
     with pytest.raises(KeyFileError, match="by other"):
@@ -489,13 +572,13 @@ def test_twistd_options_load_the_keys(tmp_path: Path) -> None:
     options.parseOptions(
         [
             "--secret-file",
-            str(key_file(tmp_path, "a" * 32)),
+            str(key_file(tmp_path, "a" * 64)),
             "--require-signature",
             "send",
         ]
     )
     settings = options.settings()
-    assert settings.keys == (b"a" * 32,)
+    assert settings.keys == (b"a" * 64,)
     assert settings.require_signature == "send"
     assert "aaaa" not in repr(settings)
     assert Options().settings().keys == ()
@@ -521,7 +604,7 @@ def test_twistd_refuses_to_start_without_usable_keys(
 def test_twistd_refuses_unusable_secret_files_with_status_1(
     tmp_path: Path, mode: Optional[int], reason: str
 ) -> None:
-    path = key_file(tmp_path, "a" * 32, mode) if mode else tmp_path / "missing"
+    path = key_file(tmp_path, "a" * 64, mode) if mode else tmp_path / "missing"
     with pytest.raises(SystemExit) as info:
         Options().parseOptions(["--secret-file", str(path)])
     assert str(info.value.code).startswith("twistd pipe: ")
@@ -534,11 +617,11 @@ def test_twistd_refuses_unusable_secret_files_with_status_1(
 def test_txpipe_sign_prints_the_signed_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    secret = key_file(tmp_path, f"{'a' * 32}\n{'b' * 32}\n")
+    secret = key_file(tmp_path, f"{'a' * 64}\n{'b' * 64}\n")
     argv = ["sign", "--secret-file", str(secret), "--scope", "receive", "--ttl", "90"]
     assert _cli.main([*argv, BASE + "job?n=4"]) == 0
     signed = capsys.readouterr().out.strip()
-    g = Guard([b"b" * 32, b"a" * 32], Requirement.ALL, Clock())
+    g = Guard([b"b" * 64, b"a" * 64], Requirement.ALL, Clock())
     g._clock.advance(int(params(signed)["expires"]) - 90)  # type: ignore[attr-defined]
     assert check(g, signed, Scope.RECEIVE)
     assert params(signed)["scope"] == "receive"
@@ -547,8 +630,8 @@ def test_txpipe_sign_prints_the_signed_url(
 @pytest.mark.parametrize(
     "secret_text, mode, url, message",
     [
-        ("a" * 32, 0o644, BASE + "p", "chmod 600"),
-        ("a" * 32, 0o600, "http://h/elsewhere", "not a pipe URL"),
+        ("a" * 64, 0o644, BASE + "p", "chmod 600"),
+        ("a" * 64, 0o600, "http://h/elsewhere", "not a pipe URL"),
     ],
 )
 def test_txpipe_sign_exits_2_with_the_reason(
@@ -564,7 +647,7 @@ def test_txpipe_sign_exits_2_with_the_reason(
     assert _cli.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert message in captured.err and "a" * 32 not in captured.err
+    assert message in captured.err and "a" * 64 not in captured.err
 
 
 def test_txpipe_sign_refuses_a_ttl_beyond_max_ttl(
@@ -574,7 +657,7 @@ def test_txpipe_sign_refuses_a_ttl_beyond_max_ttl(
     C{txpipe sign} knows the servers' default limit (a day) and refuses to
     mint a URL they would refuse; C{--max-ttl} names another limit, 0 none.
     """
-    secret = key_file(tmp_path, "a" * 32)
+    secret = key_file(tmp_path, "a" * 64)
     argv = ["sign", "--secret-file", str(secret), "--scope", "send"]
     assert _cli.main([*argv, "--ttl", "86400", BASE + "p"]) == 0
     capsys.readouterr()
@@ -604,7 +687,7 @@ def test_txpipe_console_script_and_python_m(tmp_path: Path) -> None:
     The installed C{txpipe} script (next to this interpreter, as pip puts
     it) and C{python -m pipe} both sign.
     """
-    secret = key_file(tmp_path, "a" * 32)
+    secret = key_file(tmp_path, "a" * 64)
     args = ["sign", "--secret-file", str(secret), "--scope", "send", "--ttl", "60"]
     script = Path(sys.executable).parent / "txpipe"
     commands = [[sys.executable, "-m", "pipe"]]

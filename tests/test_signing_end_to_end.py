@@ -6,6 +6,7 @@ and C{twistd -n pipe --secret-file}.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,11 +183,12 @@ async def test_twistd_with_secret_file_and_txpipe_sign(
 ) -> None:
     """
     The production path: C{twistd -n pipe --secret-file} with two keys (a
-    rotation in progress), URLs minted by the C{txpipe sign} command with
-    the file's first key, and an old URL signed by the second still valid.
+    rotation in progress) below a comment, URLs minted by the C{txpipe sign}
+    command with the file's first key, and an old URL signed by the second
+    still valid; a URL signed with the comment's text is refused.
     """
     secret = tmp_path / "secret"
-    secret.write_bytes(b"new-key-0123456789abcdef\nold-key-0123456789abcdef\n")
+    secret.write_bytes(COMMENT + b"\n" + NEW_KEY + b"\n" + OLD_KEY + b"\n")
     secret.chmod(0o600)
     server = start_twistd(reactor, tmp_path, "--secret-file", str(secret))
     try:
@@ -214,7 +216,9 @@ async def test_twistd_with_secret_file_and_txpipe_sign(
                 cwd=tmp_path,
             ).stdout.strip()
 
-        receive = sign_url(url, b"old-key-0123456789abcdef", "receive", 120)
+        forged = sign_url(url, COMMENT, "send", 120)
+        assert (await status_line(reactor, forged)).startswith(b"403 ")
+        receive = sign_url(url, OLD_KEY, "receive", 120)
         receiving = curl(reactor, receive, keep_text=True)
         sent = await curl(reactor, "-d", "artifact", sign("send"), keep_text=True).ended
         assert b"done: bytes=8 receivers=1/1" in sent.text, sent
@@ -224,20 +228,82 @@ async def test_twistd_with_secret_file_and_txpipe_sign(
         await server.stop()
     assert b"signed URLs required (all); 2 keys verify" in server.output
     assert b"release" not in server.output and b"sig=" not in server.output
-    assert b"new-key" not in server.output
+    assert NEW_KEY not in server.output
 
 
-def test_twistd_refuses_to_start_with_an_open_secret_file(tmp_path: Path) -> None:
-    secret = tmp_path / "secret"
-    secret.write_bytes(b"k" * 32)
-    secret.chmod(0o644)
-    done = subprocess.run(
+COMMENT = b"# txpipe signing keys - rotate monthly"
+NEW_KEY = b"6e6577" * 11
+OLD_KEY = b"b2xkLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZg"
+
+
+def refusals(secret: Path, tmp_path: Path) -> List[str]:
+    """What twistd pipe and txpipe sign print when refusing C{secret}."""
+    server = subprocess.run(
         twistd_pipe("tcp:0:interface=127.0.0.1", "--secret-file", str(secret)),
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=60,
     )
-    assert done.returncode == 1
-    assert "chmod 600" in done.stderr
-    assert "listening" not in done.stdout + done.stderr
+    assert server.returncode == 1
+    assert "listening" not in server.stdout + server.stderr
+    sign = subprocess.run(
+        [
+            *(sys.executable, "-m", "pipe", "sign", "--secret-file", str(secret)),
+            *("--scope", "send", "--ttl", "60", "http://h/api/v1/pipe/p"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (sign.returncode, sign.stdout) == (2, "")
+    return [server.stderr + server.stdout, sign.stderr]
+
+
+def test_twistd_and_txpipe_sign_refuse_an_open_secret_file(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(NEW_KEY)
+    secret.chmod(0o644)
+    for output in refusals(secret, tmp_path):
+        assert "chmod 600" in output
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="needs root to give a file another owner",
+)
+def test_twistd_and_txpipe_sign_refuse_a_key_file_another_user_owns(
+    tmp_path: Path,
+) -> None:
+    """
+    Run as root, neither accepts a private key file owned by C{nobody}:
+    that user could rewrite the key and mint URLs.
+    """
+    secret = tmp_path / "secret"
+    secret.write_bytes(NEW_KEY + b"\n")
+    secret.chmod(0o600)
+    os.chown(secret, 65534, 65534)
+    for output in refusals(secret, tmp_path):
+        assert "owned by uid 65534, neither root nor this process's user" in output
+
+
+@pytest.mark.parametrize("kind", ["fifo", "comment"])
+def test_twistd_and_txpipe_sign_refuse_a_fifo_or_a_bad_line_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """
+    A FIFO is refused at once, not waited on; a key file whose comment is
+    not marked as one is refused with the line's number.
+    """
+    secret = tmp_path / "secret"
+    if kind == "fifo":
+        os.mkfifo(secret, 0o600)
+        expected = "is not a regular file"
+    else:
+        secret.write_bytes(NEW_KEY + b"\ntxpipe signing keys - rotate monthly\n")
+        secret.chmod(0o600)
+        expected = "line 2 of secret file"
+    for output in refusals(secret, tmp_path):
+        assert expected in output
+        assert "Traceback" not in output

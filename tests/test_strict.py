@@ -94,6 +94,73 @@ async def test_malformed_headers_get_a_plain_400(
     assert body == BAD_REQUEST
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Transfer-Encoding: chunked\x0b",
+        b"Transfer-Encoding: \x0cchunked",
+        b"Transfer-Encoding: chunked\r",
+        b"X-Foo: x\nTransfer-Encoding: chunked\r\nContent-Length: 5",
+        b"X-Foo: a\x00b",
+        b"X-Foo: a\rb",
+        b"X-Foo: a\nb",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_header_values_the_newest_twisted_refuses_get_a_plain_400(
+    reactor: Any, server: RunningServer, header: bytes
+) -> None:
+    """
+    A header value holding NUL, CR or LF, and a C{Transfer-Encoding} that
+    is C{chunked} only once VT, FF or CR is stripped, is a plain 400 on
+    every Twisted (the security review's probes: Twisted before 24.7.0 took
+    them, 22.1.0 read C{chunked\x0b} as chunked).
+    """
+    text = await raw_http(
+        reactor,
+        server.port.getHost().port,
+        b"PUT /api/v1/pipe/p?n=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        + header
+        + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        timeout=5,
+    )
+    [(status, _, body)] = split_responses(text)
+    assert status.startswith(b"HTTP/1.1 400 "), text
+    assert body == BAD_REQUEST
+    assert server.site.pipes.rendezvous.parties(b"p") == (False, 0)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"X-Foo: a\r\n b",
+        b"X-Foo: a\r\n\tb",
+        b"Transfer-Encoding: \t Chunked \t",
+        b"X-Foo: a\x0bb\x0c",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_header_values_the_newest_twisted_takes_pass(
+    reactor: Any, server: RunningServer, header: bytes
+) -> None:
+    """
+    A folded header line, a C{Transfer-Encoding} padded with SP and HT, and
+    other control bytes inside a value are taken on every Twisted, as the
+    newest takes them.
+    """
+    chunked = header.lower().startswith(b"transfer-encoding")
+    text = await raw_http(
+        reactor,
+        server.port.getHost().port,
+        b"POST /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        + header
+        + (b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n" if chunked else b"\r\n\r\n"),
+        timeout=5,
+    )
+    [(status, _, _)] = split_responses(text)
+    assert not status.startswith(b"HTTP/1.1 400 "), text
+
+
 class _Client:
     """
     A blocking-free socket client that reads everything until the server

@@ -48,6 +48,7 @@ __all__ = [
     "TWISTED_NAMES",
     "ChunkedTransferDecoder",
     "HAProxyProtocolWrapper",
+    "HAProxyWrappingFactory",
     "Internal",
     "Use",
     "buffered",
@@ -78,6 +79,10 @@ ChunkedTransferDecoder = http._ChunkedTransferDecoder
 #: only C{proxyEndpoint}): L{pipe._http.writes} looks through it for the TCP
 #: connection, since it passes every byte through once the header is read.
 HAProxyProtocolWrapper = _haproxy_wrapper.HAProxyProtocolWrapper
+
+#: The factory a C{haproxy:} listener wraps its factory in
+#: (L{pipe._http.proxy_protocol} gives it a checking protocol).
+HAProxyWrappingFactory = _haproxy_wrapper.HAProxyWrappingFactory
 
 
 class Use(enum.Enum):

@@ -60,6 +60,20 @@ def _hop_address(text: str) -> Optional[_Address]:
     return address
 
 
+def _forwarded_hop(text: str) -> Optional[_Address]:
+    """
+    The address of one C{X-Forwarded-For} hop, as L{_hop_address}, or
+    L{None} when it names none, or names an IPv6 zone id
+    (C{fe80::1%eth0}): a zone means something on one host only, and what
+    follows the C{%} is any text the sender chose, which would reach the
+    logs and the per-address key.
+    """
+    address = _hop_address(text)
+    if getattr(address, "scope_id", None) is not None:
+        return None
+    return address
+
+
 def _trusted(address: _Address, networks: Sequence[Network]) -> bool:
     return any(address in network for network in networks)
 
@@ -81,7 +95,8 @@ def forwarded_client(
         hop is trusted, the left-most one.  Walking left stops at a hop
         that is not an address (the header is then believed only up to
         there, so the last trusted hop is the client: a client cannot get
-        past the per-address limit by sending garbage).
+        past the per-address limit by sending garbage); a hop with an IPv6
+        zone id (C{fe80::1%eth0}) is not an address.
     """
     if not trusted or not forwarded:
         return None
@@ -96,7 +111,7 @@ def forwarded_client(
     ]
     client: Optional[str] = None
     for hop in reversed(hops):
-        hop_address = _hop_address(hop)
+        hop_address = _forwarded_hop(hop)
         if hop_address is None:
             break
         client = str(hop_address)

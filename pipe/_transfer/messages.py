@@ -16,28 +16,9 @@ from __future__ import annotations
 from typing import Iterable
 
 from pipe._http.mount import PIPE_PREFIX
+from pipe._http.shown import show
 
 __all__ = ["error", "info", "show"]
-
-SHOWN = 64
-
-
-def show(value: bytes, limit: int = SHOWN) -> str:
-    """
-    A client-supplied value made safe for a one-line message: printable
-    ASCII is kept, every other byte is written C{\\xNN}, and the result is
-    cut to C{limit} characters (with C{...} marking the cut).
-    """
-    out = []
-    for byte in value:
-        if 0x20 <= byte < 0x7F and byte != 0x5C:
-            out.append(chr(byte))
-        else:
-            out.append(f"\\x{byte:02x}")
-    text = "".join(out)
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return "'" + text + "'"
 
 
 def error(text: str) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -112,14 +113,35 @@ def client_address(request: StreamingRequest) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+#: One media type as RFC 9110 (section 8.3.1) writes it: C{type/subtype},
+#: then parameters C{name=token} or C{name="quoted"}, each after a C{;}.
+_MEDIA_TYPE = re.compile(
+    rb"%s/%s(?:[ \t]*;[ \t]*(?:%s=(?:%s|%s))?)*[ \t]*"
+    % (_TOKEN, _TOKEN, _TOKEN, _TOKEN, _QUOTED)
+)
+
+
+def well_formed_media_type(value: bytes) -> bool:
+    """
+    Whether C{value} is one well-formed media type (RFC 9110's
+    C{media-type}): not a list (C{text/plain, text/html}, of which a
+    browser's fetch takes the last), not a bare word, not garbage.
+    """
+    return _MEDIA_TYPE.fullmatch(value) is not None
+
+
 def safe_content_type(value: Optional[bytes]) -> bytes:
     """
     The C{Content-Type} receivers get for a sender's C{value}: the same,
     except that types a browser would run script from (HTML, XML, and any
     C{+xml} type such as SVG or XHTML) become C{text/plain} (parameters
-    kept), so a pipe cannot serve pages into a browser's origin.
+    kept), so a pipe cannot serve pages into a browser's origin; and
+    anything but one well-formed media type (L{well_formed_media_type}),
+    or none, is C{application/octet-stream}.
     """
-    if not value:
+    if not value or not well_formed_media_type(value):
         return b"application/octet-stream"
     media, sep, params = value.partition(b";")
     media = media.strip().lower()
@@ -315,7 +337,9 @@ class Receiver(_Party):
         self._stop_waiting()
         request = self.request
         headers = sender.requestHeaders
-        content_type = headers.getRawHeaders(b"content-type", [None])[0]
+        # Several Content-Type lines are a list too: none of them passes.
+        types = headers.getRawHeaders(b"content-type", [])
+        content_type = types[0] if len(types) == 1 else None
         request.start_stream(safe_content_type(content_type))
         length = sender.body_length
         if length is not None:

@@ -28,6 +28,7 @@ TYPES = {
     ("v1", "Service"): "V1Service",
     ("networking.k8s.io/v1", "Ingress"): "V1Ingress",
     ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
 }
 
 
@@ -203,3 +204,45 @@ def test_the_deployment_is_hardened_and_outlasts_its_drain() -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/healthz"
     assert set(container["resources"]) == {"requests", "limits"}
+
+
+def the_network_policy() -> Dict[str, Any]:
+    return yaml.safe_load((MANIFESTS / "networkpolicy.yaml").read_text())  # type: ignore[no-any-return]
+
+
+def test_the_network_policy_admits_only_the_controller_and_the_scraper() -> None:
+    """
+    The pods take connections from the ingress controller on the http port
+    and from Prometheus on the metrics port, and from nobody else: a CI
+    runner on the same pod network cannot reach a pod directly, so
+    trusting the pod network's X-Forwarded-For trusts the controller alone.
+    """
+    deployment = the_deployment()
+    policy = the_network_policy()["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"] == {"matchLabels": labels}
+    assert policy["policyTypes"] == ["Ingress"]
+    (container,) = pod(deployment)["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    admitted = {}
+    for rule in policy["ingress"]:
+        # An empty or missing "from" would admit every peer.
+        (peer,) = rule["from"]
+        assert set(peer) == {"namespaceSelector", "podSelector"}
+        assert peer["namespaceSelector"]["matchLabels"]
+        assert peer["podSelector"]["matchLabels"]
+        (port,) = rule["ports"]
+        assert port["port"] in ports and port["protocol"] == "TCP"
+        admitted[port["port"]] = peer["podSelector"]["matchLabels"]
+    assert admitted == {
+        "http": {
+            "app.kubernetes.io/name": "ingress-nginx",
+            "app.kubernetes.io/component": "controller",
+        },
+        "metrics": {"app.kubernetes.io/name": "prometheus"},
+    }
+    # The metrics port is where txpipe serves its metrics, and nothing else.
+    args = container["args"]
+    listen = args[args.index("--metrics-listen") + 1]
+    assert listen == f"tcp:{ports['metrics']}"
+    assert args[args.index("--listen") + 1] == f"tcp:{ports['http']}"

@@ -48,7 +48,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "txpipe.json"
     "Prometheus is not installed (.ci/run installs it)",
 )
 
-KEY = b"0123456789abcdef0123456789abcdef"
+KEY = b"0123456789abcdef" * 4
 
 
 def test_rules_pass_promtool_check() -> None:

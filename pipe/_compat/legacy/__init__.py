@@ -40,6 +40,7 @@ _T = TypeVar("_T", bound=type)
 patched = (
     detect.LAX_REQUEST_LINE
     or detect.LAX_CONTENT_LENGTH
+    or detect.LAX_HEADER_VALUE
     or detect.EAGER_PIPELINING
     or detect.LATE_PIPELINE_BUFFER
     or detect.PAIRS_TO_WRITE_HEADERS

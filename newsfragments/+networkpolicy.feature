@@ -1,0 +1,1 @@
+``deploy/kubernetes/networkpolicy.yaml`` admits to txpipe's pods only the ingress-nginx controller, and Prometheus on the Deployment's new metrics port 9100; the ingress-nginx recipe trusts the pod network with ``--trusted-proxies`` only where that policy is enforced, since the CI runners share the network.
