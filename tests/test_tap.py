@@ -293,7 +293,7 @@ def test_a_listener_failing_after_start_stops_the_reactor_with_status_1() -> Non
             self.when_running.append(f)
 
     fake = Reactor()
-    listener = _Listener(fake, "tcp:1", object())
+    listener = _Listener(fake, "tcp:1", object(), owns_process=True)
     listener._failed(Failure(OSError("address in use")))
     assert [(phase, event) for phase, event, _ in fake.triggers] == [
         ("after", "shutdown")
