@@ -402,10 +402,10 @@ class _ArtifactStep(buildstep.ShellMixin, buildstep.BuildStep):
     @defer.inlineCallbacks
     def _curl(self, *args: Any) -> Generator[defer.Deferred[Any], Any, Any]:
         """
-        Run C{curl -fsS ARGS... URL} on the worker; the finished command.
+        Run C{curl -sS ARGS... URL} on the worker; the finished command.
         """
         command = yield self.makeRemoteShellCommand(
-            command=["curl", "-fsS", *args, self.url]
+            command=["curl", "-sS", *args, self.url]
         )
         yield self.runCommand(command)
         return command
@@ -450,7 +450,9 @@ class SendArtifact(_ArtifactStep):
 
     @defer.inlineCallbacks
     def run(self) -> Generator[defer.Deferred[Any], Any, int]:
-        command = yield self._curl("-T", self.path)
+        # txpipe's lines reach the log as they come (-N), a refusal's
+        # [ERROR] line too (--fail-with-body).
+        command = yield self._curl("--fail-with-body", "-N", "-T", self.path)
         result, self.descriptionDone = _sent(
             self._output.getStdout(),
             _query_number(self.url, "n", 1) or 1,
@@ -526,7 +528,8 @@ class ReceiveArtifact(_ArtifactStep):
         named = (
             [] if not self.receiver else ["-H", f"{RECEIVER_HEADER}: {self.receiver}"]
         )
-        command = yield self._curl(*named, "-o", self.path)
+        # -f: a refusal's [ERROR] line must not become the file.
+        command = yield self._curl("-f", *named, "-o", self.path)
         if command.didFail():
             self.descriptionDone = "not received"
             return FAILURE

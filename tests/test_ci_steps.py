@@ -368,3 +368,65 @@ async def test_configuration_mistakes_exit_2_with_the_reason(
     )
     assert result.code == 2, result
     assert message in result.stderr, result
+
+
+COMPONENT = SCRIPT.parent.parent / "templates" / "txpipe.yml"
+
+
+def component_script(token: str) -> str:
+    """
+    The GitLab component's job script as GitLab runs it: its C{script}
+    items with the C{token} input interpolated, one shell script.  (Read as
+    text, the test environment has no YAML parser; C{docs/test_recipes.py}
+    checks the file against GitLab's schema.)
+    """
+    lines = COMPONENT.read_text().split("\n  script:\n", 1)[1].splitlines()
+    items: List[List[str]] = []
+    for line in lines:
+        if line.startswith("    - |"):
+            items.append([])
+        elif line.startswith("    - "):
+            items.append([line[len("    - ") :]])
+        elif line.startswith("      ") or (line == "" and items):
+            items[-1].append(line[len("      ") :])
+        elif not line.startswith("    #"):
+            break
+    text = "\n".join("\n".join(item) for item in items) + "\n"
+    return text.replace("$[[ inputs.token ]]", token)
+
+
+@pytest.mark.parametrize("token", ["$TXPIPE_ID_TOKEN", ""])
+@pytest_twisted.ensureDeferred
+async def test_the_gitlab_components_job_script_sends_with_the_id_token(
+    reactor: Any, recorder: Any, tmp_path: Path, token: str
+) -> None:
+    """
+    The component's job script, run as GitLab runs it (a POSIX shell, the
+    job's variables and its C{id_tokens} variable in the environment):
+    it sends with the ID token as a bearer by default, and with none when
+    the C{token} input is empty.
+    """
+    pipe, base = recorder(b"[INFO] done: bytes=5 receivers=2/2 in 0.0 s\n")
+    data = payload(tmp_path, 5)
+    job = tmp_path / "job.sh"
+    job.write_text(component_script(token))
+    result = await spawn(
+        reactor,
+        [shutil.which("dash") or "/bin/sh", str(job)],
+        keep_text=True,
+        cwd=tmp_path,
+        env=environment(
+            TXPIPE_MODE="send",
+            TXPIPE_URL=f"{base}/api/v1/pipe/gl",
+            TXPIPE_PATH=str(data),
+            TXPIPE_N="2",
+            TXPIPE_MIN="",
+            TXPIPE_NAME="send",
+            TXPIPE_ID_TOKEN="gitlab-id-token",
+        ),
+    ).ended
+    assert result.code == 0, result
+    [(method, uri, headers)] = pipe.requests
+    assert (method, uri) == (b"PUT", "/api/v1/pipe/gl?n=2")
+    expected = [b"Bearer gitlab-id-token"] if token else None
+    assert headers.get(b"Authorization") == expected
