@@ -12,7 +12,7 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort
@@ -465,9 +465,20 @@ class _Server(MultiService):
             service.listening() for service in self if isinstance(service, _Listener)
         ]
         gathered = gatherResults(waiting, consumeErrors=True)
-        gathered.addCallback(lambda _: None)
-        gathered.addErrback(lambda failure: failure.value.subFailure)
-        return gathered
+        return gathered.addCallbacks(_nothing, _first_failure)
+
+
+def _nothing(result: object) -> None:
+    return None
+
+
+def _first_failure(failure: Failure) -> Failure:
+    """
+    The failure inside L{gatherResults}'s C{FirstError}.
+    """
+    first = failure.value
+    assert isinstance(first, FirstError)
+    return first.subFailure
 
 
 def _service(

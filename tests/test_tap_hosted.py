@@ -8,49 +8,30 @@ C{twistd pipe} and C{txpipe serve} exit with status 1: C{tests/test_tap.py}.)
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
 from pipe.tap import ListenFailed, Options, _Listener, makeService, pipe_service
 
-from .helpers import DONE, TWISTD, child_env, curl, payload, sha256_of, wait_for
+from .helpers import (
+    DONE,
+    TWISTD,
+    StopRecorder,
+    child_env,
+    curl,
+    payload,
+    sha256_of,
+    wait_for,
+)
 from .helpers.twistd import TwistdServer
-
-
-class _Reactor:
-    """
-    Records what a listener asks of the reactor when it fails (a stop, an
-    exit after shutdown).
-    """
-
-    def __init__(self) -> None:
-        self.triggers: List[Any] = []
-        self.when_running: List[Any] = []
-
-    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
-        self.triggers.append((phase, event, f))
-
-    def callWhenRunning(self, f: Any, *args: Any) -> None:
-        self.when_running.append(f)
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A loopback port that something else listens on."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 def test_a_hosted_listener_failing_late_is_logged_and_ends_nothing() -> None:
@@ -59,10 +40,10 @@ def test_a_hosted_listener_failing_late_is_logged_and_ends_nothing() -> None:
     runs logs the error and fails its C{listening()} with L{ListenFailed};
     it neither stops the reactor nor schedules the process's exit.
     """
-    fake = _Reactor()
+    fake = StopRecorder()
     events: List[Dict[str, Any]] = []
     listener = _Listener(fake, "tcp:1", object())
-    listener.log = Logger(observer=events.append)  # type: ignore[assignment]
+    listener.log = Logger(observer=cast(ILogObserver, events.append))
     waiting = listener.listening()
     listener._failed(Failure(OSError("address in use")))
     assert fake.triggers == [] and fake.when_running == []

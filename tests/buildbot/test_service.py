@@ -306,7 +306,7 @@ async def test_a_port_in_use_at_master_start_fails_the_start_not_the_process(
             await master.startService()
     finally:
         await other.stopListening()
-    reason = caught.value
+    reason: Any = caught.value
     while isinstance(reason, FirstError):
         reason = reason.subFailure.value
     assert isinstance(reason, ListenFailed)
