@@ -1,7 +1,8 @@
-# -*- test-case-name: tests.buildbot.test_service -*-
+# -*- test-case-name: tests.buildbot.test_service,tests.buildbot.test_steps -*-
 """
-txpipe inside a Buildbot master: a service for C{c['services']} and a
-renderable that signs pipe URLs with the key that service loaded.
+txpipe inside a Buildbot master: a service for C{c['services']}, a
+renderable that signs pipe URLs with the key that service loaded, and the
+steps that send and receive an artifact through it (or any txpipe server).
 
 Buildbot is not a dependency of txpipe: this module needs it installed
 (C{pip install buildbot}) and nothing else in L{pipe} imports it.  In
@@ -12,12 +13,15 @@ C{master.cfg}::
     pipe = PipeService(args=["--listen", "tcp:8080", "--secret-file", "txpipe.key"])
     c["services"] = [pipe]
 
-    # in a step: a signed, single-use URL, minted when the step starts
-    url = pipe.signed_url(util.Interpolate(...), "receive", ttl=900)
+    # the steps: they add n (and a quorum, min) to the URL, then sign it
+    # when they start; each receiver names itself after its worker
+    url = util.Interpolate("http://ci.example:8080/api/v1/pipe/%(prop:artifact)s")
+    send.addStep(SendArtifact("artifact.bin", url, n=3, min=2, signed_by=pipe))
+    receive.addStep(ReceiveArtifact("artifact.bin", url, n=3, min=2, signed_by=pipe))
 
-    # or let the steps sign: they add n (and a quorum, min) to the URL first
-    f.addStep(SendArtifact("artifact.bin", url, n=3, min=2, signed_by=pipe))
-    g.addStep(ReceiveArtifact("artifact.bin", url, n=3, min=2, signed_by=pipe))
+    # or, in a step of your own: a signed, single-use URL, minted when the
+    # step starts
+    signed = pipe.signed_url(util.Interpolate(...), "receive", ttl=900)
 
 C{args} are the options of C{twistd pipe} (see L{pipe.tap.Options}); the
 service is L{pipe.tap.makeService} run on the master's reactor, so it starts
