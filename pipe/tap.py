@@ -12,7 +12,7 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -202,22 +202,42 @@ class _Listener(Service):
     """
     Listen on one endpoint while running; log the bound address.
 
-    A server that cannot listen must not look healthy to its supervisor:
-    as with L{twisted.application.strports.service}, a listen that fails at
-    once (a port in use, a missing certificate) raises L{ListenFailed} from
-    the start of the service, so C{twistd} exits with status 1 before the
-    reactor runs; one that fails later stops the reactor and makes the
-    process exit with status 1.  Either way the reason is written to
-    standard error.  Listening happens in L{privilegedStartService}, before
-    C{twistd} drops privileges (ports below 1024).
+    When the process is the server's own (C{owns_process}: C{twistd pipe},
+    C{txpipe serve}), a server that cannot listen must not look healthy to
+    its supervisor: as with L{twisted.application.strports.service}, a
+    listen that fails at once (a port in use, a missing certificate) raises
+    L{ListenFailed} from the start of the service, so C{twistd} exits with
+    status 1 before the reactor runs; one that fails later stops the reactor
+    and makes the process exit with status 1.  Either way the reason is
+    written to standard error.
+
+    Inside a host application (a C{.tac}'s L{pipe_service}, Buildbot's
+    C{PipeService}), the process is the host's: a failure, at once or late,
+    is logged as an error and fails L{listening} with L{ListenFailed} for
+    the host to report, and neither raises from the start of the service
+    nor ends the process.
+
+    Listening happens in L{privilegedStartService}, before C{twistd} drops
+    privileges (ports below 1024).
     """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        factory: Any,
+        owns_process: bool = False,
+    ) -> None:
         self._reactor = reactor
         self._description = description
         self._factory = factory
+        self._owns_process = owns_process
+        # What listening() answers: None while undecided, then the port's
+        # address or the failure; and the Deferreds waiting for it.
+        self._outcome: Optional[Any] = None
+        self._waiting: List[Deferred[None]] = []
         self._port: Optional[IListeningPort] = None
         self._starting: Optional[Deferred[Any]] = None
         self._synchronous: List[Failure] = []
@@ -240,15 +260,42 @@ class _Listener(Service):
             self._starting.addCallbacks(self._listening, self._failed)
         finally:
             self._listening_now = False
-        if self._synchronous:
+        if self._synchronous and self._owns_process:
             reason = self._synchronous[0]
             raise ListenFailed(
                 f"cannot listen on {self._description}: {reason.getErrorMessage()}"
             )
 
+    def listening(self) -> Deferred[None]:
+        """
+        A new Deferred that fires with C{None} once this listener listens,
+        or fails with L{ListenFailed} once it cannot (at once or late).
+        """
+        if isinstance(self._outcome, Failure):
+            return fail(self._outcome)
+        if self._outcome is not None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append(waiting)
+        return waiting
+
+    def _decided(self, outcome: Any) -> None:
+        """
+        Remember C{outcome} (the bound address, or a L{ListenFailed}
+        failure) and fire the Deferreds of L{listening} with it.
+        """
+        self._outcome = outcome
+        waiting, self._waiting = self._waiting, []
+        for each in waiting:
+            if isinstance(outcome, Failure):
+                each.errback(outcome)
+            else:
+                each.callback(None)
+
     def _listening(self, port: IListeningPort) -> None:
         self._port = port
         host = port.getHost()
+        self._decided(host)
         self.log.info(
             "txpipe {version} listening on {address}",
             version=__version__,
@@ -263,6 +310,10 @@ class _Listener(Service):
             endpoint=self._description,
             reason=reason.getErrorMessage(),
         )
+        self._decided(Failure(ListenFailed(message)))
+        if not self._owns_process:
+            # The host's process: the host reports it (see listening).
+            return
         _to_stderr(f"twistd pipe: {message}")
         if self._listening_now:
             self._synchronous.append(reason)
@@ -320,6 +371,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     Build the C{twistd pipe} service: one listener per C{--listen}, and a
     drain on stop (listeners close; waiting parties get 503; running
     transfers get C{--drain-timeout} seconds).
+
+    Without C{reactor} (as C{twistd} calls it), the process is the
+    server's: a listener that cannot listen ends it with status 1.  With a
+    C{reactor} (a host such as Buildbot's C{PipeService}), a listener that
+    cannot listen is logged and fails the service's C{listening()}, and the
+    host's process runs on (see L{pipe_service}).
     """
     if reactor is None:
         # twistd calls makeService(options) without a reactor; by then it
@@ -332,6 +389,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         # as the process, so keep the cyclic garbage collector from walking
         # it again and again (fewer, shorter pauses under small transfers).
         reactor.callWhenRunning(gc.freeze)
+        # Only then is the process the server's own, to end if a listener
+        # fails; a host (Buildbot) passes its reactor, and its process is
+        # left alone (see _Listener).
+        return _service(
+            options, reactor, make_site(reactor, options.settings()), owns_process=True
+        )
     return _service(options, reactor, make_site(reactor, options.settings()))
 
 
@@ -355,8 +418,13 @@ def pipe_service(
     resource tree with the pipe tree under the prefix, on the same
     listeners (see L{pipe.server.make_site}).
 
-    Unlike C{twistd pipe}, it leaves the process's garbage collector alone
-    (the process is the application's).
+    Unlike C{twistd pipe}, it leaves the process's garbage collector alone,
+    and a listener that cannot listen (a port in use at start, or an
+    endpoint that fails later) never ends the process, which is the
+    application's: the failure is logged as an error, the rest of the
+    application runs on, and the service's C{listening()} (a Deferred that
+    fires once every listener listens) fails with L{ListenFailed} for the
+    application to act on.
 
     @param args: the options of C{twistd pipe}, as on its command line
         (C{["--listen", "tcp:8080", "--max-receivers", "100"]}).
@@ -381,10 +449,47 @@ def pipe_service(
     return _service(options, reactor, site)
 
 
-def _service(options: Options, reactor: Any, site: PipeSite) -> IService:
+class _Server(MultiService):
+    """
+    The service L{makeService} and L{pipe_service} return: the drain and the
+    listeners.
+    """
+
+    def listening(self) -> Deferred[None]:
+        """
+        A Deferred that fires once every listener listens, or fails with the
+        first L{ListenFailed} (for a host to report: a listener that fails
+        does not end the host's process, see L{_Listener}).
+        """
+        waiting = [
+            service.listening() for service in self if isinstance(service, _Listener)
+        ]
+        gathered = gatherResults(waiting, consumeErrors=True)
+        return gathered.addCallbacks(_nothing, _first_failure)
+
+
+def _nothing(result: object) -> None:
+    return None
+
+
+def _first_failure(failure: Failure) -> Failure:
+    """
+    The failure inside L{gatherResults}'s C{FirstError}.
+    """
+    first = failure.value
+    assert isinstance(first, FirstError)
+    return first.subFailure
+
+
+def _service(
+    options: Options, reactor: Any, site: PipeSite, owns_process: bool = False
+) -> _Server:
     """
     The listeners of C{options} for C{site}, its metrics listeners, and its
     drain on stop, as one service.
+
+    @param owns_process: the process is the server's own (C{twistd pipe}):
+        a listener that fails ends it with status 1 (see L{_Listener}).
     """
     settings = site.registry.settings
     if settings.keys:
@@ -395,14 +500,16 @@ def _service(options: Options, reactor: Any, site: PipeSite) -> IService:
         )
     else:
         _log.info("signed URLs off: anyone who can reach the server may join a pipe")
-    service = MultiService()
+    service = _Server()
     _Drain(site).setServiceParent(service)
     for description in options["listen"]:
-        _Listener(reactor, description, site).setServiceParent(service)
+        _Listener(reactor, description, site, owns_process).setServiceParent(service)
     if options["metrics-listen"]:
         from pipe._metrics import metrics_site
 
         metrics = metrics_site(site.registry, reactor)
         for description in options["metrics-listen"]:
-            _Listener(reactor, description, metrics).setServiceParent(service)
+            _Listener(reactor, description, metrics, owns_process).setServiceParent(
+                service
+            )
     return service

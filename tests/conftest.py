@@ -4,6 +4,7 @@ Fixtures: a real pipe server listening on a loopback port.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Iterator, List, cast
 
 import pytest
@@ -56,3 +57,13 @@ def events() -> Iterator[List[Any]]:
     globalLogPublisher.addObserver(observer)
     yield seen
     globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port that something else listens on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock.getsockname()[1]
+    sock.close()

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
 import pytest_twisted
@@ -37,6 +36,7 @@ from pipe.tap import (
 from .helpers import (
     DONE,
     TWISTD,
+    StopRecorder,
     child_env,
     curl,
     payload,
@@ -233,16 +233,6 @@ async def test_wait_for_helper_fails_on_timeout(reactor: Any) -> None:
         await wait_for(reactor, lambda: False, timeout=0.05)
 
 
-@pytest.fixture
-def taken_port() -> Any:
-    """A loopback port that something else listens on."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    yield sock.getsockname()[1]
-    sock.close()
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -281,19 +271,8 @@ def test_a_listener_failing_after_start_stops_the_reactor_with_status_1() -> Non
     own do) stops the reactor, and the process then exits with status 1.
     """
 
-    class Reactor:
-        def __init__(self) -> None:
-            self.triggers: List[Any] = []
-            self.when_running: List[Any] = []
-
-        def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
-            self.triggers.append((phase, event, f))
-
-        def callWhenRunning(self, f: Any, *args: Any) -> None:
-            self.when_running.append(f)
-
-    fake = Reactor()
-    listener = _Listener(fake, "tcp:1", object())
+    fake = StopRecorder()
+    listener = _Listener(fake, "tcp:1", object(), owns_process=True)
     listener._failed(Failure(OSError("address in use")))
     assert [(phase, event) for phase, event, _ in fake.triggers] == [
         ("after", "shutdown")

@@ -452,7 +452,17 @@ async def test_one_build_sends_an_artifact_to_builds_on_three_workers(
     log = raw.decode()
     done = DONE.search(raw)
     assert done and done.groups() == (b"%d" % ARTIFACT_SIZE, b"3", b"3"), log
-    # The send URL's signature is kept out of the log.
+    # The steps put n and the quorum in the URL they signed; the signature
+    # is kept out of the log.
+    assert re.search(r"\?n=3&min=2&expires=\d+&scope=send&sig=<txpipe signature>", log)
+    for name in WORKERS:
+        receiving = ran[f"receive-{name}"]
+        code, raw = await site.request(
+            f"/builds/{receiving['buildid']}/steps/receive/logs/stdio/raw"
+        )
+        assert code == 200, raw
+        # Each receiver named itself after its worker.
+        assert f"Txpipe-Receiver: {name}" in raw.decode(), raw
     assert "sig=<txpipe signature>" in log
     assert not re.search(r"sig=[A-Za-z0-9_-]{43}", log), log
 

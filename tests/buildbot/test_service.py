@@ -276,4 +276,77 @@ async def test_signing_needs_a_running_service_with_keys(
 def test_public_names() -> None:
     import pipe.buildbot
 
-    assert set(pipe.buildbot.__all__) == {"PipeService"}
+    assert set(pipe.buildbot.__all__) == {
+        "PipeService",
+        "ReceiveArtifact",
+        "SendArtifact",
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_port_in_use_at_master_start_fails_the_start_not_the_process(
+    reactor: Any, master: Master
+) -> None:
+    """
+    At the master's start, a txpipe port in use fails the service's start
+    with L{pipe.tap.ListenFailed} (Buildbot reports it); the reactor, and
+    so the master's process, runs on.
+    """
+    from twisted.internet.defer import FirstError
+    from twisted.internet.protocol import Factory, Protocol
+
+    from pipe.tap import ListenFailed
+
+    other = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    taken = f"tcp:{other.getHost().port}:interface=127.0.0.1"
+    try:
+        await master.reconfig(PipeService(args=["--listen", taken]))
+        # Buildbot wraps a child's failure in FirstError, once per level.
+        with pytest.raises(FirstError) as caught:
+            await master.startService()
+    finally:
+        await other.stopListening()
+    reason: Any = caught.value
+    while isinstance(reason, FirstError):
+        reason = reason.subFailure.value
+    assert isinstance(reason, ListenFailed)
+    assert str(reason).startswith(f"cannot listen on {taken}: ")
+    assert reactor.running
+    assert list(master.manager.namedServices["txpipe"]) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_failing_late_fails_the_reconfig_not_the_process(
+    reactor: Any,
+    master: Master,
+    listening: List[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    An endpoint that fails only after the reactor has turned (none of
+    Twisted's do; a plugin's may): the reconfig fails with
+    L{pipe.tap.ListenFailed}, and the master's reactor runs on.
+    """
+    import pipe.tap
+    from pipe.tap import ListenFailed
+
+    class LateFailure:
+        def listen(self, factory: Any) -> defer.Deferred[Any]:
+            failing: defer.Deferred[Any] = defer.Deferred()
+            reactor.callLater(0, failing.errback, OSError("gone"))
+            return failing
+
+    port = await serving(master, listening)
+    real = pipe.tap.listen_endpoint
+    monkeypatch.setattr(
+        pipe.tap,
+        "listen_endpoint",
+        lambda r, d: LateFailure() if d.startswith("late:") else real(r, d),
+    )
+    with pytest.raises(ListenFailed, match="cannot listen on late:1: gone"):
+        await master.reconfig(
+            PipeService(args=["--listen", LISTEN, "--listen", "late:1"])
+        )
+    assert reactor.running
+    assert not await answers(reactor, port)
+    assert list(master.manager.namedServices["txpipe"]) == []

@@ -20,7 +20,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ProcessExitedAlready
@@ -46,6 +46,7 @@ __all__ = [
     "LOOPBACK",
     "TWISTD",
     "ServerEnded",
+    "StopRecorder",
     "TwistdServer",
     "child_env",
     "free_port",
@@ -55,6 +56,23 @@ __all__ = [
     "start_twistd",
     "twistd_pipe",
 ]
+
+
+class StopRecorder:
+    """
+    A reactor that records what a listener asks of it when it fails (a
+    stop when running, an exit after shutdown), and does none of it.
+    """
+
+    def __init__(self) -> None:
+        self.triggers: List[Any] = []
+        self.when_running: List[Any] = []
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        self.triggers.append((phase, event, f))
+
+    def callWhenRunning(self, f: Any, *args: Any) -> None:
+        self.when_running.append(f)
 
 
 def reported_port(line: str) -> int:
