@@ -17,7 +17,7 @@ from zope.interface import Interface
 
 from . import __version__
 from . import _messages as messages
-from ._guard import Grant, Guard, Requirement
+from ._guard import Grant, Guard, Requirement, TokenGate
 from ._outcome import Outcome
 from ._refusal import Refusal
 from ._renamed_log import renamed_logger
@@ -89,6 +89,8 @@ class Registry:
         that checks every running transfer's receivers for stalls.
     @ivar guard: the L{Guard} of signed URLs, or L{None} when signing is
         off (no keys).
+    @ivar token_gate: the L{TokenGate} of OIDC tokens, or L{None} without
+        an OIDC policy.
     """
 
     #: Drain events: under the old namespace too until the next release.
@@ -116,6 +118,11 @@ class Registry:
                 reactor,
                 settings.max_ttl,
             )
+        self.token_gate: Optional[TokenGate] = None
+        if settings.oidc_policy is not None:
+            from ._oidc.authority import Authority
+
+            self.token_gate = TokenGate(Authority(settings.oidc_policy, reactor))
 
     # Admission and presence.
 
@@ -173,8 +180,11 @@ class Registry:
         """
         A transfer started: the signed URLs of its parties are used up.
         """
+        grants = list(grants)
         if self.guard is not None:
             self.guard.spend(grants)
+        if self.token_gate is not None:
+            self.token_gate.spend(grants)
 
     # Drain.
 

@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from . import _messages as messages
-from ._guard import Grant
+from ._guard import AUTHENTICATE, BEARER, Grant
 from ._landing import Landing, Version
 from ._mount import ROOT, Mount, mount_at
 from ._parse import (
@@ -64,7 +64,9 @@ _REJECTION_STATUS = {
     TransferRunning: 409,
 }
 
-ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response"
+ALLOWED_HEADERS = (
+    b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response, Authorization"
+)
 
 _log = Logger(namespace="pipe.resource")
 
@@ -175,22 +177,38 @@ class PipeResource(Resource):
 
     def _authenticate(self, pipe: PipeRequest) -> Optional[Grant]:
         """
-        Check the request's signed URL when signing is on (see
-        L{pipe._guard.Guard.check}).
+        Check the request's credentials: its OIDC token (a Bearer token,
+        or no signature where only tokens are taken; see
+        L{pipe._guard.TokenGate.check}), else its signed URL when signing
+        is on (see L{pipe._guard.Guard.check}).
 
-        @raise Refusal: 401 (no signature) or 403 (refused).
+        @raise Refusal: 401 (no credentials, a bad token), 403 (refused),
+            503 (the token issuer's keys cannot be had now).
         """
-        guard = self.registry.guard
+        registry = self.registry
+        gate, guard = registry.token_gate, registry.guard
+        if gate is not None and (pipe.bearer is not None or guard is None):
+            grant = gate.check(pipe.scope, pipe.path, pipe.bearer)
+            registry.statistics.admitted("token")
+            return grant
         if guard is None:
             return None
-        return guard.check(
-            pipe.scope,
-            pipe.path,
-            pipe.n,
-            pipe.params.get(b"expires", []),
-            pipe.params.get(b"scope", []),
-            pipe.params.get(b"sig", []),
-        )
+        try:
+            signed = guard.check(
+                pipe.scope,
+                pipe.path,
+                pipe.n,
+                pipe.params.get(b"expires", []),
+                pipe.params.get(b"scope", []),
+                pipe.params.get(b"sig", []),
+            )
+        except Refusal as refusal:
+            if gate is not None and refusal.code == 401:
+                refusal.headers[b"www-authenticate"] = BEARER + b", " + AUTHENTICATE
+            raise
+        if signed is not None:
+            registry.statistics.admitted("signature")
+        return signed
 
     def _preflight(self, request: StreamingRequest) -> bytes:
         request.setResponseCode(204)
