@@ -23,14 +23,22 @@ __all__ = ["stream_from"]
 
 
 async def stream_from(
-    url: str, sink: Sink, reactor: Any, progress: Optional[ProgressCallback]
+    url: str,
+    sink: Sink,
+    reactor: Any,
+    progress: Optional[ProgressCallback],
+    id_token: Optional[str] = None,
 ) -> ReceiveResult:
     """
     L{pipe.client.receive} on the given C{reactor}.
     """
     try:
         response = await treq.get(
-            url, reactor=reactor, unbuffered=True, persistent=False
+            url,
+            headers={"Authorization": [f"Bearer {id_token}"]} if id_token else None,
+            reactor=reactor,
+            unbuffered=True,
+            persistent=False,
         )
     except (ConnectError, DNSLookupError) as error:
         raise unreachable(url, error) from None
