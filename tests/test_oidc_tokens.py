@@ -265,6 +265,7 @@ def test_hostile_token_refused(
 
 def test_leeway_allows_small_skew(keys: Keys, tmp_path: Path) -> None:
     """
+    An aud of a list holding only ours passes.
     exp, nbf and iat within the leeway (30 s by default, or the policy's)
     pass; beyond it they do not.
     """
@@ -272,6 +273,8 @@ def test_leeway_allows_small_skew(keys: Keys, tmp_path: Path) -> None:
     path = b"octo-org/octo-repo/5678901234/x"
     skewed = github(exp=int(NOW) - 30, nbf=int(NOW) + 30, iat=int(NOW) + 30)
     gate.admit(keys.token(skewed).encode(), "send", path)
+    listed = github(aud=[AUDIENCE])  # a list of ours alone, as some issuers send
+    gate.admit(keys.token(listed).encode(), "send", path)
     strict = authority(keys, tmp_path, leeway=0)
     assert refused(strict, keys.token(skewed)).problem is Problem.EXPIRED
 

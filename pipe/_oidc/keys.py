@@ -208,6 +208,22 @@ class IssuerKeys:
             raise KeysUnavailable(self.url)
         raise UnknownKey(kid)
 
+    def only_key(self) -> Key:
+        """
+        The issuer's only key, for a token that names none (see
+        L{pipe._oidc.policy.Issuer.require_kid}).
+
+        @raise KeysUnavailable: no keys are held yet.
+        @raise UnknownKey: the issuer has several keys.
+        """
+        if self.state in (KeyState.EMPTY, KeyState.LOADING):
+            if self._may_fetch(self._clock.seconds()):
+                self.refresh()
+            raise KeysUnavailable(self.url)
+        if len(self.keys) != 1:
+            raise UnknownKey("")
+        return next(iter(self.keys.values()))
+
     @property
     def fetching(self) -> bool:
         """

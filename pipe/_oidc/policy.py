@@ -83,7 +83,7 @@ MAX_LEEWAY = 300
 SCOPES = ("send", "receive")
 
 _TOP_KEYS = {"audience", "leeway", "replay", "issuer", "rule"}
-_ISSUER_KEYS = {"url", "algorithms", "jwks_file", "ca_file"}
+_ISSUER_KEYS = {"url", "algorithms", "jwks_file", "ca_file", "require_kid"}
 _RULE_KEYS = {"name", "issuer", "scopes", "path", "multi_segment", "claims"}
 
 
@@ -123,6 +123,10 @@ class Issuer:
     @ivar keys: the keys of C{jwks_file}, by C{kid} (L{None}: discovered).
     @ivar ca_file: a PEM file of the certificate authorities to trust for
         the discovery and JWKS fetches (L{None}: the system's).
+    @ivar require_kid: whether a token must name its key (C{kid}); if not
+        (C{require_kid = false}, for an issuer that omits it), a token
+        without one is verified with the issuer's only key, and refused
+        when it has several.
     """
 
     name: str
@@ -130,6 +134,7 @@ class Issuer:
     algorithms: Tuple[str, ...] = DEFAULT_ALGORITHMS
     keys: Optional[Mapping[str, Key]] = attr.ib(default=None, eq=False, repr=False)
     ca_file: Optional[str] = None
+    require_kid: bool = True
 
     @property
     def discovered(self) -> bool:
@@ -399,7 +404,10 @@ def _issuers(source: str, tables: Any) -> Dict[str, Issuer]:
         ca_file = table.get("ca_file")
         if ca_file is not None:
             ca_file = _readable(source, f"{where}.ca_file", ca_file)
-        issuers[name] = Issuer(name, url, algorithms, keys, ca_file)
+        require_kid = table.get("require_kid", True)
+        if not isinstance(require_kid, bool):
+            raise PolicyError(source, f"{where}.require_kid", "must be true or false")
+        issuers[name] = Issuer(name, url, algorithms, keys, ca_file, require_kid)
     if not issuers:
         raise PolicyError(source, "issuer", "no [issuer.NAME] table: no token can pass")
     return issuers

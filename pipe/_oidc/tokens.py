@@ -10,7 +10,8 @@ crates.io and Vault do (docs/security.md):
      C{HS*} never), and the key's own C{alg}, if it names one; no C{crit};
   4. the key by C{kid} (L{pipe._oidc.keys});
   5. the signature (PyJWT's algorithms);
-  6. C{aud} exactly the policy's audience: one string, not a list;
+  6. C{aud} exactly the policy's audience: one string (or a list of just
+     that string), never a list naming others too;
   7. C{exp} and C{iat} present, C{exp}, C{nbf} and C{iat} met within the
      policy's leeway, by the reactor's clock.
 
@@ -25,7 +26,7 @@ import binascii
 import enum
 import json
 import re
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attr
 
@@ -191,9 +192,12 @@ def verify_token(token: bytes, policy: Policy, keyring: Any, now: float) -> Veri
     if "crit" in header:
         raise TokenRefused(Problem.MALFORMED, "the token has critical header extensions")
     kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
+    if kid is None and not issuer.require_kid:
+        key = _key(issuer, keyring, None)
+    elif not isinstance(kid, str) or not kid:
         raise TokenRefused(Problem.KEY, "the token names no key (kid)")
-    key = _key(issuer, keyring, kid)
+    else:
+        key = _key(issuer, keyring, kid)
     if key.algorithm is not None and key.algorithm != algorithm:
         raise TokenRefused(
             Problem.ALGORITHM, "the token's algorithm is not its key's"
@@ -213,14 +217,22 @@ def verify_token(token: bytes, policy: Policy, keyring: Any, now: float) -> Veri
     return VerifiedToken(issuer, unverified)
 
 
-def _key(issuer: Issuer, keyring: Any, kid: str) -> Any:
+def _key(issuer: Issuer, keyring: Any, kid: Optional[str]) -> Any:
+    """
+    The issuer's key C{kid} (L{None}: its only key).
+    """
     if issuer.keys is not None:
-        found = issuer.keys.get(kid)
+        if kid is None:
+            keys = list(issuer.keys.values())
+            found = keys[0] if len(keys) == 1 else None
+        else:
+            found = issuer.keys.get(kid)
         if found is None:
             raise TokenRefused(Problem.KEY, "the token's key (kid) is unknown")
         return found
     try:
-        return keyring.keys_of(issuer.url, issuer.ca_file).key(kid)
+        held = keyring.keys_of(issuer.url, issuer.ca_file)
+        return held.key(kid) if kid is not None else held.only_key()
     except KeysUnavailable:
         raise TokenRefused(
             Problem.KEYS_UNAVAILABLE, "the token issuer's keys are being fetched"
@@ -231,11 +243,14 @@ def _key(issuer: Issuer, keyring: Any, kid: str) -> Any:
 
 def _check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> None:
     audience = claims.get("aud")
-    if audience != policy.audience:
+    # One audience, ours: a string, or a list of that one string (some
+    # providers always send a list).  A list naming others too is refused:
+    # a token meant for several services is not for this one alone.
+    if audience != policy.audience and audience != [policy.audience]:
         raise TokenRefused(
             Problem.AUDIENCE,
             "the token's audience is not this server's"
-            + (" (a list is refused)" if isinstance(audience, list) else ""),
+            + (" alone" if isinstance(audience, list) else ""),
         )
     leeway = policy.leeway
     expires = _number(claims, "exp", True)

@@ -175,6 +175,10 @@ class CertificateAuthority:
         self.ca_file.write_bytes(self.ca_pem)
         self.server_file = directory / "server.pem"
         self.server_file.write_bytes(self.server_pem)
+        self.cert_file = directory / "server-cert.pem"
+        self.cert_file.write_bytes(server.public_bytes(pem))
+        self.key_file = directory / "server-key.pem"
+        self.key_file.write_bytes(self.server_pem[len(server.public_bytes(pem)) :])
 
     def server_options(self) -> Any:
         """The TLS options of a server with the issued certificate."""
