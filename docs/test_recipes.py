@@ -22,6 +22,8 @@ SCHEMAS = {
     "## GitLab CI": "vendor.gitlab-ci",
     "## GitHub Actions: txpipe as a service container": "vendor.github-workflows",
     "## GitLab CI: txpipe as a service": "vendor.gitlab-ci",
+    "## GitHub Actions: OIDC tokens, no stored secret": "vendor.github-workflows",
+    "## GitLab CI: OIDC tokens, no stored secret": "vendor.gitlab-ci",
 }
 
 
@@ -68,6 +70,14 @@ BREAKAGE = {
         "        portz:\n",
     ),
     "## GitLab CI: txpipe as a service": ("alias: pipe", "alias: [pipe]"),
+    "## GitHub Actions: OIDC tokens, no stored secret": (
+        "id-token: write",
+        "id-token: always",
+    ),
+    "## GitLab CI: OIDC tokens, no stored secret": (
+        "      aud: https://pipe.example\n  script:",
+        "      aud: [[]]\n  script:",
+    ),
 }
 
 
