@@ -25,7 +25,6 @@ import base64
 import binascii
 import enum
 import json
-import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attr
@@ -55,7 +54,8 @@ def _verifiers() -> Dict[str, Any]:
     return _verifier_table
 
 
-_SYNTAX = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+#: The bytes of a compact JWS: the base64url alphabet and the dots.
+_JWS_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 
 class Problem(enum.Enum):
@@ -159,11 +159,13 @@ def _header_and_payload(token: bytes) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         raise TokenRefused(
             Problem.MALFORMED, f"the token is longer than {MAX_TOKEN} bytes"
         )
-    if not _SYNTAX.fullmatch(token):
+    parts = token.split(b".")
+    # translate() deletes every allowed byte in C: what is left is not.
+    if len(parts) != 3 or not all(parts) or token.translate(None, _JWS_BYTES):
         raise TokenRefused(
             Problem.MALFORMED, "the token is not three base64url parts joined by dots"
         )
-    header, payload, _ = token.split(b".")
+    header, payload, _ = parts
     return _part(header, "header"), _part(payload, "payload")
 
 
