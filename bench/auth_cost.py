@@ -58,7 +58,13 @@ def _issuer(directory: Path) -> Tuple[Path, Dict[str, Any]]:
     p = ec_key.public_key().public_numbers()
     jwks = {
         "keys": [
-            {"kty": "RSA", "kid": "r", "alg": "RS256", "n": _b64int(n.n), "e": _b64int(n.e)},
+            {
+                "kty": "RSA",
+                "kid": "r",
+                "alg": "RS256",
+                "n": _b64int(n.n),
+                "e": _b64int(n.e),
+            },
             {
                 "kty": "EC",
                 "kid": "e",
@@ -74,7 +80,7 @@ def _issuer(directory: Path) -> Tuple[Path, Dict[str, Any]]:
     policy.write_text(
         f'audience = "{AUDIENCE}"\n'
         f'[issuer.github]\nurl = "{ISSUER}"\njwks_file = "{directory / "jwks.json"}"\n'
-        "[[rule]]\nissuer = \"github\"\nscopes = [\"send\", \"receive\"]\n"
+        '[[rule]]\nissuer = "github"\nscopes = ["send", "receive"]\n'
         'path = "{repository}/{run_id}/"\nmulti_segment = ["repository"]\n'
         '[rule.claims]\nrepository_owner_id = "65"\nrepository_id = "74"\n'
     )
@@ -84,7 +90,9 @@ def _issuer(directory: Path) -> Tuple[Path, Dict[str, Any]]:
 def _pad(coordinate: int) -> str:
     import base64
 
-    return base64.urlsafe_b64encode(coordinate.to_bytes(32, "big")).rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(coordinate.to_bytes(32, "big")).rstrip(b"=").decode()
+    )
 
 
 def _token(kid: str, key: Any, algorithm: str) -> str:
@@ -172,18 +180,22 @@ def kinds(policy: Path, keys: Dict[str, Any]) -> Dict[str, Tuple[Any, Kind]]:
 def _signed_round(site: Any, base: int, pipes: int) -> float:
     urls = []
     for i in range(base, base + pipes):
-        url = "http://b/api/v1/pipe/octo-org/octo-repo/5678901234/s%d?n=1" % i
+        url = f"http://b/api/v1/pipe/octo-org/octo-repo/5678901234/s{i}?n=1"
         receive = sign_url(url, KEY, "receive", 3600).split("http://b", 1)[1]
         send = sign_url(url, KEY, "send", 3600).split("http://b", 1)[1]
         urls.append((receive.encode(), send.encode()))
     started = time.process_time()
     ok = 0
-    for receive, send in urls:
+    for receive_url, send_url in urls:
         receiver = _Peer(site)
-        receiver.channel.dataReceived(b"GET " + receive + b" HTTP/1.1\r\nHost: b\r\n\r\n")
+        receiver.channel.dataReceived(
+            b"GET " + receive_url + b" HTTP/1.1\r\nHost: b\r\n\r\n"
+        )
         sender = _Peer(site)
         sender.channel.dataReceived(
-            b"PUT " + send + b" HTTP/1.1\r\nHost: b\r\nContent-Length: 1024\r\n\r\n"
+            b"PUT "
+            + send_url
+            + b" HTTP/1.1\r\nHost: b\r\nContent-Length: 1024\r\n\r\n"
             + PAYLOAD
         )
         ok += receiver.transport.value().endswith(PAYLOAD)
@@ -218,9 +230,7 @@ def checks(policy: Path, keys: Dict[str, Any], count: int) -> Dict[str, float]:
     sig = signature(KEY, canonical(Scope.SEND, path, 1, expires)).encode()
     guard = Guard((KEY,), Requirement.ALL, clock)
     gate = TokenGate(Authority(load_policy(policy), clock))
-    tokens = {
-        alg: _token(kid, key, alg).encode() for alg, (kid, key) in keys.items()
-    }
+    tokens = {alg: _token(kid, key, alg).encode() for alg, (kid, key) in keys.items()}
     runs: Dict[str, Callable[[], object]] = {
         "signed URL": lambda: guard.check(
             Scope.SEND, path, 1, [b"%d" % expires], [b"send"], [sig]
@@ -265,7 +275,10 @@ def main() -> None:
     for name, cost in best.items():
         extra = "" if name == "unsigned" else f"{(cost - floor) * 1e6:+8.1f} us"
         rows.append(f"{name:<12} {cost * 1e6:8.1f} us/pipe {extra}")
-    print(f"server CPU per tiny pipe (1 KiB, n=1), best of {args.rounds} rounds of {per_round}:")
+    print(
+        "server CPU per tiny pipe (1 KiB, n=1),"
+        f" best of {args.rounds} rounds of {per_round}:"
+    )
     print("\n".join(rows))
     print("the credential check alone, per party (a pipe has two):")
     for name, cost in alone.items():

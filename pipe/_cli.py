@@ -39,6 +39,7 @@ ID_TOKEN_HELP = (
     "or file:PATH"
 )
 
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="txpipe",

@@ -86,7 +86,9 @@ async def id_token(
                 token = file.read(65536).strip()
         except (OSError, UnicodeDecodeError) as error:
             why = getattr(error, "strerror", None) or str(error)
-            raise IdTokenError(f"--id-token: cannot read {source.value}: {why}") from None
+            raise IdTokenError(
+                f"--id-token: cannot read {source.value}: {why}"
+            ) from None
         if not token:
             raise IdTokenError(f"--id-token: {source.value} is empty")
         return token
@@ -95,6 +97,7 @@ async def id_token(
 
 async def _from_github(audience: str, reactor: Any, environ: Mapping[str, str]) -> str:
     import treq
+    from twisted.web.http_headers import Headers
 
     url = environ.get("ACTIONS_ID_TOKEN_REQUEST_URL")
     request_token = environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
@@ -108,7 +111,7 @@ async def _from_github(audience: str, reactor: Any, environ: Mapping[str, str]) 
     try:
         response = await treq.get(
             url + separator + "audience=" + quote(audience, safe=""),
-            headers={"Authorization": [f"bearer {request_token}"]},
+            headers=Headers({"Authorization": [f"bearer {request_token}"]}),
             reactor=reactor,
             persistent=False,
             timeout=30,

@@ -13,6 +13,7 @@ import treq
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IConsumer
 from twisted.web.client import ResponseFailed
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from ._client_body import read_all, refusal
@@ -35,7 +36,9 @@ async def stream_from(
     try:
         response = await treq.get(
             url,
-            headers={"Authorization": [f"Bearer {id_token}"]} if id_token else None,
+            headers=Headers({"Authorization": [f"Bearer {id_token}"]})
+            if id_token
+            else None,
             reactor=reactor,
             unbuffered=True,
             persistent=False,

@@ -30,10 +30,10 @@ __all__ = [
     "PIPE_PREFIX",
     "PipeRequest",
     "SenderResponse",
+    "bearer_token",
     "parse_n",
     "parse_path",
     "parse_request",
-    "bearer_token",
     "parse_sender_response",
     "query_params",
 ]

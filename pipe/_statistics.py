@@ -84,9 +84,9 @@ class Statistics:
         for method in AUTH_METHODS.values():
             self._admissions.labels(method)
         for reason in REASONS:
-            method = AUTH_METHODS.get(reason.partition("_")[0])
-            if method is not None:
-                self._auth_refusals.labels(method, reason)
+            refused_by = AUTH_METHODS.get(reason.partition("_")[0])
+            if refused_by is not None:
+                self._auth_refusals.labels(refused_by, reason)
         self._stalled = Counter(
             "txpipe_receivers_stalled",
             "Receivers dropped by the stall watchdog.",

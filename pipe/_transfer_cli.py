@@ -26,8 +26,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
 
 from ._cli_output import Output
-from ._client_id_token import IdTokenError, id_token, parse_source
 from ._cli_progress import ProgressBar
+from ._client_id_token import IdTokenError, id_token, parse_source
 from ._exit import ExitStatus
 from .client import (
     PipeError,

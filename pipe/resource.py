@@ -65,7 +65,8 @@ _REJECTION_STATUS = {
 }
 
 ALLOWED_HEADERS = (
-    b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response, Authorization"
+    b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response,"
+    b" Authorization"
 )
 
 _log = Logger(namespace="pipe.resource")

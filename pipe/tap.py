@@ -427,9 +427,7 @@ def _service(options: Options, reactor: Any, site: PipeSite) -> IService:
             rules=len(policy.rules),
             file=policy.source,
         )
-        PolicyService(gate.authority, policy.source, reactor).setServiceParent(
-            service
-        )
+        PolicyService(gate.authority, policy.source, reactor).setServiceParent(service)
     for description in options["listen"]:
         _Listener(reactor, description, site).setServiceParent(service)
     if options["metrics-listen"]:

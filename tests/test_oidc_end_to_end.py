@@ -145,7 +145,9 @@ async def test_github_and_gitlab_jobs_send_and_receive_by_curl(
         url = server.url(path, "n=2")
         receivers = [curl(reactor, *bearer(token), url) for _ in range(2)]
         await wait_for(
-            reactor, lambda: server.parties(path) == (False, 2), what="receivers"
+            reactor,
+            lambda path=path: server.parties(path) == (False, 2),  # type: ignore[misc]
+            what="receivers",
         )
         sent = await curl(
             reactor, "-T", str(data), *bearer(token), url, keep_text=True
@@ -173,7 +175,9 @@ async def test_github_and_gitlab_jobs_send_and_receive_by_curl(
     assert "token of github by 'octo-repo runs'" in transfers[0]["line"]
     assert {t["rule"] for t in transfers[1]["tokens"]} == {"rule 2", "rule 3"}
     collectors = server.site.registry.statistics.collectors
-    assert collectors.get_sample_value("txpipe_admissions_total", {"method": "token"}) == 6
+    assert (
+        collectors.get_sample_value("txpipe_admissions_total", {"method": "token"}) == 6
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -270,7 +274,12 @@ async def test_signature_or_token_admits(
         401,
         'WWW-Authenticate: Bearer realm="txpipe", Signed-URL realm="txpipe"',
     )
-    receive = curl(reactor, *bearer(github.token(github_claims(reactor.seconds()))), url, keep_text=True)
+    receive = curl(
+        reactor,
+        *bearer(github.token(github_claims(reactor.seconds()))),
+        url,
+        keep_text=True,
+    )
     await wait_for(reactor, lambda: server.parties(f"{RUN}/x") == (False, 1))
     sent = await curl(
         reactor, "-d", "hello", sign_url(url, KEY, "send", 60), keep_text=True
@@ -344,14 +353,19 @@ async def test_slow_key_server_blocks_no_other_pipe(
     slow = authority.keyring.keys_of(gitlab.url, str(gitlab.authority.ca_file))
     await wait_for(
         reactor,
-        lambda: authority.keyring.keys_of(github.url, str(github.authority.ca_file)).state
-        is KeyState.READY,
+        lambda: (
+            authority.keyring.keys_of(github.url, str(github.authority.ca_file)).state
+            is KeyState.READY
+        ),
     )
     token = github.token(github_claims(reactor.seconds()))
     for number in range(5):
         url = server.url(f"{RUN}/{number}")
         receiver = curl(reactor, *bearer(token), url, keep_text=True)
-        await wait_for(reactor, lambda: server.parties(f"{RUN}/{number}") == (False, 1))
+        await wait_for(
+            reactor,
+            lambda number=number: server.parties(f"{RUN}/{number}") == (False, 1),  # type: ignore[misc]
+        )
         sent = await curl(reactor, "-d", f"pipe {number}", *bearer(token), url).ended
         assert sent.code == 0
         assert (await receiver.ended).text == f"pipe {number}".encode()
@@ -440,9 +454,7 @@ async def test_txpipe_send_and_recv_with_id_tokens(
         isLeaf = True
 
         def render_GET(self, request: Any) -> bytes:
-            asked.append(
-                (request.args, request.getHeader("authorization"))
-            )
+            asked.append((request.args, request.getHeader("authorization")))
             return json.dumps({"value": token}).encode()
 
     actions = reactor.listenTCP(0, Site(Actions()), interface="127.0.0.1")
@@ -458,12 +470,38 @@ async def test_txpipe_send_and_recv_with_id_tokens(
     url = server.url(f"{RUN}/cli", "n=2")
     try:
         receivers = [
-            txpipe(reactor, "recv", "-q", "--id-token", "env:TXPIPE_ID_TOKEN", url, "-o", str(tmp_path / "a")),
-            txpipe(reactor, "recv", "-q", "--id-token", f"file:{token_file}", url, "-o", str(tmp_path / "b")),
+            txpipe(
+                reactor,
+                "recv",
+                "-q",
+                "--id-token",
+                "env:TXPIPE_ID_TOKEN",
+                url,
+                "-o",
+                str(tmp_path / "a"),
+            ),
+            txpipe(
+                reactor,
+                "recv",
+                "-q",
+                "--id-token",
+                f"file:{token_file}",
+                url,
+                "-o",
+                str(tmp_path / "b"),
+            ),
         ]
         await wait_for(reactor, lambda: server.parties(f"{RUN}/cli") == (False, 2))
         code, _, err = await ended(
-            txpipe(reactor, "send", "-q", "--id-token", f"github:{AUDIENCE}", url, str(data))
+            txpipe(
+                reactor,
+                "send",
+                "-q",
+                "--id-token",
+                f"github:{AUDIENCE}",
+                url,
+                str(data),
+            )
         )
         assert code == 0, err
         for receiver in receivers:
@@ -518,13 +556,17 @@ async def test_sighup_rereads_policy_while_a_transfer_runs(
         token_file.write_text(token)
         url = f"{base}/{RUN}/long"
         receiver = curl(reactor, *bearer(token), url)
-        sender = txpipe(reactor, "send", "-q", "--id-token", f"file:{token_file}", url, feed=True)
+        sender = txpipe(
+            reactor, "send", "-q", "--id-token", f"file:{token_file}", url, feed=True
+        )
         first = os.urandom(64 * 1024)
         sender.feed(first)
         await wait_for_status(reactor, port, lambda d: d["pipes_running"] == 1)
         policy.write_text(_hup_policy(tmp_path, github, "999"))
         os.kill(twistd.pid, signal.SIGHUP)
-        await wait_for(reactor, lambda: b"re-read" in bytes(twistd.output), what="re-read")
+        await wait_for(
+            reactor, lambda: b"re-read" in bytes(twistd.output), what="re-read"
+        )
         status, _, body = await answer(reactor, f"{base}/{RUN}/next", *bearer(token))
         assert status == 403, body
         policy.write_text("audience = \n")
@@ -544,10 +586,10 @@ async def test_sighup_rereads_policy_while_a_transfer_runs(
         sender.transport.closeStdin()
         code, _, err = await ended(sender)
         assert code == 0, err
-        got = await receiver.ended
+        whole = await receiver.ended
         import hashlib
 
-        assert got.digest == hashlib.sha256(first + rest).hexdigest()
+        assert whole.digest == hashlib.sha256(first + rest).hexdigest()
     finally:
         await twistd.stop()
 
@@ -567,7 +609,9 @@ def test_bad_policy_stops_the_server_with_one_line(tmp_path: Path) -> None:
         'audience = "x"\n[issuer.gh]\nurl = "https://a.example"\n'
         'algorithms = ["HS256"]\n'
     )
-    argv = twistd_pipe("tcp:0:interface=127.0.0.1", "--oidc-policy", str(policy), log="-")
+    argv = twistd_pipe(
+        "tcp:0:interface=127.0.0.1", "--oidc-policy", str(policy), log="-"
+    )
     done = subprocess.run(
         [sys.executable, *argv[1:]] if argv[0] == sys.executable else argv,
         env=child_env(),

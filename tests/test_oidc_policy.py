@@ -77,30 +77,121 @@ def _broken(change: str, old: str = "") -> str:
     "text, key, problem",
     [
         ("audience = \n", "", "not valid TOML"),
-        (EXAMPLE.replace('audience = "https://pipe.example.com"', ""), "audience", "must be given"),
+        (
+            EXAMPLE.replace('audience = "https://pipe.example.com"', ""),
+            "audience",
+            "must be given",
+        ),
         (EXAMPLE.replace("leeway = 30", "leeway = 3000"), "leeway", "from 0 to 300"),
         (EXAMPLE.replace('replay = "off"', 'replay = "never"'), "replay", "must be"),
         (EXAMPLE.replace("leeway = 30", "lewway = 30"), "lewway", "unknown key"),
-        (EXAMPLE.replace('algorithms = ["RS256"]', 'algorithms = ["none"]'), "issuer.github.algorithms", "'none' is not allowed"),
-        (EXAMPLE.replace('algorithms = ["RS256"]', 'algorithms = ["HS256"]'), "issuer.github.algorithms", "'HS256' is not allowed"),
-        (EXAMPLE.replace('url = "https://gitlab.example.com"', 'url = "http://gitlab.example.com"'), "issuer.gitlab.url", "https://"),
-        (EXAMPLE.replace('url = "https://gitlab.example.com"', 'url = "https://token.actions.githubusercontent.com"'), "issuer.gitlab.url", "the same as issuer.github"),
-        (EXAMPLE.replace('url = "https://gitlab.example.com"', 'url = "https://gitlab.example.com"\njwks_file = "/nonexistent/jwks.json"'), "issuer.gitlab.jwks_file", "no such file"),
-        (EXAMPLE.replace('url = "https://gitlab.example.com"', 'url = "https://gitlab.example.com"\nca_file = "/nonexistent/ca.pem"'), "issuer.gitlab.ca_file", "no such file"),
-        (EXAMPLE.replace('issuer = "gitlab"', 'issuer = "gitlub"'), "rule[2].issuer", "must name an [issuer.NAME]"),
-        (EXAMPLE.replace('scopes = ["send"]', 'scopes = ["write"]'), "rule[2].scopes", "send or receive"),
-        (EXAMPLE.replace('path = "{project_path}/{pipeline_id}/"', 'path = "{project_path}/{}/"'), "rule[2].path", "names no claim"),
-        (EXAMPLE.replace('path = "{project_path}/{pipeline_id}/"', 'path = "{project_path}/*/"'), "rule[2].path", "only letters"),
-        (EXAMPLE.replace('path = "{project_path}/{pipeline_id}/"', 'path = "/{project_path}/"'), "rule[2].path", "must not start with /"),
-        (EXAMPLE.replace('multi_segment = ["project_path"]', 'multi_segment = ["ref"]'), "rule[2].multi_segment", "'ref' is not in the path"),
-        (EXAMPLE.replace('project_id = "4242"\nref_protected = "true"', ""), "rule[2].claims", "at least one claim"),
-        (EXAMPLE.replace('project_id = "4242"', "project_id = 4242"), "rule[2].claims.project_id", "string or a list of strings"),
-        (EXAMPLE.replace('scopes = ["send"]', 'scopes = ["send"]\npaths = "x/"'), "rule[2].paths", "unknown key"),
+        (
+            EXAMPLE.replace('algorithms = ["RS256"]', 'algorithms = ["none"]'),
+            "issuer.github.algorithms",
+            "'none' is not allowed",
+        ),
+        (
+            EXAMPLE.replace('algorithms = ["RS256"]', 'algorithms = ["HS256"]'),
+            "issuer.github.algorithms",
+            "'HS256' is not allowed",
+        ),
+        (
+            EXAMPLE.replace(
+                'url = "https://gitlab.example.com"',
+                'url = "http://gitlab.example.com"',
+            ),
+            "issuer.gitlab.url",
+            "https://",
+        ),
+        (
+            EXAMPLE.replace(
+                'url = "https://gitlab.example.com"',
+                'url = "https://token.actions.githubusercontent.com"',
+            ),
+            "issuer.gitlab.url",
+            "the same as issuer.github",
+        ),
+        (
+            EXAMPLE.replace(
+                'url = "https://gitlab.example.com"',
+                'url = "https://gitlab.example.com"\n'
+                'jwks_file = "/nonexistent/jwks.json"',
+            ),
+            "issuer.gitlab.jwks_file",
+            "no such file",
+        ),
+        (
+            EXAMPLE.replace(
+                'url = "https://gitlab.example.com"',
+                'url = "https://gitlab.example.com"\nca_file = "/nonexistent/ca.pem"',
+            ),
+            "issuer.gitlab.ca_file",
+            "no such file",
+        ),
+        (
+            EXAMPLE.replace('issuer = "gitlab"', 'issuer = "gitlub"'),
+            "rule[2].issuer",
+            "must name an [issuer.NAME]",
+        ),
+        (
+            EXAMPLE.replace('scopes = ["send"]', 'scopes = ["write"]'),
+            "rule[2].scopes",
+            "send or receive",
+        ),
+        (
+            EXAMPLE.replace(
+                'path = "{project_path}/{pipeline_id}/"', 'path = "{project_path}/{}/"'
+            ),
+            "rule[2].path",
+            "names no claim",
+        ),
+        (
+            EXAMPLE.replace(
+                'path = "{project_path}/{pipeline_id}/"', 'path = "{project_path}/*/"'
+            ),
+            "rule[2].path",
+            "only letters",
+        ),
+        (
+            EXAMPLE.replace(
+                'path = "{project_path}/{pipeline_id}/"', 'path = "/{project_path}/"'
+            ),
+            "rule[2].path",
+            "must not start with /",
+        ),
+        (
+            EXAMPLE.replace(
+                'multi_segment = ["project_path"]', 'multi_segment = ["ref"]'
+            ),
+            "rule[2].multi_segment",
+            "'ref' is not in the path",
+        ),
+        (
+            EXAMPLE.replace('project_id = "4242"\nref_protected = "true"', ""),
+            "rule[2].claims",
+            "at least one claim",
+        ),
+        (
+            EXAMPLE.replace('project_id = "4242"', "project_id = 4242"),
+            "rule[2].claims.project_id",
+            "string or a list of strings",
+        ),
+        (
+            EXAMPLE.replace('scopes = ["send"]', 'scopes = ["send"]\npaths = "x/"'),
+            "rule[2].paths",
+            "unknown key",
+        ),
         ('audience = "a"\n[[rule]]\n', "issuer", "no [issuer.NAME]"),
-        ('audience = "a"\n[issuer.x]\nurl = "https://x.example"\n', "rule", "no [[rule]]"),
+        (
+            'audience = "a"\n[issuer.x]\nurl = "https://x.example"\n',
+            "rule",
+            "no [[rule]]",
+        ),
     ],
 )
-def test_bad_policy_names_file_key_and_problem(text: str, key: str, problem: str) -> None:
+def test_bad_policy_names_file_key_and_problem(
+    text: str, key: str, problem: str
+) -> None:
     """
     Each mistake is refused with one line: the file, the key, the problem.
     """
@@ -110,7 +201,9 @@ def test_bad_policy_names_file_key_and_problem(text: str, key: str, problem: str
     assert (error.source, error.key) == ("/etc/txpipe/oidc.toml", key)
     assert problem in error.problem
     assert "\n" not in str(error)
-    assert str(error).startswith("/etc/txpipe/oidc.toml: " + (f"{key}: " if key else ""))
+    assert str(error).startswith(
+        "/etc/txpipe/oidc.toml: " + (f"{key}: " if key else "")
+    )
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -163,12 +256,16 @@ def test_rule_matching() -> None:
     missing = _claims()
     del missing["repository_id"]
     assert not policy.match(github, missing, "send", b"org/app/77/x")
-    assert not policy.match(github, _claims(repository_id=89012345.5), "send", b"org/app/77/x")
+    assert not policy.match(
+        github, _claims(repository_id=89012345.5), "send", b"org/app/77/x"
+    )
 
 
 def test_segment_boundary_without_trailing_slash() -> None:
     """A path without a trailing / still matches on whole segments only."""
-    text = EXAMPLE.replace('path = "{repository}/{run_id}/"', 'path = "{repository}/{run_id}"')
+    text = EXAMPLE.replace(
+        'path = "{repository}/{run_id}/"', 'path = "{repository}/{run_id}"'
+    )
     policy = parse_policy(text)
     github = policy.issuers["github"]
     assert policy.match(github, _claims(), "send", b"org/app/77")

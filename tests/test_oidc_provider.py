@@ -36,14 +36,18 @@ mock = pytest.importorskip(
 @pytest.fixture
 def provider(tmp_path: Path) -> Iterator[Tuple[Any, str, Path]]:
     """The provider's Flask app, served over TLS; its issuer URL; the CA file."""
-    import werkzeug.serving
+    import werkzeug.serving  # type: ignore[import-not-found, unused-ignore]
 
     authority = CertificateAuthority(tmp_path)
     app = mock.app(
         user_claims=[
             mock.User(
                 sub="ci-job-17",
-                claims={"project_id": "20", "pipeline_id": "574", "ref_protected": True},
+                claims={
+                    "project_id": "20",
+                    "pipeline_id": "574",
+                    "ref_protected": True,
+                },
             )
         ]
     )
@@ -133,12 +137,21 @@ ref_protected = "true"
     url = server.url("mock/ci-job-17/574/out")
     header = ["-H", f"Authorization: Bearer {token}"]
     receiver = curl(reactor, *header, url, keep_text=True)
-    await wait_for(reactor, lambda: server.parties("mock/ci-job-17/574/out") == (False, 1))
-    sent = await curl(reactor, "-d", "from the mock", *header, url, keep_text=True).ended
+    await wait_for(
+        reactor, lambda: server.parties("mock/ci-job-17/574/out") == (False, 1)
+    )
+    sent = await curl(
+        reactor, "-d", "from the mock", *header, url, keep_text=True
+    ).ended
     assert b"done" in sent.text, sent
     assert (await receiver.ended).text == b"from the mock"
     other = await curl(
-        reactor, "-w", "%{http_code}", *header, server.url("mock/ci-job-18/574/x"), keep_text=True
+        reactor,
+        "-w",
+        "%{http_code}",
+        *header,
+        server.url("mock/ci-job-18/574/x"),
+        keep_text=True,
     ).ended
     assert other.text.endswith(b"403")
 

@@ -85,7 +85,12 @@ def github(**changes: Any) -> Dict[str, Any]:
     return github_claims(NOW, **{"iss": GITHUB, **changes})
 
 
-def refused(authority: Authority, token: Any, scope: str = "send", path: bytes = b"octo-org/octo-repo/5678901234/x") -> TokenRefused:
+def refused(
+    authority: Authority,
+    token: Any,
+    scope: str = "send",
+    path: bytes = b"octo-org/octo-repo/5678901234/x",
+) -> TokenRefused:
     if isinstance(token, str):
         token = token.encode()
     with pytest.raises(TokenRefused) as raised:
@@ -304,7 +309,7 @@ def test_unsafe_claim_values_do_not_match(
     """
     gate = authority(keys, tmp_path)
     token = keys.token(github(repository=repository, run_id=run_id))
-    path = f"{repository}/{run_id}/x".encode("utf-8")
+    path = f"{repository}/{run_id}/x".encode()
     assert refused(gate, token, path=path).problem is Problem.FORBIDDEN
 
 
@@ -400,9 +405,7 @@ class Fetches:
 
 def discovered(keys: Keys) -> Any:
     fetches = Fetches()
-    policy = parse_policy(
-        policy_text({"github": (GITHUB, "")}, GITHUB_RULE)
-    )
+    policy = parse_policy(policy_text({"github": (GITHUB, "")}, GITHUB_RULE))
     clock = Clock()
     clock.advance(NOW)
     return Authority(policy, clock, fetcher=fetches), fetches, clock
@@ -413,7 +416,7 @@ def test_keys_fetched_at_start_then_used(keys: Keys) -> None:
     The keys are fetched when the authority starts; until they are in, a
     token gets KEYS_UNAVAILABLE (503), then it is admitted.
     """
-    gate, fetches, clock = discovered(keys)
+    gate, fetches, _clock = discovered(keys)
     gate.start()
     assert len(fetches.pending) == 1
     token = keys.token(github()).encode()
@@ -499,7 +502,7 @@ def test_replaced_policy_keeps_keys_of_kept_issuers(keys: Keys) -> None:
     issuer's keys are fetched at once; a dropped issuer's tokens are
     refused.
     """
-    gate, fetches, clock = discovered(keys)
+    gate, fetches, _clock = discovered(keys)
     gate.start()
     fetches.answer(GITHUB, keys.jwks.read_bytes())
     gate.replace(
@@ -510,7 +513,9 @@ def test_replaced_policy_keeps_keys_of_kept_issuers(keys: Keys) -> None:
     assert [url for url, _ in fetches.pending] == [
         GITLAB + "/.well-known/openid-configuration"
     ]
-    gate.admit(keys.token(github()).encode(), "send", b"octo-org/octo-repo/5678901234/x")
+    gate.admit(
+        keys.token(github()).encode(), "send", b"octo-org/octo-repo/5678901234/x"
+    )
     gate.replace(parse_policy(policy_text({"gitlab": (GITLAB, "")}, GITLAB_RULES)))
     assert refused(gate, keys.token(github())).problem is Problem.ISSUER
 
@@ -520,11 +525,13 @@ def test_discovery_naming_another_issuer_is_a_failed_fetch(keys: Keys) -> None:
     A discovery document whose issuer is not the configured URL is not
     used.
     """
-    gate, fetches, clock = discovered(keys)
+    gate, fetches, _clock = discovered(keys)
     gate.start()
     _, discovery = fetches.pending.pop(0)
     discovery.callback(
-        json.dumps({"issuer": "https://evil.example", "jwks_uri": "https://evil.example/jwks"}).encode()
+        json.dumps(
+            {"issuer": "https://evil.example", "jwks_uri": "https://evil.example/jwks"}
+        ).encode()
     )
     assert not fetches.pending
     assert gate.keyring.keys_of(GITHUB, None).state is KeyState.EMPTY
@@ -532,7 +539,7 @@ def test_discovery_naming_another_issuer_is_a_failed_fetch(keys: Keys) -> None:
 
 def test_authority_ready(keys: Keys) -> None:
     """ready() fires once the first fetches have ended."""
-    gate, fetches, clock = discovered(keys)
+    gate, fetches, _clock = discovered(keys)
     gate.start()
     ready = gate.keyring.ready()
     assert not ready.called

@@ -136,9 +136,7 @@ class Authority:
         ).digest()
         self._forget(now)
         if key in self._spent:
-            raise TokenRefused(
-                Problem.USED, f"this token was already used to {scope}"
-            )
+            raise TokenRefused(Problem.USED, f"this token was already used to {scope}")
         return key
 
     def spend(self, admissions: Iterable[Optional[Admission]]) -> None:

@@ -113,7 +113,9 @@ def parse_jwks(document: bytes) -> Dict[str, Key]:
             loaded = PyJWK(entry).key
         except Exception:  # PyJWT raises several types for a bad key
             continue
-        keys[kid] = Key(kid, loaded, algorithm if isinstance(algorithm, str) else None, key_type)
+        keys[kid] = Key(
+            kid, loaded, algorithm if isinstance(algorithm, str) else None, key_type
+        )
     if not keys:
         raise JWKSError("no usable signing key (RSA, EC or OKP with a kid)")
     return keys
@@ -185,7 +187,7 @@ class IssuerKeys:
         self.fetched_at = 0.0
         self.attempted_at: Optional[float] = None
         self.fetches = 0
-        self._under_way: Optional[Deferred[None]] = None
+        self._under_way: Optional[Deferred[Any]] = None
 
     def key(self, kid: str) -> Key:
         """
@@ -252,9 +254,9 @@ class IssuerKeys:
         under_way.addCallbacks(self._fetched, self._failed)
         return _follow(under_way)
 
-    def _discover(self) -> Deferred[Mapping[str, Key]]:
+    def _discover(self) -> Deferred[Any]:
         discovery = self.url.rstrip("/") + "/.well-known/openid-configuration"
-        loading = self._fetch(discovery)
+        loading: Deferred[Any] = self._fetch(discovery)
         loading.addCallback(self._jwks_uri)
         loading.addCallback(self._fetch)
         loading.addCallback(parse_jwks)
@@ -295,7 +297,7 @@ class IssuerKeys:
             "fetching the OIDC keys of {issuer} failed ({held} keys kept): {why}",
             issuer=self.url,
             held=len(self.keys),
-            why=reason.getErrorMessage() or reason.type.__name__,
+            why=reason.getErrorMessage() or getattr(reason.type, "__name__", "?"),
         )
 
 
@@ -305,7 +307,12 @@ def _follow(under_way: Deferred[Any]) -> Deferred[None]:
     (which may have several followers).
     """
     follower: Deferred[None] = Deferred()
-    under_way.addBoth(lambda result: (follower.callback(None), result)[1])
+
+    def passed_on(result: Any) -> Any:
+        follower.callback(None)
+        return result
+
+    under_way.addBoth(passed_on)
     return follower
 
 
@@ -338,7 +345,7 @@ class Keyring:
         """
         wanted = {(i.url, i.ca_file): i for i in issuers if i.discovered}
         kept = {k: v for k, v in self.issuers.items() if k in wanted}
-        for (url, ca_file) in wanted:
+        for url, ca_file in wanted:
             if (url, ca_file) not in kept:
                 kept[url, ca_file] = keys = IssuerKeys(
                     url, self._fetcher(ca_file), self._clock
@@ -352,13 +359,11 @@ class Keyring:
         """
         return self.issuers[url, ca_file]
 
-    def ready(self) -> Deferred[None]:
+    def ready(self) -> Deferred[Any]:
         """
         Fires when no fetch is under way (the first fetches have ended).
         """
         pending = [keys.refresh() for keys in self.issuers.values() if keys.fetching]
         if not pending:
             return succeed(None)
-        done = gatherResults(pending)
-        done.addCallback(lambda _: None)
-        return done
+        return gatherResults(pending)

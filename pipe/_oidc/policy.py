@@ -33,7 +33,7 @@ from .keys import JWKSError, Key, parse_jwks
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.9 and 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 __all__ = [
     "ALGORITHMS",
@@ -94,7 +94,9 @@ class PolicyError(ValueError):
     """
 
     def __init__(self, source: str, key: str, problem: str) -> None:
-        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+        super().__init__(
+            f"{source}: {key}: {problem}" if key else f"{source}: {problem}"
+        )
         self.source = source
         self.key = key
         self.problem = problem
@@ -180,7 +182,9 @@ class Rule:
     multi_segment: FrozenSet[str]
     claims: Tuple[Tuple[str, FrozenSet[str]], ...]
 
-    def match(self, claims: Mapping[str, Any], scope: str, path: bytes) -> Optional[Match]:
+    def match(
+        self, claims: Mapping[str, Any], scope: str, path: bytes
+    ) -> Optional[Match]:
         """
         Whether this rule allows C{claims} (a verified token's, of this
         rule's issuer) to use C{path} for C{scope}.
@@ -387,7 +391,9 @@ def _issuers(source: str, tables: Any) -> Dict[str, Issuer]:
             )
         urls[url] = name
         algorithms = _strings(
-            source, f"{where}.algorithms", table.get("algorithms", list(DEFAULT_ALGORITHMS))
+            source,
+            f"{where}.algorithms",
+            table.get("algorithms", list(DEFAULT_ALGORITHMS)),
         )
         for algorithm in algorithms:
             if algorithm not in ALGORITHMS:
@@ -437,9 +443,7 @@ def _rules(source: str, tables: Any, issuers: Mapping[str, Issuer]) -> Tuple[Rul
     )
 
 
-def _rule(
-    source: str, index: int, table: Any, issuers: Mapping[str, Issuer]
-) -> Rule:
+def _rule(source: str, index: int, table: Any, issuers: Mapping[str, Issuer]) -> Rule:
     where = f"rule[{index}]"
     table = _table(source, where, table)
     _known_keys(source, where + ".", table, _RULE_KEYS)

@@ -137,7 +137,9 @@ def _part(encoded: bytes, what: str) -> Dict[str, Any]:
             Problem.MALFORMED, f"the token's {what} is not base64url JSON"
         ) from None
     if not isinstance(value, dict):
-        raise TokenRefused(Problem.MALFORMED, f"the token's {what} is not a JSON object")
+        raise TokenRefused(
+            Problem.MALFORMED, f"the token's {what} is not a JSON object"
+        )
     return value
 
 
@@ -169,7 +171,9 @@ def _header_and_payload(token: bytes) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return _part(header, "header"), _part(payload, "payload")
 
 
-def verify_token(token: bytes, policy: Policy, keyring: Any, now: float) -> VerifiedToken:
+def verify_token(
+    token: bytes, policy: Policy, keyring: Any, now: float
+) -> VerifiedToken:
     """
     Verify C{token} (the bytes after C{Bearer }) against C{policy}'s
     issuers, with their keys from C{keyring} (a L{pipe._oidc.keys.Keyring}),
@@ -192,7 +196,9 @@ def verify_token(token: bytes, policy: Policy, keyring: Any, now: float) -> Veri
             f"the token's algorithm is not one of {', '.join(issuer.algorithms)}",
         )
     if "crit" in header:
-        raise TokenRefused(Problem.MALFORMED, "the token has critical header extensions")
+        raise TokenRefused(
+            Problem.MALFORMED, "the token has critical header extensions"
+        )
     kid = header.get("kid")
     if kid is None and not issuer.require_kid:
         key = _key(issuer, keyring, None)
@@ -201,15 +207,15 @@ def verify_token(token: bytes, policy: Policy, keyring: Any, now: float) -> Veri
     else:
         key = _key(issuer, keyring, kid)
     if key.algorithm is not None and key.algorithm != algorithm:
-        raise TokenRefused(
-            Problem.ALGORITHM, "the token's algorithm is not its key's"
-        )
+        raise TokenRefused(Problem.ALGORITHM, "the token's algorithm is not its key's")
     if key.key_type != _KEY_TYPES[algorithm[:2]]:
         raise TokenRefused(Problem.ALGORITHM, "the token's algorithm is not its key's")
     signing_input, _, signature = token.rpartition(b".")
     try:
         verifier = _verifiers()[algorithm]
-        raw_signature = base64.urlsafe_b64decode(signature + b"=" * (-len(signature) % 4))
+        raw_signature = base64.urlsafe_b64decode(
+            signature + b"=" * (-len(signature) % 4)
+        )
         good = verifier.verify(signing_input, key.key, raw_signature)
     except (PyJWTError, KeyError, TypeError, ValueError, binascii.Error):
         good = False
@@ -259,12 +265,16 @@ def _check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> None
     issued = _number(claims, "iat", True)
     not_before = _number(claims, "nbf", False)
     if now > expires + leeway:
-        raise TokenRefused(Problem.EXPIRED, f"the token expired {now - expires:.0f} s ago")
+        raise TokenRefused(
+            Problem.EXPIRED, f"the token expired {now - expires:.0f} s ago"
+        )
     if not_before is not None and not_before > now + leeway:
         raise TokenRefused(
-            Problem.NOT_YET_VALID, f"the token is not valid for {not_before - now:.0f} s"
+            Problem.NOT_YET_VALID,
+            f"the token is not valid for {not_before - now:.0f} s",
         )
     if issued > now + leeway:
         raise TokenRefused(
-            Problem.NOT_YET_VALID, f"the token is issued {issued - now:.0f} s in the future"
+            Problem.NOT_YET_VALID,
+            f"the token is issued {issued - now:.0f} s in the future",
         )

@@ -98,9 +98,7 @@ class SigningKey:
         )
 
 
-def compose(
-    header: Dict[str, Any], claims: Dict[str, Any], sign: Any = None
-) -> str:
+def compose(header: Dict[str, Any], claims: Dict[str, Any], sign: Any = None) -> str:
     """
     A token made by hand: C{sign(signing_input)} gives the signature bytes
     (none: an empty signature, as for C{alg: none}).
@@ -326,7 +324,9 @@ def github_claims(now: float, **changes: Any) -> Dict[str, Any]:
         "base_ref": "",
         "event_name": "workflow_dispatch",
         "ref_type": "branch",
-        "job_workflow_ref": "octo-org/octo-automation/.github/workflows/oidc.yml@refs/heads/main",
+        "job_workflow_ref": (
+            "octo-org/octo-automation/.github/workflows/oidc.yml@refs/heads/main"
+        ),
         **times(now),
     }
     claims.update(changes)
@@ -362,7 +362,9 @@ def gitlab_claims(now: float, **changes: Any) -> Dict[str, Any]:
         "runner_environment": "self-hosted",
         "sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
         "project_visibility": "public",
-        "ci_config_ref_uri": "gitlab.example.com/my-group/my-project//.gitlab-ci.yml@refs/heads/main",
+        "ci_config_ref_uri": (
+            "gitlab.example.com/my-group/my-project//.gitlab-ci.yml@refs/heads/main"
+        ),
         "ci_config_sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
         "jti": str(uuid.uuid4()),
         "sub": "project_path:my-group/my-project:ref_type:branch:ref:main",
@@ -373,9 +375,7 @@ def gitlab_claims(now: float, **changes: Any) -> Dict[str, Any]:
     return claims
 
 
-def policy_text(
-    issuers: Dict[str, Tuple[str, str]], rules: str, **top: Any
-) -> str:
+def policy_text(issuers: Dict[str, Tuple[str, str]], rules: str, **top: Any) -> str:
     """
     A policy file: C{issuers} maps a name to its C{url} and the rest of its
     table (TOML lines), C{rules} is the C{[[rule]]} tables.
