@@ -37,6 +37,7 @@ from .helpers import (
     wait_for_status,
 )
 from .helpers.issuer import (
+    GITHUB_ADMISSION,
     GITHUB_RULE,
     GITLAB_RULES,
     CertificateAuthority,
@@ -89,6 +90,16 @@ async def token_server(serve: Any, policy: Path, wait: bool = True) -> RunningSe
 
 def bearer(token: str) -> List[str]:
     return ["-H", f"Authorization: Bearer {token}"]
+
+
+async def moved_on(reactor: Any, server: RunningServer, path: str, token: str) -> bytes:
+    """L{moved} on C{path} of C{server}, the sender once the receiver is in."""
+    return await moved(
+        reactor,
+        server.url(path),
+        token,
+        lambda: server.parties(path) == (False, 1),
+    )
 
 
 async def moved(reactor: Any, url: str, token: str, parties: Any = None) -> bytes:
@@ -161,17 +172,7 @@ async def test_github_and_gitlab_jobs_send_and_receive_by_curl(
     # One event per transfer (also logged under its old namespace until 0.2.0).
     transfers = list({e["pipe"]: e for e in events if e.get("tokens")}.values())
     assert len(transfers) == 2
-    assert transfers[0]["tokens"][0] == {
-        "issuer": "github",
-        "rule": "octo-repo runs",
-        "claims": {
-            "repository_owner_id": "65",
-            "repository_id": "74",
-            "event_name": "workflow_dispatch",
-            "repository": "octo-org/octo-repo",
-            "run_id": "5678901234",
-        },
-    }
+    assert transfers[0]["tokens"][0] == GITHUB_ADMISSION
     assert "token of github by 'octo-repo runs'" in transfers[0]["line"]
     assert {t["rule"] for t in transfers[1]["tokens"]} == {"rule 2", "rule 3"}
     collectors = server.site.registry.statistics.collectors
@@ -314,15 +315,7 @@ async def test_key_rotation_while_running(
     status, headers, _ = await answer(reactor, url, *bearer(token))
     assert (status, headers) == (503, "Retry-After: 5")
     await server.site.registry.token_gate.authority.keyring.ready()
-    assert (
-        await moved(
-            reactor,
-            server.url(f"{RUN}/rotated"),
-            token,
-            lambda: server.parties(f"{RUN}/rotated") == (False, 1),
-        )
-        == b"hello"
-    )
+    assert await moved_on(reactor, server, f"{RUN}/rotated", token) == b"hello"
     stale = github.token(github_claims(now), old_key)
     status, _, body = await answer(reactor, url, *bearer(stale))
     assert (status, body) == (
@@ -415,15 +408,7 @@ async def test_garbage_key_server_then_recovery(
     github.mode = "garbage"
     await keys.refresh()
     assert keys.state is KeyState.READY
-    assert (
-        await moved(
-            reactor,
-            server.url(f"{RUN}/y"),
-            token,
-            lambda: server.parties(f"{RUN}/y") == (False, 1),
-        )
-        == b"hello"
-    )
+    assert await moved_on(reactor, server, f"{RUN}/y", token) == b"hello"
 
 
 @pytest_twisted.ensureDeferred

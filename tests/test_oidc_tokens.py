@@ -27,6 +27,7 @@ from pipe._oidc.tokens import MAX_TOKEN, Problem, TokenRefused
 
 from .helpers.issuer import (
     AUDIENCE,
+    GITHUB_ADMISSION,
     GITHUB_RULE,
     GITLAB_RULES,
     SigningKey,
@@ -107,17 +108,7 @@ def test_github_token_admitted_under_its_run(keys: Keys, tmp_path: Path) -> None
     token = keys.token(github()).encode()
     for scope in ("send", "receive"):
         admission = gate.admit(token, scope, b"octo-org/octo-repo/5678901234/app.tar")
-        assert admission.for_log() == {
-            "issuer": "github",
-            "rule": "octo-repo runs",
-            "claims": {
-                "repository_owner_id": "65",
-                "repository_id": "74",
-                "event_name": "workflow_dispatch",
-                "repository": "octo-org/octo-repo",
-                "run_id": "5678901234",
-            },
-        }
+        assert admission.for_log() == GITHUB_ADMISSION
 
 
 def test_gitlab_token_admitted_by_scope(keys: Keys, tmp_path: Path) -> None:

@@ -404,6 +404,20 @@ repository_id = "74"
 event_name = ["push", "workflow_dispatch"]
 """
 
+#: What a transfer admitted by L{GITHUB_RULE} logs of a L{github_claims}
+#: token: the issuer, the rule and the claims the rule read.
+GITHUB_ADMISSION = {
+    "issuer": "github",
+    "rule": "octo-repo runs",
+    "claims": {
+        "repository_owner_id": "65",
+        "repository_id": "74",
+        "event_name": "workflow_dispatch",
+        "repository": "octo-org/octo-repo",
+        "run_id": "5678901234",
+    },
+}
+
 #: GitLab rules: protected refs of project 20 send, any of its jobs receive,
 #: under my-group/my-project/PIPELINE_ID/.
 GITLAB_RULES = """
