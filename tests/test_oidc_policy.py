@@ -290,3 +290,34 @@ def test_segment_boundary_without_trailing_slash() -> None:
 def test_claim_text(value: Any, text: Any) -> None:
     """Claims compare as strings: integers in decimal, booleans as JSON."""
     assert claim_text(value) == text
+
+
+def test_oidc_package_imports_only_twisted_treq_pyjwt_and_stdlib() -> None:
+    """
+    C{pipe._oidc} knows nothing of HTTP answers nor of the rest of C{pipe}:
+    it imports Twisted, treq, PyJWT, its own modules and the standard
+    library only (tomli stands in for tomllib before Python 3.11).
+    """
+    import ast
+    import sys
+
+    package = Path(__file__).resolve().parent.parent / "pipe" / "_oidc"
+    allowed = {"twisted", "treq", "jwt", "tomli", "__future__"}
+    stdlib = set(getattr(sys, "stdlib_module_names", ())) or {
+        "base64", "binascii", "dataclasses", "enum", "hashlib", "json", "math",
+        "pathlib", "re", "signal", "sys", "threading", "typing",
+    }  # fmt: skip
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: within pipe._oidc only
+                    assert node.level == 1, (path.name, node.module)
+                    continue
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in stdlib, (path.name, name)

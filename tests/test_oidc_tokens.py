@@ -537,3 +537,62 @@ def test_authority_ready(keys: Keys) -> None:
     fetches.answer(GITHUB, keys.jwks.read_bytes())
     assert ready.called
     assert gate.keyring.ready().called
+
+
+def test_token_without_kid_where_the_issuer_omits_it(
+    keys: Keys, tmp_path: Path
+) -> None:
+    """
+    With require_kid = false, a token without a kid is checked with the
+    issuer's only key; an issuer with several keys refuses it.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    only = tmp_path / "only.json"
+    only.write_text(json.dumps({"keys": [keys.rsa.jwk()]}))
+    policy = parse_policy(
+        policy_text(
+            {
+                "one": (GITHUB, f'jwks_file = "{only}"\nrequire_kid = false'),
+                "two": (GITLAB, f'jwks_file = "{keys.jwks}"\nrequire_kid = false'),
+            },
+            GITHUB_RULE.replace('"github"', '"one"'),
+        )
+    )
+    clock = Clock()
+    clock.advance(NOW)
+    gate = Authority(policy, clock, fetcher=lambda ca: None)
+    path = b"octo-org/octo-repo/5678901234/x"
+    gate.admit(keys.rsa.sign({}, github()).encode(), "send", path)
+    forged = SigningKey("x", "ES256", ec.generate_private_key(ec.SECP256R1()))
+    assert refused(gate, forged.sign({}, github())).problem is Problem.ALGORITHM
+    two = keys.rsa.sign({}, github(iss=GITLAB))
+    assert refused(gate, two).problem is Problem.KEY
+
+
+def test_every_credential_reason_counted_from_zero() -> None:
+    """
+    Admissions by method and refusals by method and reason are exported at
+    0 from the start, every token and signature reason among them.
+    """
+    from pipe._refusal import REASONS
+    from pipe._registry import Registry
+    from pipe.server import Settings
+
+    collectors = Registry(Clock(), Settings()).statistics.collectors
+    for method in ("signature", "token"):
+        assert (
+            collectors.get_sample_value("txpipe_admissions_total", {"method": method})
+            == 0
+        )
+    credential = [r for r in REASONS if r.startswith(("token_", "signature_"))]
+    assert {p.value for p in Problem} <= set(credential)
+    for reason in credential:
+        method = reason.partition("_")[0]
+        assert (
+            collectors.get_sample_value(
+                "txpipe_authentication_refusals_total",
+                {"method": method, "reason": reason},
+            )
+            == 0
+        ), reason

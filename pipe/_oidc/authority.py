@@ -9,9 +9,9 @@ C{jti} when a transfer starts.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional
 
-import attr
 import treq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -25,7 +25,7 @@ from .tokens import Problem, TokenRefused, VerifiedToken, verify_token
 __all__ = ["Admission", "Authority", "https_fetcher"]
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@dataclass(frozen=True)
 class Admission:
     """
     A token that allows its request.
@@ -38,7 +38,7 @@ class Admission:
 
     token: VerifiedToken
     match: Match
-    spend_key: Optional[bytes] = attr.ib(default=None, repr=False)
+    spend_key: Optional[bytes] = field(default=None, repr=False)
 
     @property
     def expires(self) -> float:

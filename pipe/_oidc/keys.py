@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import enum
 import json
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional
 
-import attr
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -57,7 +57,7 @@ MAX_DOCUMENT = 1024 * 1024
 _KEY_TYPES = {"RSA", "EC", "OKP"}
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@dataclass(frozen=True)
 class Key:
     """
     One verification key of a JWKS.
@@ -70,7 +70,7 @@ class Key:
     """
 
     kid: str
-    key: Any = attr.ib(repr=False)
+    key: Any = field(repr=False)
     algorithm: Optional[str]
     key_type: str
 

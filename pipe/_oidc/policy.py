@@ -23,10 +23,9 @@ from __future__ import annotations
 import math
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
-
-import attr
 
 from .keys import JWKSError, Key, parse_jwks
 
@@ -113,7 +112,7 @@ class Replay:
     ONCE_PER_SCOPE = "once-per-scope"
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@dataclass(frozen=True)
 class Issuer:
     """
     One C{[issuer.NAME]} table.
@@ -134,7 +133,7 @@ class Issuer:
     name: str
     url: str
     algorithms: Tuple[str, ...] = DEFAULT_ALGORITHMS
-    keys: Optional[Mapping[str, Key]] = attr.ib(default=None, eq=False, repr=False)
+    keys: Optional[Mapping[str, Key]] = field(default=None, compare=False, repr=False)
     ca_file: Optional[str] = None
     require_kid: bool = True
 
@@ -146,7 +145,7 @@ class Issuer:
         return self.keys is None
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@dataclass(frozen=True)
 class Match:
     """
     A rule that allowed a request.
@@ -160,7 +159,7 @@ class Match:
     claims: Mapping[str, str]
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@dataclass(frozen=True)
 class Rule:
     """
     One C{[[rule]]}.
@@ -249,7 +248,7 @@ def claim_text(value: Any) -> Optional[str]:
     return None
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@dataclass(frozen=True)
 class Policy:
     """
     A parsed policy file.

@@ -25,9 +25,8 @@ import base64
 import binascii
 import enum
 import json
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
-
-import attr
 
 from .keys import KeysUnavailable, UnknownKey
 from .policy import Issuer, Policy
@@ -107,7 +106,7 @@ class TokenRefused(Exception):
         self.detail = detail
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@dataclass(frozen=True)
 class VerifiedToken:
     """
     A token whose signature, issuer, audience and times check out.
