@@ -302,7 +302,7 @@ def test_oidc_package_imports_only_twisted_treq_pyjwt_and_stdlib() -> None:
     import sys
 
     package = Path(__file__).resolve().parent.parent / "pipe" / "_oidc"
-    allowed = {"twisted", "treq", "jwt", "tomli", "__future__"}
+    allowed = {"twisted", "treq", "jwt", "tomli", "tomllib", "__future__"}
     stdlib = set(getattr(sys, "stdlib_module_names", ())) or {
         "base64", "binascii", "dataclasses", "enum", "hashlib", "json", "math",
         "pathlib", "re", "signal", "sys", "threading", "typing",
