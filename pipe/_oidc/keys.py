@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_oidc_keys -*-
+# -*- test-case-name: tests.test_oidc_tokens -*-
 """
 The issuers' signing keys: a JWKS parsed into keys by C{kid}
 (L{parse_jwks}), and the keys of each discovered issuer, fetched with treq
