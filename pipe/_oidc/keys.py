@@ -247,12 +247,23 @@ class IssuerKeys:
         """
         if self._under_way is not None:
             return _follow(self._under_way)
-        self.state = _FETCH_STARTS[self.state]
+        self._move(_FETCH_STARTS)
         self.attempted_at = self._clock.seconds()
         self.fetches += 1
         self._under_way = under_way = self._discover()
         under_way.addCallbacks(self._fetched, self._failed)
         return _follow(under_way)
+
+    def _move(self, transitions: Mapping[KeyState, KeyState]) -> None:
+        """
+        Take the transition of C{transitions} from the current state.
+
+        @raise RuntimeError: there is none from it.
+        """
+        following = transitions.get(self.state)
+        if following is None:
+            raise RuntimeError(f"no such transition of issuer keys from {self.state}")
+        self.state = following
 
     def _discover(self) -> Deferred[Any]:
         discovery = self.url.rstrip("/") + "/.well-known/openid-configuration"
@@ -292,7 +303,7 @@ class IssuerKeys:
 
     def _failed(self, reason: Failure) -> None:
         self._under_way = None
-        self.state = _FETCH_FAILS[self.state]
+        self._move(_FETCH_FAILS)
         self.log.warn(
             "fetching the OIDC keys of {issuer} failed ({held} keys kept): {why}",
             issuer=self.url,
