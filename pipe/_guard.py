@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_signing -*-
 """
 The server side of signed URLs: checking a request's signature, and
-remembering the signatures already spent on a transfer until they expire.
+remembering the signatures already spent on a transfer until they expire;
+and, beside it, the admission of a party by its OIDC ID token
+(L{TokenGate}: L{pipe._oidc}'s verdicts as HTTP answers).
 
 See L{pipe.signing} for the URL format.
 """

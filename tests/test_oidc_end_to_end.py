@@ -290,6 +290,35 @@ async def test_signature_or_token_admits(
 
 
 @pytest_twisted.ensureDeferred
+async def test_replay_once_per_scope_spends_tokens_of_started_transfers(
+    reactor: Any,
+    serve: Any,
+    issuers: Tuple[TestIssuer, TestIssuer],
+    tmp_path: Path,
+) -> None:
+    """
+    With replay = "once-per-scope", a transfer's start spends its parties'
+    tokens: the sender's token cannot send again (403 token_used), while a
+    fresh token of the same job can.
+    """
+    github, gitlab = issuers
+    path = write_policy(tmp_path, github, gitlab)
+    path.write_text('replay = "once-per-scope"\n' + path.read_text())
+    server = await token_server(serve, path)
+    token = github.token(github_claims(reactor.seconds()))
+    assert await moved_on(reactor, server, f"{RUN}/once", token) == b"hello"
+    status, _, body = await answer(
+        reactor, server.url(f"{RUN}/again"), "-d", "x", *bearer(token)
+    )
+    assert (status, body) == (
+        403,
+        "[ERROR] token refused: this token was already used to send\n",
+    )
+    fresh = github.token(github_claims(reactor.seconds()))
+    assert await moved_on(reactor, server, f"{RUN}/again", fresh) == b"hello"
+
+
+@pytest_twisted.ensureDeferred
 async def test_key_rotation_while_running(
     reactor: Any,
     serve: Any,
