@@ -42,6 +42,14 @@ setup(
         # pipe.client and txpipe send/recv.
         "treq>=22.1.0",
         "tqdm>=4.57.0",
+        # --oidc-policy: verifying CI jobs' OIDC ID tokens (pipe._oidc).
+        # 2.6.0 is Debian 12's python3-jwt; 2.10.0 matched iss partially
+        # (GHSA-75c5-xw7c-p5pm).  [crypto]: RS256/ES256 (cryptography comes
+        # with Twisted[tls] anyway).
+        "PyJWT[crypto]>=2.6.0,!=2.10.0",
+        # The policy file is TOML: tomllib from Python 3.11 on.  1.2.2 is
+        # Ubuntu 22.04's python3-tomli.
+        "tomli>=1.2.2; python_version < '3.11'",
     ],
     entry_points={"console_scripts": ["txpipe = pipe._cli.main:main"]},
     extras_require={

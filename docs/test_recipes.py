@@ -32,6 +32,8 @@ SCHEMAS = {
     "## GitLab CI: txpipe as a service": "vendor.gitlab-ci",
     "## GitHub Actions: the txpipe action": "vendor.github-workflows",
     "## GitLab CI: the txpipe component": "vendor.gitlab-ci",
+    "## GitHub Actions: OIDC tokens, no stored secret": "vendor.github-workflows",
+    "## GitLab CI: OIDC tokens, no stored secret": "vendor.gitlab-ci",
 }
 
 
@@ -83,6 +85,14 @@ BREAKAGE = {
     "## GitLab CI: txpipe as a service": ("alias: pipe", "alias: [pipe]"),
     "## GitHub Actions: the txpipe action": ("      matrix:\n", "      matrixx:\n"),
     "## GitLab CI: the txpipe component": ("parallel: 10", "parallel: ten"),
+    "## GitHub Actions: OIDC tokens, no stored secret": (
+        "id-token: write",
+        "id-token: always",
+    ),
+    "## GitLab CI: OIDC tokens, no stored secret": (
+        "      aud: https://pipe.example\n  script:",
+        "      aud: [[]]\n  script:",
+    ),
 }
 
 

@@ -88,6 +88,9 @@ class Settings:
     @ivar keys: the keys of C{--secret-file} (the first signs, all verify);
         empty: signing is off and anyone may join any pipe.  Not an option
         of its own: L{pipe.tap.Options} reads the file.
+    @ivar oidc_policy: the L{pipe._oidc.policy.Policy} of C{--oidc-policy}
+        (L{None}: OIDC tokens are not taken).  Not an option of its own:
+        L{pipe.tap.Options} reads the file.
     """
 
     max_receivers: int = _setting(
@@ -185,6 +188,7 @@ class Settings:
         ),
     )
     keys: Tuple[bytes, ...] = attr.ib(default=(), repr=False)
+    oidc_policy: Any = attr.ib(default=None, repr=False)
     require_signature: str = _setting(
         "all",
         Option(

@@ -75,6 +75,7 @@ def send(
     progress: Optional[ProgressCallback] = None,
     content_type: Optional[str] = None,
     deferred: bool = False,
+    id_token: Optional[str] = None,
 ) -> Deferred[SendResult]:
     """
     Stream C{source} to the pipe at C{url} (with C{PUT}).
@@ -91,6 +92,8 @@ def send(
         (C{Txpipe-Sender-Response: deferred}), for a proxy that stops
         forwarding the body once the response has begun; no receiver counts
         are reported then.
+    @param id_token: an OIDC ID token (a CI job's), sent as C{Authorization:
+        Bearer} to a server that takes them (C{--oidc-policy}).
     @return: fires with a L{SendResult} when every receiver got every
         byte; fails with L{PipeRejected}, L{WaitTimeout} or
         L{TransferFailed} (also when the server cannot be reached), or with
@@ -98,7 +101,13 @@ def send(
     """
     return ensureDeferred(
         stream_to(
-            url, source, _given_or_global(reactor), progress, content_type, deferred
+            url,
+            source,
+            _given_or_global(reactor),
+            progress,
+            content_type,
+            deferred,
+            id_token,
         )
     )
 
@@ -109,6 +118,7 @@ def receive(
     *,
     reactor: Any = None,
     progress: Optional[ProgressCallback] = None,
+    id_token: Optional[str] = None,
 ) -> Deferred[ReceiveResult]:
     """
     Stream the pipe at C{url} into C{sink} (with C{GET}).
@@ -123,9 +133,12 @@ def receive(
     @param reactor: the reactor to run on; L{None} (the default) means the
         global reactor, imported when the call is made.
     @param progress: called with a L{Progress} after each chunk.
+    @param id_token: an OIDC ID token, sent as C{Authorization: Bearer}.
     @return: fires with a L{ReceiveResult} once the whole stream arrived;
         fails with L{PipeRejected}, L{WaitTimeout} or L{TransferFailed} (a
         cut stream: what was written to C{sink} is incomplete; or the server
         could not be reached), or with what C{sink.write} raised.
     """
-    return ensureDeferred(stream_from(url, sink, _given_or_global(reactor), progress))
+    return ensureDeferred(
+        stream_from(url, sink, _given_or_global(reactor), progress, id_token)
+    )

@@ -23,7 +23,7 @@ from pipe._http.mount import ROOT, Mount, mount_at
 from pipe._http.request import StreamingRequest
 from pipe._landing import Landing, Version
 from pipe._transfer import messages as messages
-from pipe._transfer.guard import Grant
+from pipe._transfer.guard import AUTHENTICATE, BEARER, Grant
 from pipe._transfer.parse import (
     ALLOWED_METHODS,
     MAX_PATH_LENGTH,
@@ -64,7 +64,10 @@ _REJECTION_STATUS = {
     TransferRunning: 409,
 }
 
-ALLOWED_HEADERS = b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response"
+ALLOWED_HEADERS = (
+    b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response,"
+    b" Authorization"
+)
 
 _log = Logger(namespace="pipe.resource")
 
@@ -168,22 +171,38 @@ class PipeResource(Resource):
 
     def _authenticate(self, pipe: PipeRequest) -> Optional[Grant]:
         """
-        Check the request's signed URL when signing is on (see
-        L{pipe._transfer.guard.Guard.check}).
+        Check the request's credentials: its OIDC token (a Bearer token,
+        or no signature where only tokens are taken; see
+        L{pipe._transfer.guard.TokenGate.check}), else its signed URL when signing
+        is on (see L{pipe._transfer.guard.Guard.check}).
 
-        @raise Refusal: 401 (no signature) or 403 (refused).
+        @raise Refusal: 401 (no credentials, a bad token), 403 (refused),
+            503 (the token issuer's keys cannot be had now).
         """
-        guard = self.registry.guard
+        registry = self.registry
+        gate, guard = registry.token_gate, registry.guard
+        if gate is not None and (pipe.bearer is not None or guard is None):
+            grant = gate.check(pipe.scope, pipe.path, pipe.bearer)
+            registry.statistics.admitted("token")
+            return grant
         if guard is None:
             return None
-        return guard.check(
-            pipe.scope,
-            pipe.path,
-            pipe.n,
-            pipe.params.get(b"expires", []),
-            pipe.params.get(b"scope", []),
-            pipe.params.get(b"sig", []),
-        )
+        try:
+            signed = guard.check(
+                pipe.scope,
+                pipe.path,
+                pipe.n,
+                pipe.params.get(b"expires", []),
+                pipe.params.get(b"scope", []),
+                pipe.params.get(b"sig", []),
+            )
+        except Refusal as refusal:
+            if gate is not None and refusal.code == 401:
+                refusal.headers[b"www-authenticate"] = BEARER + b", " + AUTHENTICATE
+            raise
+        if signed is not None:
+            registry.statistics.admitted("signature")
+        return signed
 
     def _preflight(self, request: StreamingRequest) -> bytes:
         request.setResponseCode(204)

@@ -104,6 +104,15 @@ class Options(usage.Options):
             "never anyone else. "
             "Mint URLs with: txpipe sign.",
         ],
+        [
+            "oidc-policy",
+            None,
+            None,
+            "Take CI jobs' OIDC ID tokens (Authorization: Bearer): FILE is the "
+            "TOML policy of trusted issuers and of the rules that allow claims "
+            "a scope and a path (docs/usage.md). Alone or beside --secret-file "
+            "(a valid signature or a valid token admits). SIGHUP re-reads it.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -159,6 +168,14 @@ class Options(usage.Options):
                 raise SystemExit(f"twistd pipe: {error}") from None
         elif self["require-signature"] != "all":
             raise usage.UsageError("--require-signature needs --secret-file")
+        self["oidc_policy"] = None
+        if self["oidc-policy"] is not None:
+            from pipe._oidc.policy import PolicyError, load_policy
+
+            try:
+                self["oidc_policy"] = load_policy(self["oidc-policy"])
+            except PolicyError as error:
+                raise SystemExit(f"twistd pipe: --oidc-policy {error}") from None
 
     def settings(self) -> Settings:
         """
@@ -174,7 +191,9 @@ class Options(usage.Options):
             )
             for option in setting_options()
         }
-        return Settings(keys=self.get("keys", ()), **values)
+        return Settings(
+            keys=self.get("keys", ()), oidc_policy=self.get("oidc_policy"), **values
+        )
 
 
 class _Drain(Service):
@@ -498,10 +517,22 @@ def _service(
             required=settings.require_signature,
             count=len(settings.keys),
         )
-    else:
+    elif settings.oidc_policy is None:
         _log.info("signed URLs off: anyone who can reach the server may join a pipe")
     service = _Server()
     _Drain(site).setServiceParent(service)
+    gate = site.registry.token_gate
+    if gate is not None:
+        from pipe._oidc.service import PolicyService
+
+        policy = settings.oidc_policy
+        _log.info(
+            "OIDC tokens taken: {issuers} issuers, {rules} rules ({file})",
+            issuers=len(policy.issuers),
+            rules=len(policy.rules),
+            file=policy.source,
+        )
+        PolicyService(gate.authority, policy.source, reactor).setServiceParent(service)
     for description in options["listen"]:
         _Listener(reactor, description, site, owns_process).setServiceParent(service)
     if options["metrics-listen"]:

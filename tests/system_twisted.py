@@ -3,7 +3,7 @@ C{tox -e system-twisted}: txpipe on the Twisted the operating system ships.
 
 On Debian 12 (C{apt-get install python3-twisted python3-treq
 python3-prometheus-client python3-tqdm python3-openssl
-python3-service-identity python3-venv}), this makes a virtual environment
+python3-service-identity python3-jwt python3-venv}), this makes a virtual environment
 with C{--system-site-packages} on C{/usr/bin/python3}, installs txpipe into
 it with a plain C{pip install} (dependencies resolved, nothing skipped),
 and checks that pip installed no Twisted, treq or prometheus_client of its
@@ -35,7 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 SYSTEM_SITE = "/usr/lib/python3/dist-packages/"
 #: What the operating system must provide, and pip must not replace.
-SYSTEM_PACKAGES = ("twisted", "treq", "prometheus_client", "zope.interface", "attr")
+SYSTEM_PACKAGES = (
+    "twisted",
+    "treq",
+    "prometheus_client",
+    "zope.interface",
+    "attr",
+    # PyJWT 2.6.0 (python3-jwt): the floor of the OIDC token verifier.
+    "jwt",
+)
 #: Test tools only: txpipe's runtime dependencies all come from the system.
 TEST_TOOLS = ["pytest", "pytest-twisted", "hypothesis", "pytest-timeout"]
 
@@ -65,7 +73,7 @@ def output(argv: List[str]) -> str:
 OURS = re.compile(
     r"^(txpipe|twisted|treq|prometheus[-_]client|attrs|zope[-.]interface|tqdm|"
     r"pyopenssl|cryptography|service[-_]identity|idna|incremental|automat|"
-    r"constantly|hyperlink|typing[-_]extensions|requests|pytest\S*|"
+    r"constantly|hyperlink|typing[-_]extensions|requests|pytest\S*|pyjwt|"
     r"hypothesis)\b",
     re.IGNORECASE,
 )

@@ -112,7 +112,7 @@ async def test_metrics_during_and_after_transfers(
     assert value(samples, "txpipe_receivers_connected") == 0
     assert secret_path not in text
     labels = set(re.findall(r'(\w+)="', text))
-    assert labels <= {"stage", "version", "outcome", "reason", "le"}
+    assert labels <= {"stage", "version", "outcome", "reason", "method", "le"}
 
 
 @pytest_twisted.ensureDeferred

@@ -332,7 +332,7 @@ def test_usage_table_matches_the_settings() -> None:
     help_text = str(Options())
     for name in table:
         assert f"--{name}" in help_text, f"docs/usage.md documents --{name}"
-    others = {"listen", "secret-file", "metrics-listen", "version"}
+    others = {"listen", "secret-file", "oidc-policy", "metrics-listen", "version"}
     assert set(table) == {option.name for option in settings} | others
 
 

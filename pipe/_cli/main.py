@@ -31,6 +31,15 @@ __all__ = ["main"]
 _DEFAULT_MAX_TTL = Settings().max_ttl
 
 
+#: The help of C{send} and C{recv}'s C{--id-token}.
+ID_TOKEN_HELP = (
+    "send this CI job's OIDC ID token (Authorization: Bearer) to a server "
+    "with --oidc-policy: github:AUDIENCE (GitHub Actions, with permissions: "
+    "id-token: write), env:NAME (GitLab CI id_tokens, Buildkite, CircleCI) "
+    "or file:PATH"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="txpipe",
@@ -58,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         help="have the server answer only after the upload (behind a proxy "
         "such as nginx that stops forwarding it once the response begins)",
     )
+    send.add_argument("--id-token", metavar="SOURCE", help=ID_TOKEN_HELP)
     send.add_argument("-q", "--quiet", action="store_true", help="no progress")
     send.add_argument(
         "-v",
@@ -81,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HEX",
         help="fail (status 6) unless the data has this digest",
     )
+    recv.add_argument("--id-token", metavar="SOURCE", help=ID_TOKEN_HELP)
     recv.add_argument("-q", "--quiet", action="store_true", help="no progress")
     recv.add_argument(
         "-v",

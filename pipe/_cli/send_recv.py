@@ -28,6 +28,7 @@ from twisted.internet.task import react
 from pipe._cli.exit import ExitStatus
 from pipe._cli.output import Output
 from pipe._cli.progress import ProgressBar
+from pipe._client.id_token import IdTokenError, id_token, parse_source
 from pipe.client import (
     PipeError,
     PipeRejected,
@@ -143,6 +144,8 @@ def _explain(error: BaseException) -> Tuple[ExitStatus, str]:
         )
     if isinstance(error, TransferFailed):
         return ExitStatus.FAILED, _server_words(error.reason)
+    if isinstance(error, IdTokenError):
+        return ExitStatus.USAGE_ERROR, str(error)
     return ExitStatus.FAILED, f"failed unexpectedly: {type(error).__name__}: {error}"
 
 
@@ -171,6 +174,17 @@ def _url_problem(url: str) -> Optional[str]:
     return None
 
 
+async def _id_token(args: argparse.Namespace, reactor: Any) -> Optional[str]:
+    """
+    The token of C{--id-token SOURCE}, if given (see L{pipe._client.id_token}).
+
+    @raise pipe._client.id_token.IdTokenError: it cannot be had.
+    """
+    if args.id_token is None:
+        return None
+    return await id_token(parse_source(args.id_token), reactor)
+
+
 async def _send(reactor: Any, args: argparse.Namespace, run: _Run) -> ExitStatus:
     source: IO[bytes]
     try:
@@ -189,6 +203,7 @@ async def _send(reactor: Any, args: argparse.Namespace, run: _Run) -> ExitStatus
             progress=run.bar,
             content_type=args.content_type,
             deferred=args.deferred,
+            id_token=await _id_token(args, reactor),
         )
     except Exception as error:
         return run.fail(*_explain(error), error)
@@ -206,7 +221,13 @@ async def _recv(reactor: Any, args: argparse.Namespace, run: _Run) -> ExitStatus
     except OSError as error:
         return run.usage(f"cannot write {args.output}: {error.strerror}")
     try:
-        result = await receive(args.url, output.file, reactor=reactor, progress=run.bar)
+        result = await receive(
+            args.url,
+            output.file,
+            reactor=reactor,
+            progress=run.bar,
+            id_token=await _id_token(args, reactor),
+        )
     except OSError as error:
         # Raised by the output's write.
         what = f"could not write to {output.name}: {error.strerror}"

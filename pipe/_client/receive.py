@@ -13,6 +13,7 @@ import treq
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IConsumer
 from twisted.web.client import ResponseFailed
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from pipe._client.body import read_all, refusal
@@ -23,14 +24,24 @@ __all__ = ["stream_from"]
 
 
 async def stream_from(
-    url: str, sink: Sink, reactor: Any, progress: Optional[ProgressCallback]
+    url: str,
+    sink: Sink,
+    reactor: Any,
+    progress: Optional[ProgressCallback],
+    id_token: Optional[str] = None,
 ) -> ReceiveResult:
     """
     L{pipe.client.receive} on the given C{reactor}.
     """
     try:
         response = await treq.get(
-            url, reactor=reactor, unbuffered=True, persistent=False
+            url,
+            headers=Headers({"Authorization": [f"Bearer {id_token}"]})
+            if id_token
+            else None,
+            reactor=reactor,
+            unbuffered=True,
+            persistent=False,
         )
     except (ConnectError, DNSLookupError) as error:
         raise unreachable(url, error) from None

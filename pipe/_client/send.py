@@ -124,6 +124,7 @@ async def stream_to(
     progress: Optional[ProgressCallback],
     content_type: Optional[str],
     deferred: bool,
+    id_token: Optional[str] = None,
 ) -> SendResult:
     """
     L{pipe.client.send} on the given C{reactor}.
@@ -144,6 +145,8 @@ async def stream_to(
         headers.setRawHeaders("Content-Type", [content_type])
     if deferred:
         headers.setRawHeaders("Txpipe-Sender-Response", ["deferred"])
+    if id_token:
+        headers.setRawHeaders("Authorization", [f"Bearer {id_token}"])
     try:
         try:
             response = await treq.request(

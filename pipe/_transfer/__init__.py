@@ -10,7 +10,8 @@ from the match to its end, its outcome and its one log event, the counters,
 and every C{[ERROR]}/C{[INFO]} line a client reads.
 
 It may import L{pipe._http} (it meets a connection only through that
-layer's interfaces), L{pipe._compat}, L{pipe.signing}, L{pipe._settings}
-and the package's C{__version__}; nothing above it (the resources, the
-site, twistd, the client or the CLI).
+layer's interfaces), L{pipe._compat}, L{pipe._oidc} (verifying an ID token;
+L{pipe._transfer.guard} turns its answers into refusals), L{pipe.signing},
+L{pipe._settings} and the package's C{__version__}; nothing above it (the
+resources, the site, twistd, the client or the CLI).
 """

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_signing -*-
 """
 The server side of signed URLs: checking a request's signature, and
-remembering the signatures already spent on a transfer until they expire.
+remembering the signatures already spent on a transfer until they expire;
+and, beside it, the admission of a party by its OIDC ID token
+(L{TokenGate}: L{pipe._oidc}'s verdicts as HTTP answers).
 
 See L{pipe.signing} for the URL format.
 """
@@ -12,7 +14,7 @@ import enum
 import heapq
 import hmac
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import attr
 from twisted.internet.interfaces import IReactorTime
@@ -21,7 +23,7 @@ from pipe._transfer import messages as messages
 from pipe._transfer.refusal import Refusal
 from pipe.signing import Scope, canonical, signature
 
-__all__ = ["AUTHENTICATE", "Grant", "Guard", "Requirement"]
+__all__ = ["AUTHENTICATE", "BEARER", "Grant", "Guard", "Requirement", "TokenGate"]
 
 _EXPIRES_SYNTAX = re.compile(rb"[1-9][0-9]{0,11}")
 _SIG_SYNTAX = re.compile(rb"[A-Za-z0-9_-]{43}")
@@ -51,6 +53,9 @@ class Grant:
 
     digest: bytes = attr.ib(repr=False)
     expires: int
+    #: The token admission (L{pipe._oidc.authority.Admission}) of a party
+    #: admitted by its OIDC token (then C{digest} is empty), else L{None}.
+    admission: Optional[Any] = attr.ib(default=None, repr=False)
 
 
 #: The challenge of a 401: a signed URL, not credentials in headers.
@@ -173,7 +178,9 @@ class Guard:
         they expire.  L{None} (unsigned parties) is skipped.
         """
         for grant in grants:
-            if grant is not None and grant.digest not in self._spent:
+            if grant is None or grant.admission is not None:
+                continue
+            if grant.digest not in self._spent:
                 self._spent[grant.digest] = grant.expires
                 heapq.heappush(self._expiries, (grant.expires, grant.digest))
 
@@ -233,3 +240,76 @@ def _parse(
         )
     digest = sigs[0]
     return digest, int(expires[0]), signed_scope
+
+
+#: The challenge of a 401 when OIDC tokens are accepted (RFC 6750).
+BEARER = b'Bearer realm="txpipe"'
+
+#: The status of each token refusal that is not a 401.
+_TOKEN_STATUS = {"token_forbidden": 403, "token_used": 403}
+
+
+class TokenGate:
+    """
+    Admits a party by the OIDC ID token of its C{Authorization: Bearer}
+    header (L{pipe._oidc.authority.Authority}), and answers a refused one as
+    RFC 6750 says: 401 with C{WWW-Authenticate: Bearer realm="txpipe",
+    error="invalid_token", error_description="..."} (no error when there is
+    no token), 403 when a good token's rules do not allow the scope and
+    path, 503 with C{Retry-After} when the issuer's keys cannot be had now.
+
+    @ivar authority: the policy in force and the issuers' keys.
+    """
+
+    def __init__(self, authority: Any) -> None:
+        self.authority = authority
+
+    def check(self, scope: Scope, path: bytes, token: Optional[bytes]) -> Grant:
+        """
+        The grant of a party with C{token} (L{None}: no Bearer token).
+
+        @raise pipe._transfer.refusal.Refusal: the token does not admit the party.
+        """
+        from pipe._oidc.tokens import Problem, TokenRefused
+
+        try:
+            if token is None:
+                raise TokenRefused(
+                    Problem.REQUIRED,
+                    "an Authorization: Bearer token (an OIDC ID token) is required",
+                )
+            admission = self.authority.admit(token, scope.value, path)
+        except TokenRefused as refused:
+            raise token_refusal(refused.problem.value, refused.detail) from None
+        return Grant(b"", int(admission.expires), admission)
+
+    def spend(self, grants: Iterable[Optional[Grant]]) -> None:
+        """
+        A transfer started: spend its parties' tokens (with C{replay =
+        "once-per-scope"}).
+        """
+        self.authority.spend(g.admission for g in grants if g is not None)
+
+
+def token_refusal(reason: str, detail: str) -> Refusal:
+    """
+    The answer to a refused token (see L{TokenGate}).
+    """
+    body = messages.token_refused(detail)
+    if reason == "token_keys_unavailable":
+        return Refusal.unavailable(body, reason)
+    code = _TOKEN_STATUS.get(reason, 401)
+    if reason == "token_required":
+        challenge = BEARER
+    else:
+        error = b"insufficient_scope" if code == 403 else b"invalid_token"
+        description = detail.replace('"', "'").replace("\\", "/")
+        challenge = (
+            BEARER
+            + b', error="'
+            + error
+            + b'", error_description="'
+            + description.encode("ascii", "replace")
+            + b'"'
+        )
+    return Refusal(code, body, reason, {b"www-authenticate": challenge})

@@ -210,6 +210,13 @@ def receiver_stalled(index: int, address: str, sent: int, seconds: float) -> byt
     )
 
 
+# OIDC tokens (never echo a token or the policy).
+
+
+def token_refused(detail: str) -> bytes:
+    return error(f"token refused: {detail}")
+
+
 # Signed URLs (never echo a signature or a path).
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "PIPE_PREFIX",
     "PipeRequest",
     "SenderResponse",
+    "bearer_token",
     "parse_n",
     "parse_path",
     "parse_request",
@@ -90,6 +91,8 @@ class PipeRequest:
         L{SenderResponse.STREAM}).
     @ivar params: the query's parameters, percent-decoded, each with its
         values in order (the signature's are read from it).
+    @ivar bearer: the token of its one C{Authorization: Bearer} header, if
+        it has one (never logged; see L{pipe._transfer.guard.TokenGate}).
     """
 
     path: bytes
@@ -98,6 +101,7 @@ class PipeRequest:
     scope: Scope
     response: SenderResponse
     params: Params
+    bearer: Optional[bytes] = attr.ib(default=None, repr=False)
 
 
 def parse_request(
@@ -128,7 +132,22 @@ def parse_request(
     response = (
         parse_sender_response(request) if scope is Scope.SEND else SenderResponse.STREAM
     )
-    return PipeRequest(path, n, wait, scope, response, params)
+    return PipeRequest(path, n, wait, scope, response, params, bearer_token(request))
+
+
+def bearer_token(request: StreamingRequest) -> Optional[bytes]:
+    """
+    The token of a request's C{Authorization: Bearer TOKEN} header (the
+    scheme in any case), or L{None} if it has no such header, or more than
+    one C{Authorization}.
+    """
+    values = request.requestHeaders.getRawHeaders(b"authorization")
+    if not values or len(values) != 1:
+        return None
+    scheme, _, token = values[0].strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip() or None
 
 
 def query_params(query: bytes) -> Params:

@@ -10,7 +10,7 @@ before its transfer started.  This module knows neither of them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from twisted.logger import Logger
 
@@ -41,6 +41,7 @@ def record_end(
     sender: str,
     receivers: Sequence[str],
     started: bool = True,
+    tokens: Sequence[Any] = (),
 ) -> None:
     """
     Count an ended transfer and write its one log event.
@@ -57,6 +58,9 @@ def record_end(
     @param receivers: the receivers' addresses.
     @param started: whether the transfer started (else C{seconds} is not
         observed as a duration).
+    @param tokens: the parties' grants (L{pipe._transfer.guard.Grant}, or L{None});
+        those admitted by an OIDC token are named in the event by issuer,
+        rule and the claims the rule read (never the token).
     """
     received, completed = fanout.received, fanout.completed
     registry.statistics.transfer_ended(
@@ -65,13 +69,18 @@ def record_end(
     pipe = path_for_log(path, registry)
     rate = messages.megabytes_per_second(received, seconds)
     addresses = ", ".join(receivers)
+    admitted = [g.admission.for_log() for g in tokens if g and g.admission]
+    by_token = "".join(
+        f"; token of {a['issuer']} by {a['rule']!r} {a['claims']}" for a in admitted
+    )
     log.info(
         "{line}",
         line=(
             f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
             f" of {n} receivers in {seconds:.3f} s ({rate:.1f} MB/s);"
-            f" sender {sender}, receivers {addresses}"
+            f" sender {sender}, receivers {addresses}{by_token}"
         ),
+        tokens=admitted,
         pipe=pipe,
         outcome=outcome.value,
         bytes=received,

@@ -43,6 +43,20 @@ REASONS = (
     "signature_expired",
     "signature_lifetime",
     "signature_used",
+    # OIDC tokens (pipe._oidc.tokens.Problem).
+    "token_required",
+    "token_malformed",
+    "token_issuer",
+    "token_algorithm",
+    "token_key",
+    "token_signature",
+    "token_audience",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_claims",
+    "token_forbidden",
+    "token_used",
+    "token_keys_unavailable",
 )
 
 #: The C{Retry-After} of a 503 (seconds), when the server is full or

@@ -19,7 +19,7 @@ from pipe import __version__
 from pipe._compat.logger import pinned_logger
 from pipe._settings import Settings
 from pipe._transfer import messages as messages
-from pipe._transfer.guard import Grant, Guard, Requirement
+from pipe._transfer.guard import Grant, Guard, Requirement, TokenGate
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.refusal import Refusal
 from pipe._transfer.rendezvous import Rendezvous, Stage
@@ -82,6 +82,8 @@ class Registry:
         that checks every running transfer's receivers for stalls.
     @ivar guard: the L{Guard} of signed URLs, or L{None} when signing is
         off (no keys).
+    @ivar token_gate: the L{TokenGate} of OIDC tokens, or L{None} without
+        an OIDC policy.
     """
 
     #: Drain events (the namespace the image's entry point, and operators,
@@ -110,6 +112,11 @@ class Registry:
                 reactor,
                 settings.max_ttl,
             )
+        self.token_gate: Optional[TokenGate] = None
+        if settings.oidc_policy is not None:
+            from pipe._oidc.authority import Authority
+
+            self.token_gate = TokenGate(Authority(settings.oidc_policy, reactor))
 
     # Admission and presence.
 
@@ -167,8 +174,11 @@ class Registry:
         """
         A transfer started: the signed URLs of its parties are used up.
         """
+        grants = list(grants)
         if self.guard is not None:
             self.guard.spend(grants)
+        if self.token_gate is not None:
+            self.token_gate.spend(grants)
 
     # Drain.
 

@@ -20,7 +20,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.refusal import REASONS
 
-__all__ = ["DURATION_BUCKETS", "WAIT_BUCKETS", "Statistics"]
+__all__ = ["AUTH_METHODS", "DURATION_BUCKETS", "WAIT_BUCKETS", "Statistics"]
+
+#: The credential methods, by the first word of their refusals' reasons.
+AUTH_METHODS = {"signature": "signature", "token": "token"}
 
 #: Seconds a party waits for its transfer to start: from an instant
 #: rendezvous to the default 600 s wait timeout.
@@ -65,6 +68,25 @@ class Statistics:
         # dashboards would miss a reason's first refusals.
         for reason in REASONS:
             self._rejections.labels(reason)
+        self._admissions = Counter(
+            "txpipe_admissions",
+            "Parties admitted by a credential, by method (signature, token).",
+            ["method"],
+            registry=registry,
+        )
+        self._auth_refusals = Counter(
+            "txpipe_authentication_refusals",
+            "Parties refused for their credentials, by method (signature, "
+            "token) and reason.",
+            ["method", "reason"],
+            registry=registry,
+        )
+        for method in AUTH_METHODS.values():
+            self._admissions.labels(method)
+        for reason in REASONS:
+            refused_by = AUTH_METHODS.get(reason.partition("_")[0])
+            if refused_by is not None:
+                self._auth_refusals.labels(refused_by, reason)
         self._stalled = Counter(
             "txpipe_receivers_stalled",
             "Receivers dropped by the stall watchdog.",
@@ -135,6 +157,15 @@ class Statistics:
         A request was refused; C{reason} names the error message.
         """
         self._rejections.labels(reason).inc()
+        method = AUTH_METHODS.get(reason.partition("_")[0])
+        if method is not None:
+            self._auth_refusals.labels(method, reason).inc()
+
+    def admitted(self, method: str) -> None:
+        """
+        A party was admitted by its credential: C{signature} or C{token}.
+        """
+        self._admissions.labels(method).inc()
 
     # Figures.
 

@@ -208,6 +208,7 @@ class Transfer:
                 seconds,
                 self.sender.address,
                 [receiver.address for receiver in self.receivers],
+                tokens=[self.sender.grant, *(r.grant for r in self.receivers)],
             )
         except Exception:
             _log.failure(
