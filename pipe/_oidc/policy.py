@@ -303,11 +303,11 @@ def load_policy(path: Union[str, Path]) -> Policy:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise PolicyError(source, "", f"cannot read it: {_reason(error)}") from None
+        raise PolicyError(source, "", f"cannot read it: {_problem_of(error)}") from None
     return parse_policy(text, source)
 
 
-def _reason(error: Exception) -> str:
+def _problem_of(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
@@ -431,7 +431,7 @@ def _jwks_file(source: str, key: str, value: Any) -> Mapping[str, Key]:
     try:
         return parse_jwks(Path(name).read_bytes())
     except (OSError, JWKSError) as error:
-        raise PolicyError(source, key, f"{name}: {_reason(error)}") from None
+        raise PolicyError(source, key, f"{name}: {_problem_of(error)}") from None
 
 
 def _rules(source: str, tables: Any, issuers: Mapping[str, Issuer]) -> Tuple[Rule, ...]:

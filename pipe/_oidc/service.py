@@ -31,7 +31,7 @@ class PolicyService(Service):
 
     def __init__(self, authority: Authority, path: str, reactor: Any) -> None:
         self._authority = authority
-        self._path = path
+        self._policy_file = path
         self._reactor = reactor
         self._previous: Optional[Any] = None
         self._installed = False
@@ -64,7 +64,7 @@ class PolicyService(Service):
         @return: whether the new policy is in force.
         """
         try:
-            policy = load_policy(self._path)
+            policy = load_policy(self._policy_file)
         except PolicyError as error:
             self.log.error(
                 "OIDC policy not re-read, the one in force stays: {problem}",
@@ -74,7 +74,7 @@ class PolicyService(Service):
         self._authority.replace(policy)
         self.log.info(
             "OIDC policy {file} re-read: {issuers} issuers, {rules} rules",
-            file=self._path,
+            file=self._policy_file,
             issuers=len(policy.issuers),
             rules=len(policy.rules),
         )

@@ -142,7 +142,7 @@ def _part(encoded: bytes, what: str) -> Dict[str, Any]:
     return value
 
 
-def _number(claims: Mapping[str, Any], name: str, required: bool) -> Any:
+def _numeric_claim(claims: Mapping[str, Any], name: str, required: bool) -> Any:
     value = claims.get(name)
     if value is None and not required:
         return None
@@ -260,9 +260,9 @@ def _check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> None
             + (" alone" if isinstance(audience, list) else ""),
         )
     leeway = policy.leeway
-    expires = _number(claims, "exp", True)
-    issued = _number(claims, "iat", True)
-    not_before = _number(claims, "nbf", False)
+    expires = _numeric_claim(claims, "exp", True)
+    issued = _numeric_claim(claims, "iat", True)
+    not_before = _numeric_claim(claims, "nbf", False)
     if now > expires + leeway:
         raise TokenRefused(
             Problem.EXPIRED, f"the token expired {now - expires:.0f} s ago"
