@@ -19,10 +19,8 @@ from pipe._compat.legacy import detect
 from pipe._compat.legacy.chunks import check_chunk_size
 from pipe._compat.legacy.parsing import (
     StrictParsing,
-    valid_header_line,
     valid_header_name,
     valid_request_line,
-    valid_transfer_encoding,
 )
 from pipe._compat.supported import twisted_version
 from pipe._http.channel import StreamingChannel
@@ -158,12 +156,3 @@ def test_header_pairs_are_written_with_the_fixed_headers() -> None:
     transport.clear()
     channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [])
     assert transport.value() == b"HTTP/1.1 200 OK\r\n\r\n", "written once"
-
-
-def test_header_value_checks() -> None:
-    assert valid_header_line(b"X-Foo: a b\tc\x0b")
-    assert not valid_header_line(b"X-Foo: a\x00")
-    assert valid_transfer_encoding(b" \tChunked\t ")
-    assert valid_transfer_encoding(b"identity")
-    assert not valid_transfer_encoding(b"chunked\x0b")
-    assert not valid_transfer_encoding(b"gzip, chunked")

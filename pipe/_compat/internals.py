@@ -181,6 +181,18 @@ TWISTED_NAMES: Tuple[Internal, ...] = (
         "connectionLost",
     ),
     *override(_Request, "_http.response.RespondingRequest", "write", "finish"),
+    *override(
+        _Channel,
+        "_compat.header_values.StrictHeaderValues, on Twisted < 26.10.0",
+        "lineReceived",
+        "headerReceived",
+    ),
+    state(
+        _Channel,
+        "_HTTPChannel__first_line",
+        "_compat.header_values, _compat.legacy.parsing: whether a line is a"
+        " request line",
+    ),
     hook(
         _Channel,
         "_send100Continue",

@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.test_strict -*-
 """
 What the installed Twisted lacks, applied to txpipe's classes: the one
-module that knows whether L{pipe._compat.legacy} is there.
+module that knows whether L{pipe._compat.legacy} is there, and that applies
+L{pipe._compat.header_values}.
 
-With that folder deleted (Twisted's floor raised to 24.7.0), every
-function here returns the class it is given.
+With that folder deleted (Twisted's floor raised to 24.7.0), these apply
+only the header-value checks of releases before 26.10.0.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 from typing import Optional, TypeVar
+
+from pipe._compat import header_values
 
 __all__ = ["channel_for_installed_twisted", "decoder_for_installed_twisted"]
 
@@ -34,9 +37,23 @@ def channel_for_installed_twisted(cls: _T) -> _T:
     """
     Class decorator for an C{HTTPChannel} subclass: C{cls}, or where the
     installed Twisted lacks a fix of 24.7.0's or an older release's, a
-    subclass that adds it (L{pipe._compat.legacy.channel}).
+    subclass that adds it (L{pipe._compat.legacy.channel}), and where it
+    takes header values 26.10.0 refuses, one with
+    L{pipe._compat.header_values.StrictHeaderValues} in front.
     """
-    return cls if _LEGACY is None else _LEGACY.channel(cls)  # type: ignore[no-any-return]
+    if _LEGACY is not None:
+        cls = _LEGACY.channel(cls)
+    if header_values.LAX_HEADER_VALUES:
+        cls = type(  # type: ignore[assignment]
+            cls.__name__,
+            (header_values.StrictHeaderValues, cls),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__doc__": cls.__doc__,
+            },
+        )
+    return cls
 
 
 def decoder_for_installed_twisted(cls: _T) -> _T:

@@ -40,7 +40,6 @@ _T = TypeVar("_T", bound=type)
 patched = (
     detect.LAX_REQUEST_LINE
     or detect.LAX_CONTENT_LENGTH
-    or detect.LAX_HEADER_VALUE
     or detect.EAGER_PIPELINING
     or detect.LATE_PIPELINE_BUFFER
     or detect.PAIRS_TO_WRITE_HEADERS
@@ -116,11 +115,6 @@ NAMES: Tuple[Internal, ...] = (
         "_dataBuffer",
         "_compat.legacy: what is read meanwhile, kept for later (Twisted <"
         " 23.10.0); whether it is kept before a request is handled (detect)",
-    ),
-    state(
-        _Channel,
-        "_HTTPChannel__first_line",
-        "_compat.legacy.parsing: whether a line is a request line (Twisted < 24.7.0)",
     ),
 )
 

@@ -24,7 +24,6 @@ __all__ = [
     "LATE_PIPELINE_BUFFER",
     "LAX_CHUNK_SIZE",
     "LAX_CONTENT_LENGTH",
-    "LAX_HEADER_VALUE",
     "LAX_REQUEST_LINE",
     "PAIRS_TO_WRITE_HEADERS",
 ]
@@ -91,12 +90,6 @@ LAX_CHUNK_SIZE = not _refused(
 #: whitespace between them, any method, target or version bytes) and any
 #: header name that does not end in whitespace.
 LAX_REQUEST_LINE = not _refused(b"GET\t/ HTTP/1.1\r\nHost: h\r\n\r\n")
-
-#: Twisted before 24.7.0 takes NUL, CR and LF inside a header line, and
-#: strips every whitespace byte (VT, FF, CR) around a value, so that
-#: C{Transfer-Encoding: chunked\x0b} is read as chunked.  (Debian's 22.4.0
-#: refuses the latter but takes a NUL: it counts as lax.)
-LAX_HEADER_VALUE = not _refused(b"GET / HTTP/1.1\r\nX-Foo: a\x00b\r\n\r\n")
 
 #: Twisted before 23.10.0 goes on parsing the rest of a read once a request
 #: is complete, so a request pipelined behind one still being answered is

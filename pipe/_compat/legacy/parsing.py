@@ -7,10 +7,8 @@ Twisted tightened its HTTP/1.1 server over the releases txpipe supports:
 signed C{Content-Length} values and lax chunk-size lines are refused from
 22.4.0 (CVE-2022-24801), a request pipelined behind one still being
 answered waits for it from 23.10.0 (CVE-2023-46137) and 24.7.0
-(CVE-2024-41671), and request lines, header names and header values are
-checked from 24.7.0 (a value holds no NUL, CR or LF; C{Transfer-Encoding}
-is compared after stripping only SP and HT, so C{chunked\\x0b} is not
-C{chunked}).  L{StrictParsing} adds each check the installed Twisted
+(CVE-2024-41671), and request lines and header names are checked token by
+token from 24.7.0.  L{StrictParsing} adds each check the installed Twisted
 lacks (found by L{pipe._compat.legacy.detect}, from Twisted's behaviour)
 and nothing where Twisted has it; L{pipe._compat.legacy.channel} puts it in
 front of a channel class only when it adds something.  Hostile input gets
@@ -29,13 +27,7 @@ from twisted.web.http_headers import Headers
 
 import pipe._compat.legacy.detect as detect
 
-__all__ = [
-    "StrictParsing",
-    "valid_header_line",
-    "valid_header_name",
-    "valid_request_line",
-    "valid_transfer_encoding",
-]
+__all__ = ["StrictParsing", "valid_header_name", "valid_request_line"]
 
 if TYPE_CHECKING:
     _Channel = HTTPChannel
@@ -47,13 +39,6 @@ _TOKEN = re.compile(rb"[A-Za-z0-9!#$%^'*+\-.^_`|~]+")
 #: Twisted 24.7.0's request-target bytes: printable, no space.
 _TARGET = re.compile(rb"[\x21-\xb0]+")
 _VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
-#: The bytes Twisted 24.7.0 refuses in a header value (RFC 9110 section 5.5).
-_VALUE_FORBIDDEN = b"\x00\r\n"
-#: The C{Transfer-Encoding} values Twisted 24.7.0 takes (in any case).
-_TRANSFER_CODINGS = (b"chunked", b"identity")
-#: How Twisted before 24.7.0 joins a folded header line to the one before
-#: (a LF, then the line with its leading SP or HT); 24.7.0 joins with a SP.
-_FOLD = re.compile(rb"\n[ \t]*")
 
 #: A request line every Twisted refuses: where an older Twisted would take
 #: a line the newest refuses, it is handed this instead, so that the
@@ -85,26 +70,6 @@ def valid_header_name(name: bytes) -> bool:
     return _TOKEN.fullmatch(name) is not None
 
 
-def valid_header_line(line: bytes) -> bool:
-    """
-    Whether Twisted 24.7.0 takes C{line}, one line of a request's header
-    section as read (between two CRLFs), for its value: no NUL, CR or LF
-    (a bare LF does not end a line, so C{X-Foo: x\nTransfer-Encoding:
-    chunked} is one line, refused).
-    """
-    return line.translate(None, _VALUE_FORBIDDEN) == line
-
-
-def valid_transfer_encoding(value: bytes) -> bool:
-    """
-    Whether Twisted 24.7.0 takes C{value} as a C{Transfer-Encoding}:
-    C{chunked} or C{identity} in any case, once only SP and HT are stripped
-    from its ends (C{chunked\x0b}, C{\x0cchunked} and C{chunked\r} are
-    none of them).
-    """
-    return value.strip(b" \t").lower() in _TRANSFER_CODINGS
-
-
 class StrictParsing(_Channel):
     """
     A mixin for an L{HTTPChannel} subclass, in front of it: requests are
@@ -115,48 +80,34 @@ class StrictParsing(_Channel):
     use it.
     """
 
-    if detect.LAX_REQUEST_LINE or detect.LAX_HEADER_VALUE:
+    if detect.LAX_REQUEST_LINE:
 
         def lineReceived(self, line: bytes) -> None:
             """
-            Refuse a request line, and a header line, that Twisted 24.7.0
-            would refuse.
+            Refuse a request line Twisted 24.7.0 would refuse.
             """
-            if not line:
-                super().lineReceived(line)
-                return
-            awaiting = self._HTTPChannel__first_line  # type: ignore[attr-defined]
-            if awaiting and self.persistent and not valid_request_line(line):
-                line = _REFUSED_LINE
-            elif (
-                not awaiting and detect.LAX_HEADER_VALUE and not valid_header_line(line)
+            if (
+                line
+                and self.persistent
+                and self._HTTPChannel__first_line  # type: ignore[attr-defined]
+                and not valid_request_line(line)
             ):
-                self._respondToBadRequestAndDisconnect()
-                return
+                line = _REFUSED_LINE
             super().lineReceived(line)
 
-    if detect.LAX_REQUEST_LINE or detect.LAX_CONTENT_LENGTH or detect.LAX_HEADER_VALUE:
+    if detect.LAX_REQUEST_LINE or detect.LAX_CONTENT_LENGTH:
 
         def headerReceived(self, line: bytes) -> bool:
             """
-            Refuse a header name that is not a token, a C{Content-Length}
-            that is not digits, and a C{Transfer-Encoding} that
-            L{valid_transfer_encoding} refuses, as Twisted 24.7.0 does; join
-            a folded line with a SP, as 24.7.0 does.
+            Refuse a header name that is not a token, and a
+            C{Content-Length} that is not digits, as Twisted 24.7.0 does.
             """
-            if detect.LAX_HEADER_VALUE:
-                # lineReceived refused every other LF: these are folds.
-                line = _FOLD.sub(b" ", line)
             name, colon, value = line.partition(b":")
             if colon and (
                 not valid_header_name(name)
                 or (
                     name.lower() == b"content-length"
                     and not value.strip(b" \t").isdigit()
-                )
-                or (
-                    name.lower() == b"transfer-encoding"
-                    and not valid_transfer_encoding(value)
                 )
             ):
                 self._respondToBadRequestAndDisconnect()
