@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HEX",
         help="fail (status 6) unless the data has this digest",
     )
+    recv.add_argument(
+        "--name",
+        metavar="NAME",
+        help="this receiver's name in the sender's lines and the server's log "
+        "(header Txpipe-Receiver; 1 to 64 printable ASCII characters), such as "
+        "the CI job's name",
+    )
     recv.add_argument("-q", "--quiet", action="store_true", help="no progress")
     recv.add_argument(
         "-v",

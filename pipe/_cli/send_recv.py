@@ -206,7 +206,9 @@ async def _recv(reactor: Any, args: argparse.Namespace, run: _Run) -> ExitStatus
     except OSError as error:
         return run.usage(f"cannot write {args.output}: {error.strerror}")
     try:
-        result = await receive(args.url, output.file, reactor=reactor, progress=run.bar)
+        result = await receive(
+            args.url, output.file, reactor=reactor, progress=run.bar, name=args.name
+        )
     except OSError as error:
         # Raised by the output's write.
         what = f"could not write to {output.name}: {error.strerror}"

@@ -23,14 +23,19 @@ __all__ = ["stream_from"]
 
 
 async def stream_from(
-    url: str, sink: Sink, reactor: Any, progress: Optional[ProgressCallback]
+    url: str,
+    sink: Sink,
+    reactor: Any,
+    progress: Optional[ProgressCallback],
+    name: Optional[str] = None,
 ) -> ReceiveResult:
     """
     L{pipe.client.receive} on the given C{reactor}.
     """
+    headers = None if name is None else {b"Txpipe-Receiver": [name.encode("utf-8")]}
     try:
         response = await treq.get(
-            url, reactor=reactor, unbuffered=True, persistent=False
+            url, headers=headers, reactor=reactor, unbuffered=True, persistent=False
         )
     except (ConnectError, DNSLookupError) as error:
         raise unreachable(url, error) from None

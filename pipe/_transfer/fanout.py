@@ -33,6 +33,7 @@ from zope.interface import Interface, implementer
 
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.watchdog import (
+    REPORT_INTERVAL,
     IdleTimer,
     IWatched,
     IWatchedReceiver,
@@ -98,6 +99,10 @@ class IFanoutListener(Interface):
     def branch_lost(branch: Branch) -> None:
         """A receiver was lost or dropped before the end (see
         L{Branch.state}); the others go on."""
+
+    def running_line(now: float) -> None:
+        """The transfer has streamed for another L{REPORT_INTERVAL} seconds
+        (asked at the stall watchdog's check: L{_Watched.report})."""
 
     def fanout_ended(fanout: Fanout) -> None:
         """The transfer is over; L{Fanout.outcome} says how."""
@@ -178,7 +183,10 @@ class Branch:
     @ivar sent: bytes written to the receiver so far.
     @ivar started_at: when the transfer started.
     @ivar progress: what the stall watchdog knows of this receiver.
+    @ivar delivered_at: when its connection acknowledged every byte.
     """
+
+    delivered_at: Optional[float] = None
 
     def __init__(self, fanout: Fanout, index: int, outlet: IOutlet, now: float) -> None:
         self._fanout = fanout
@@ -210,6 +218,7 @@ class Branch:
         """
         The receiver's connection acknowledged every byte of the response.
         """
+        self.delivered_at = self._fanout.clock.seconds()
         self._fanout._branch_delivered(self)
 
     def finish(self) -> None:
@@ -517,6 +526,7 @@ class _Watched:
     def __init__(self, fanout: Fanout) -> None:
         self._fanout = fanout
         self.clock = fanout.clock
+        self._reported_at: Optional[float] = None
 
     def watched_receivers(self) -> List[Branch]:
         return list(self._fanout._active)
@@ -530,6 +540,19 @@ class _Watched:
         receiver.drop()
         fanout.lose_branch(receiver, BranchState.STALLED)
         return fanout.state in (State.STREAMING, State.AWAITING_ACKS)
+
+    def report(self) -> None:
+        """
+        Every L{REPORT_INTERVAL} seconds of streaming, have the listener
+        tell the sender how it goes.
+        """
+        fanout = self._fanout
+        if fanout.state is not State.STREAMING or fanout.started_at is None:
+            return
+        now = self.clock.seconds()
+        if now - (self._reported_at or fanout.started_at) >= REPORT_INTERVAL:
+            self._reported_at = now
+            fanout.listener.running_line(now)
 
     def wanting_since(self) -> Optional[float]:
         """

@@ -153,6 +153,10 @@ class _Party:
     @ivar wait: the seconds this party may wait (0: no limit).
     @ivar grant: the party's verified signed URL, spent when its transfer
         starts (L{None} when unsigned).
+    @ivar minimum: the quorum (C{min}) the party gave, if any.
+    @ivar name: a receiver's name, as its request decided it
+        (L{pipe._transfer.parse.PipeRequest.name}; L{None}: unnamed, and
+        always for a sender).
     """
 
     def __init__(
@@ -168,6 +172,8 @@ class _Party:
         self.registry = registry
         self.wait = pipe.wait
         self.grant = grant
+        self.minimum = pipe.minimum
+        self.name = pipe.name
         self.joined_at = registry.reactor.seconds()
         self.address = client_address(request)
         self.host = client_host(request)
@@ -175,7 +181,8 @@ class _Party:
         self._wait_call: Optional[IDelayedCall] = None
 
     def _join(
-        self, join: Callable[[bytes, int, Any], Optional[Match[Any, Any]]]
+        self,
+        join: Callable[[bytes, int, Any, Optional[int]], Optional[Match[Any, Any]]],
     ) -> Optional[Match[Any, Any]]:
         """
         Count the party present, then join its path with C{join}; if that
@@ -187,7 +194,7 @@ class _Party:
         self.request.on_lost(self._lost)
         self.registry.enter(self, self.host)  # type: ignore[arg-type]
         try:
-            match = join(self.path, self.n, self)
+            match = join(self.path, self.n, self, self.minimum)
         except Rejected:
             self.end()
             raise

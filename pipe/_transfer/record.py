@@ -10,7 +10,7 @@ before its transfer started.  This module knows neither of them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from twisted.logger import Logger
 
@@ -41,6 +41,8 @@ def record_end(
     sender: str,
     receivers: Sequence[str],
     started: bool = True,
+    joined: Optional[int] = None,
+    lost: Sequence[str] = (),
 ) -> None:
     """
     Count an ended transfer and write its one log event.
@@ -54,9 +56,14 @@ def record_end(
         complete).
     @param written: bytes written to receivers, summed over receivers.
     @param sender: the sender's address.
-    @param receivers: the receivers' addresses.
+    @param receivers: the receivers' addresses (each after its name, if
+        it has one: C{runner-7 (10.1.4.22:51234)}).
     @param started: whether the transfer started (else C{seconds} is not
         observed as a duration).
+    @param joined: how many receivers the transfer started with, if fewer
+        than C{n} joined (a quorum start), else L{None}.
+    @param lost: the receivers that did not get every byte (as in
+        C{receivers}).
     """
     received, completed = fanout.received, fanout.completed
     registry.statistics.transfer_ended(
@@ -65,12 +72,18 @@ def record_end(
     pipe = path_for_log(path, registry)
     rate = messages.megabytes_per_second(received, seconds)
     addresses = ", ".join(receivers)
+    if joined is None:
+        joined = len(receivers) if started else 0
+    missing = n - joined if started else 0
+    never = f" ({missing} never joined)" if missing else ""
+    lost_text = ", ".join(lost)
     log.info(
         "{line}",
         line=(
             f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
-            f" of {n} receivers in {seconds:.3f} s ({rate:.1f} MB/s);"
+            f" of {n} receivers{never} in {seconds:.3f} s ({rate:.1f} MB/s);"
             f" sender {sender}, receivers {addresses}"
+            + (f"; lost {lost_text}" if lost else "")
         ),
         pipe=pipe,
         outcome=outcome.value,
@@ -81,4 +94,7 @@ def record_end(
         rate=rate,
         sender=sender,
         receivers=addresses,
+        joined=joined,
+        never_joined=missing,
+        lost=lost_text,
     )

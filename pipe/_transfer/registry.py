@@ -19,6 +19,7 @@ from pipe import __version__
 from pipe._compat.logger import pinned_logger
 from pipe._settings import Settings
 from pipe._transfer import messages as messages
+from pipe._transfer.closed import ClosedPaths
 from pipe._transfer.guard import Grant, Guard, Requirement
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.refusal import Refusal
@@ -82,6 +83,8 @@ class Registry:
         that checks every running transfer's receivers for stalls.
     @ivar guard: the L{Guard} of signed URLs, or L{None} when signing is
         off (no keys).
+    @ivar closed_paths: the paths closed to late receivers after a quorum
+        start (L{pipe._transfer.closed}).
     """
 
     #: Drain events (the namespace the image's entry point, and operators,
@@ -91,7 +94,8 @@ class Registry:
     def __init__(self, reactor: IReactorTime, settings: Settings) -> None:
         self.reactor = reactor
         self.settings = settings
-        self.rendezvous: Rendezvous[Any, Any] = Rendezvous()
+        self.rendezvous: Rendezvous[Any, Any] = Rendezvous(reactor)
+        self.closed_paths = ClosedPaths(reactor, self.rendezvous)
         self.started_at = reactor.seconds()
         self.lifecycle = Lifecycle.SERVING
         self.statistics = Statistics()
@@ -170,6 +174,16 @@ class Registry:
         if self.guard is not None:
             self.guard.spend(grants)
 
+    def close_to_late_receivers(self, path: bytes, until: float) -> None:
+        """
+        A transfer that started with a quorum ended on C{path}: refuse its
+        late receivers until C{until} (see L{pipe._transfer.closed}).
+        """
+        if self.lifecycle is Lifecycle.DRAINING:
+            self.rendezvous.release(path)
+        else:
+            self.closed_paths.close(path, until)
+
     # Drain.
 
     def drain(self) -> Deferred[None]:
@@ -184,6 +198,7 @@ class Registry:
             return self._drained
         self.lifecycle = Lifecycle.DRAINING
         self._drained = Deferred()
+        self.closed_paths.reopen_all()
         self.log.info(
             "draining: {parties} parties present, {running} transfers running",
             parties=self.party_count,
@@ -273,6 +288,7 @@ class Registry:
             "state": self.lifecycle.value,
             "pipes_waiting": rendezvous.count(Stage.WAITING),
             "pipes_running": rendezvous.count(Stage.RUNNING),
+            "pipes_closed": rendezvous.count(Stage.CLOSED),
             "pipes_awaiting_acks": self.awaiting_acks_count(),
             "senders_connected": senders,
             "receivers_connected": receivers,

@@ -28,7 +28,18 @@ from zope.interface import Attribute, Interface
 
 from pipe._compat.logger import pinned_logger
 
-__all__ = ["IWatched", "IWatchedReceiver", "IdleTimer", "Progress", "Watchdogs"]
+__all__ = [
+    "REPORT_INTERVAL",
+    "IWatched",
+    "IWatchedReceiver",
+    "IdleTimer",
+    "Progress",
+    "Watchdogs",
+]
+
+#: Seconds between two reports of a running transfer to its sender (the
+#: first once it has run this long; see L{IWatched.report}).
+REPORT_INTERVAL = 5.0
 
 
 class IWatchedReceiver(Interface):
@@ -68,6 +79,11 @@ class IWatched(Interface):
     def drop_stalled(receiver: IWatchedReceiver) -> bool:
         """Drop C{receiver} as stalled; return whether the transfer still
         runs."""
+
+    def report() -> None:
+        """Called after each periodic check: a transfer that has run
+        another L{REPORT_INTERVAL} seconds tells its sender how it goes
+        (its own clock decides; nothing runs per body piece)."""
 
 
 class Progress:
@@ -151,6 +167,8 @@ class Watchdogs:
                 continue
             try:
                 self.check(watched)
+                if watched in self._watched:
+                    watched.report()
             except Exception:
                 self.log.failure("stall check failed")
         if not self._watched:
