@@ -39,6 +39,7 @@ from pipe._transfer.watchdog import (
     IWatchedReceiver,
     Progress,
     Watchdogs,
+    holding_back,
 )
 
 __all__ = [
@@ -100,9 +101,10 @@ class IFanoutListener(Interface):
         """A receiver was lost or dropped before the end (see
         L{Branch.state}); the others go on."""
 
-    def running_line(now: float) -> None:
+    def running_line(now: float, slowest: Optional[Branch]) -> None:
         """The transfer has streamed for another L{REPORT_INTERVAL} seconds
-        (asked at the stall watchdog's check: L{_Watched.report})."""
+        (asked at the stall watchdog's check: L{_Watched.report});
+        C{slowest} holds the others back now, if one does."""
 
     def fanout_ended(fanout: Fanout) -> None:
         """The transfer is over; L{Fanout.outcome} says how."""
@@ -184,9 +186,13 @@ class Branch:
     @ivar started_at: when the transfer started.
     @ivar progress: what the stall watchdog knows of this receiver.
     @ivar delivered_at: when its connection acknowledged every byte.
+    @ivar held_back: at how many of the stall watchdog's checks this
+        receiver was the one holding the transfer back
+        (L{pipe._transfer.watchdog.holding_back}).
     """
 
     delivered_at: Optional[float] = None
+    held_back = 0
 
     def __init__(self, fanout: Fanout, index: int, outlet: IOutlet, now: float) -> None:
         self._fanout = fanout
@@ -543,16 +549,19 @@ class _Watched:
 
     def report(self) -> None:
         """
-        Every L{REPORT_INTERVAL} seconds of streaming, have the listener
-        tell the sender how it goes.
+        Note who holds the transfer back now; every L{REPORT_INTERVAL}
+        seconds of streaming, have the listener tell the sender.
         """
         fanout = self._fanout
         if fanout.state is not State.STREAMING or fanout.started_at is None:
             return
+        slowest: Optional[Branch] = holding_back(fanout._active)  # type: ignore[assignment]
+        if slowest is not None:
+            slowest.held_back += 1
         now = self.clock.seconds()
         if now - (self._reported_at or fanout.started_at) >= REPORT_INTERVAL:
             self._reported_at = now
-            fanout.listener.running_line(now)
+            fanout.listener.running_line(now, slowest)
 
     def wanting_since(self) -> Optional[float]:
         """

@@ -48,7 +48,6 @@ from zope.interface import implementer
 from pipe._transfer import messages as messages
 from pipe._transfer.fanout import Branch, BranchState, Fanout, IFanoutListener, State
 from pipe._transfer.outcome import Outcome
-from pipe._transfer.pace import holding_back
 from pipe._transfer.parties import path_for_log
 from pipe._transfer.record import log as _log
 from pipe._transfer.record import record_end
@@ -198,21 +197,23 @@ class Transfer:
 
     # IFanoutListener
 
-    def running_line(self, now: float) -> None:
+    def running_line(self, now: float, slowest: Optional[Branch]) -> None:
         """
         Tell a streamed sender how the transfer goes, and which receiver
-        holds the others back (see L{pipe._transfer.pace.holding_back}).
+        holds the others back (L{pipe._transfer.watchdog.holding_back}),
+        at what rate it has taken the data so far.
         """
         fanout = self.fanout
         if not self.sender.response.streams:
             return
-        found = holding_back(fanout.branches, now)
         active = sum(1 for b in fanout.branches if b.state is BranchState.ACTIVE)
-        if found is None:
+        if slowest is None:
             line = messages.running(fanout.received, active, None, 0.0)
         else:
-            branch, rate = found
-            line = messages.running(fanout.received, active, _who(branch), rate)
+            rate = messages.megabytes_per_second(
+                slowest.progress.taken, now - slowest.started_at
+            )
+            line = messages.running(fanout.received, active, _who(slowest), rate)
         self.sender.response.line(line)
 
     def branch_lost(self, branch: Branch) -> None:
@@ -305,15 +306,17 @@ def _lost(fanout: Fanout) -> List[str]:
 
 def _slowest(fanout: Fanout) -> Optional[Tuple[str, float]]:
     """
-    Who a complete transfer waited for last (by name, or as the lines name
-    an unnamed receiver), and its rate (MB/s), when that says something:
-    more than one receiver, or a named one.
+    The slowest receiver of a complete transfer (by name, or as the lines
+    name an unnamed receiver), and its rate (MB/s), when that says
+    something: more than one receiver, or a named one.  The slowest is the
+    one seen holding the others back most often (L{Branch.held_back});
+    in a transfer too short for that, the one acknowledged last.
     """
     branches = fanout.branches
     if len(branches) == 1 and branches[0].outlet.name is None:  # type: ignore[attr-defined]
         return None
     start = fanout.started_at or 0.0
-    branch = max(branches, key=lambda b: b.delivered_at or start)
+    branch = max(branches, key=lambda b: (b.held_back, b.delivered_at or start))
     name: Optional[str] = branch.outlet.name  # type: ignore[attr-defined]
     seconds = (branch.delivered_at or start) - start
     rate = messages.megabytes_per_second(branch.sent, seconds)

@@ -35,6 +35,7 @@ __all__ = [
     "IdleTimer",
     "Progress",
     "Watchdogs",
+    "holding_back",
 ]
 
 #: Seconds between two reports of a running transfer to its sender (the
@@ -81,9 +82,10 @@ class IWatched(Interface):
         runs."""
 
     def report() -> None:
-        """Called after each periodic check: a transfer that has run
-        another L{REPORT_INTERVAL} seconds tells its sender how it goes
-        (its own clock decides; nothing runs per body piece)."""
+        """Called after each periodic check: the transfer notes which
+        receiver holds it back (L{holding_back}), and, once it has run
+        another L{REPORT_INTERVAL} seconds, tells its sender how it goes
+        (nothing of it runs per body piece)."""
 
 
 class Progress:
@@ -260,6 +262,22 @@ class Watchdogs:
                 progress.progress_at = now
             progress.left = left
         return now - progress.progress_at >= stall
+
+
+def holding_back(receivers: Iterable[IWatchedReceiver]) -> Optional[IWatchedReceiver]:
+    """
+    The receiver that holds a transfer back now: of the C{receivers} whose
+    connection pauses the upload, the one that had taken the fewest bytes
+    at the last stall check (L{Progress.taken}: nothing more is asked of
+    the connections).  L{None} when none pauses the upload.
+    """
+    slowest: Optional[IWatchedReceiver] = None
+    for receiver in receivers:
+        if receiver.is_paused() and (
+            slowest is None or receiver.progress.taken < slowest.progress.taken
+        ):
+            slowest = receiver
+    return slowest
 
 
 class IdleTimer:
