@@ -11,6 +11,7 @@ from typing import Any, List
 
 import pytest
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from pipe._settings import Settings
 from pipe._transfer.closed import ClosedPaths
@@ -18,6 +19,7 @@ from pipe._transfer.parse import parse_name
 from pipe._transfer.refusal import Refusal
 from pipe._transfer.registry import Registry
 from pipe._transfer.rendezvous import (
+    ISenderParty,
     Match,
     MinMismatch,
     PathClosed,
@@ -32,6 +34,7 @@ from pipe.server import PipeSite, make_site
 from .helpers import Peer, chunk
 
 
+@implementer(ISenderParty)
 class FakeSender:
     def __init__(self) -> None:
         self.changes: List[Any] = []

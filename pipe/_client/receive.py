@@ -7,7 +7,7 @@ what arrives.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import treq
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -32,7 +32,9 @@ async def stream_from(
     """
     L{pipe.client.receive} on the given C{reactor}.
     """
-    headers = None if name is None else {b"Txpipe-Receiver": [name.encode("utf-8")]}
+    headers: Optional[Dict[Union[bytes, str], List[Union[bytes, str]]]] = (
+        None if name is None else {b"Txpipe-Receiver": [name.encode("utf-8")]}
+    )
     try:
         response = await treq.get(
             url, headers=headers, reactor=reactor, unbuffered=True, persistent=False

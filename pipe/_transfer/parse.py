@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 
 import attr
@@ -220,7 +220,7 @@ def _minimum(values: List[bytes], n: int) -> int:
     return minimum
 
 
-def parse_name(values: List[bytes]) -> str:
+def parse_name(values: Sequence[bytes]) -> str:
     """
     A receiver's name (request header C{Txpipe-Receiver}): one value of 1
     to L{MAX_NAME_LENGTH} printable ASCII characters (surrounding spaces
