@@ -20,6 +20,7 @@ RECIPES = Path(__file__).resolve().parent / "recipes.md"
 SCHEMAS = {
     "## GitHub Actions": "vendor.github-workflows",
     "## GitLab CI": "vendor.gitlab-ci",
+    "## A matrix where not every runner arrives: `min`": "vendor.github-workflows",
     "## GitHub Actions: txpipe as a service container": "vendor.github-workflows",
     "## GitLab CI: txpipe as a service": "vendor.gitlab-ci",
 }

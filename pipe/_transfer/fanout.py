@@ -529,10 +529,12 @@ class _Watched:
     timer.
     """
 
+    # When the sender last heard how it goes (None: not yet).
+    _reported_at: Optional[float] = None
+
     def __init__(self, fanout: Fanout) -> None:
         self._fanout = fanout
         self.clock = fanout.clock
-        self._reported_at: Optional[float] = None
 
     def watched_receivers(self) -> List[Branch]:
         return list(self._fanout._active)

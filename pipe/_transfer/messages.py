@@ -251,7 +251,10 @@ def done(
     its rate (MB/s).
     """
     rate = megabytes_per_second(count, seconds)
-    receivers = _joined(ok, n if joined is None else joined, n)
+    if joined is None or joined == n:
+        receivers = f"receivers={ok}/{n}"
+    else:
+        receivers = _joined(ok, joined, n)
     line = f"done: bytes={count} {receivers} in {seconds:.1f} s ({rate:.1f} MB/s)"
     if slowest is not None:
         line += f"; slowest: {slowest[0]} at {slowest[1]:.1f} MB/s"

@@ -153,10 +153,11 @@ class _Party:
     @ivar wait: the seconds this party may wait (0: no limit).
     @ivar grant: the party's verified signed URL, spent when its transfer
         starts (L{None} when unsigned).
-    @ivar minimum: the quorum (C{min}) the party gave, if any.
     @ivar name: a receiver's name, as its request decided it
         (L{pipe._transfer.parse.PipeRequest.name}; L{None}: unnamed, and
         always for a sender).
+    @ivar label: how the transfer's log event shows the party: its
+        address, after its name if it has one (C{runner-7 (10.1.4.22:5123)}).
     """
 
     def __init__(
@@ -173,9 +174,11 @@ class _Party:
         self.wait = pipe.wait
         self.grant = grant
         self.minimum = pipe.minimum
-        self.name = pipe.name
         self.joined_at = registry.reactor.seconds()
-        self.address = client_address(request)
+        self.label = self.address = client_address(request)
+        name = self.name = pipe.name
+        if name is not None:
+            self.label = f"{name} ({self.address})"
         self.host = client_host(request)
         self.phase = Phase.WAITING
         self._wait_call: Optional[IDelayedCall] = None

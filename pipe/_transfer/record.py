@@ -76,15 +76,17 @@ def record_end(
         joined = len(receivers) if started else 0
     missing = n - joined if started else 0
     never = f" ({missing} never joined)" if missing else ""
-    lost_text = ", ".join(lost)
+    line = (
+        f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
+        f" of {n} receivers{never} in {seconds:.3f} s ({rate:.1f} MB/s);"
+        f" sender {sender}, receivers {addresses}"
+    )
+    lost_text = ", ".join(lost) if lost else ""
+    if lost:
+        line += f"; lost {lost_text}"
     log.info(
         "{line}",
-        line=(
-            f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
-            f" of {n} receivers{never} in {seconds:.3f} s ({rate:.1f} MB/s);"
-            f" sender {sender}, receivers {addresses}"
-            + (f"; lost {lost_text}" if lost else "")
-        ),
+        line=line,
         pipe=pipe,
         outcome=outcome.value,
         bytes=received,

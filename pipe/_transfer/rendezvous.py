@@ -218,16 +218,20 @@ class _Meeting(Generic[S, R]):
     @ivar closes_at: when a L{Stage.CLOSED} path reopens.
     """
 
+    # What only a quorum needs stays at the class's defaults (no cost to a
+    # pipe without one); a mapping is made by the first receiver that
+    # states a min.
+    minimum: Optional[int] = None
+    stated: Optional[Dict[R, int]] = None
+    joined: Optional[int] = None
+    started_at = 0.0
+    closes_at = 0.0
+
     def __init__(self, n: int) -> None:
         self.n = n
         self.sender: Optional[S] = None
         self.receivers: List[R] = []
         self.stage = Stage.WAITING
-        self.minimum: Optional[int] = None
-        self.stated: Dict[R, int] = {}
-        self.joined: Optional[int] = None
-        self.started_at = 0.0
-        self.closes_at = 0.0
 
     def is_empty(self) -> bool:
         return self.sender is None and not self.receivers
@@ -326,9 +330,10 @@ class Rendezvous(Generic[S, R]):
             for stated in meeting.stated.values():
                 if stated != minimum:
                     raise MinMismatch(minimum, stated, "receivers")
-            meeting.stated.clear()
+            meeting.stated = None
         meeting.sender = sender
-        meeting.minimum = minimum
+        if minimum != meeting.minimum:  # (a sender that left may have set one)
+            meeting.minimum = minimum
         self._meetings[path] = meeting
         return self._match(path, meeting)
 
@@ -354,7 +359,7 @@ class Rendezvous(Generic[S, R]):
             if meeting.sender is not None:
                 if minimum != meeting.minimum:
                     raise MinMismatch(minimum, meeting.minimum, "sender")
-            else:
+            elif meeting.stated:
                 for stated in meeting.stated.values():
                     if stated != minimum:
                         raise MinMismatch(minimum, stated, "receivers")
@@ -362,6 +367,8 @@ class Rendezvous(Generic[S, R]):
             raise ReceiversFull(meeting.n)
         meeting.receivers.append(receiver)
         if minimum is not None and meeting.sender is None:
+            if meeting.stated is None:
+                meeting.stated = {}
             meeting.stated[receiver] = minimum
         self._meetings[path] = meeting
         return self._match(path, meeting)
@@ -417,7 +424,8 @@ class Rendezvous(Generic[S, R]):
             meeting.sender = None
         elif party in meeting.receivers:
             meeting.receivers.remove(party)
-            meeting.stated.pop(party, None)  # type: ignore[call-overload]
+            if meeting.stated:
+                meeting.stated.pop(party, None)  # type: ignore[call-overload]
         else:
             return False
         if meeting.is_empty():

@@ -248,7 +248,7 @@ class Transfer:
                 fanout.written,
                 seconds,
                 self.sender.address,
-                [_label(receiver) for receiver in self.receivers],
+                [receiver.label for receiver in self.receivers],
                 joined=self.joined,
                 lost=() if complete else _lost(fanout),
             )
@@ -260,13 +260,13 @@ class Transfer:
         finally:
             self._release()
         if complete:
+            slowest = (
+                _slowest(fanout)
+                if self.joined > 1 or self.receivers[0].name is not None
+                else None
+            )
             line = messages.done(
-                fanout.received,
-                fanout.completed,
-                self.n,
-                seconds,
-                self.joined,
-                _slowest(fanout),
+                fanout.received, fanout.completed, self.n, seconds, self.joined, slowest
             )
         else:
             why = _why(fanout, self.joined, self.registry)
@@ -284,37 +284,25 @@ def _who(branch: Branch) -> str:
     return messages.receiver(branch.index, receiver.name, receiver.address)
 
 
-def _label(receiver: Receiver) -> str:
-    """
-    How the transfer's log event names a receiver: its address, after its
-    name if it has one.
-    """
-    name = receiver.name
-    return receiver.address if name is None else f"{name} ({receiver.address})"
-
-
 def _lost(fanout: Fanout) -> List[str]:
     """
     The log labels of the receivers that did not get every byte.
     """
     return [
-        _label(b.outlet)  # type: ignore[arg-type]
+        b.outlet.label  # type: ignore[attr-defined]
         for b in fanout.branches
         if b.state is not BranchState.DELIVERED
     ]
 
 
-def _slowest(fanout: Fanout) -> Optional[Tuple[str, float]]:
+def _slowest(fanout: Fanout) -> Tuple[str, float]:
     """
     The slowest receiver of a complete transfer (by name, or as the lines
-    name an unnamed receiver), and its rate (MB/s), when that says
-    something: more than one receiver, or a named one.  The slowest is the
+    name an unnamed receiver), and its rate (MB/s).  The slowest is the
     one seen holding the others back most often (L{Branch.held_back});
     in a transfer too short for that, the one acknowledged last.
     """
     branches = fanout.branches
-    if len(branches) == 1 and branches[0].outlet.name is None:  # type: ignore[attr-defined]
-        return None
     start = fanout.started_at or 0.0
     branch = max(branches, key=lambda b: (b.held_back, b.delivered_at or start))
     name: Optional[str] = branch.outlet.name  # type: ignore[attr-defined]
