@@ -247,8 +247,8 @@ def done(
 ) -> bytes:
     """
     A success's last line; after a quorum start C{joined} is less than
-    C{n}; C{slowest} names the receiver the transfer waited for last, and
-    its rate (MB/s).
+    C{n}; C{slowest} names the slowest of several receivers, and its rate
+    (MB/s).
     """
     rate = megabytes_per_second(count, seconds)
     if joined is None or joined == n:

@@ -160,6 +160,8 @@ class _Party:
         address, after its name if it has one (C{runner-7 (10.1.4.22:5123)}).
     """
 
+    name: Optional[str] = None
+
     def __init__(
         self,
         request: StreamingRequest,
@@ -176,9 +178,9 @@ class _Party:
         self.minimum = pipe.minimum
         self.joined_at = registry.reactor.seconds()
         self.label = self.address = client_address(request)
-        name = self.name = pipe.name
-        if name is not None:
-            self.label = f"{name} ({self.address})"
+        if pipe.name is not None:
+            self.name = pipe.name
+            self.label = f"{pipe.name} ({self.address})"
         self.host = client_host(request)
         self.phase = Phase.WAITING
         self._wait_call: Optional[IDelayedCall] = None

@@ -10,7 +10,7 @@ before its transfer started.  This module knows neither of them.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 from twisted.logger import Logger
 
@@ -41,7 +41,7 @@ def record_end(
     sender: str,
     receivers: Sequence[str],
     started: bool = True,
-    joined: Optional[int] = None,
+    never_joined: int = 0,
     lost: Sequence[str] = (),
 ) -> None:
     """
@@ -60,8 +60,8 @@ def record_end(
         it has one: C{runner-7 (10.1.4.22:51234)}).
     @param started: whether the transfer started (else C{seconds} is not
         observed as a duration).
-    @param joined: how many receivers the transfer started with, if fewer
-        than C{n} joined (a quorum start), else L{None}.
+    @param never_joined: how many of the C{n} receivers never joined (a
+        quorum start).
     @param lost: the receivers that did not get every byte (as in
         C{receivers}).
     """
@@ -72,10 +72,7 @@ def record_end(
     pipe = path_for_log(path, registry)
     rate = messages.megabytes_per_second(received, seconds)
     addresses = ", ".join(receivers)
-    if joined is None:
-        joined = len(receivers) if started else 0
-    missing = n - joined if started else 0
-    never = f" ({missing} never joined)" if missing else ""
+    never = f" ({never_joined} never joined)" if never_joined else ""
     line = (
         f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
         f" of {n} receivers{never} in {seconds:.3f} s ({rate:.1f} MB/s);"
@@ -96,7 +93,7 @@ def record_end(
         rate=rate,
         sender=sender,
         receivers=addresses,
-        joined=joined,
-        never_joined=missing,
+        joined=n - never_joined if started else 0,
+        never_joined=never_joined,
         lost=lost_text,
     )

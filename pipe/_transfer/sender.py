@@ -159,10 +159,9 @@ class StreamResponse(_Response):
 
     def started(self, receivers: int) -> None:
         self.stop()
-        sender = self._sender
-        n = sender.n
+        n = self._sender.n
         if receivers < n:
-            self._write_lines(messages.started_quorum(receivers, n, sender.wait))
+            self._write_lines(messages.started_quorum(receivers, n, self._sender.wait))
             return
         self._write_lines(messages.receiver_joined(receivers, n) + messages.started(n))
 

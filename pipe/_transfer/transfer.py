@@ -249,7 +249,7 @@ class Transfer:
                 seconds,
                 self.sender.address,
                 [receiver.label for receiver in self.receivers],
-                joined=self.joined,
+                never_joined=self.n - self.joined,
                 lost=() if complete else _lost(fanout),
             )
         except Exception:
@@ -260,11 +260,7 @@ class Transfer:
         finally:
             self._release()
         if complete:
-            slowest = (
-                _slowest(fanout)
-                if self.joined > 1 or self.receivers[0].name is not None
-                else None
-            )
+            slowest = _slowest(fanout) if self.joined > 1 else None
             line = messages.done(
                 fanout.received, fanout.completed, self.n, seconds, self.joined, slowest
             )
