@@ -177,7 +177,7 @@ class PipeResource(Resource):
         except Rejected as rejected:
             raise refusal_for(rejected) from None
         if match is not None:
-            self._start(match)
+            Transfer(registry, match).start()
 
     def _start(self, match: Match[Sender, Receiver]) -> None:
         """

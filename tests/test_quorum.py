@@ -248,14 +248,14 @@ def test_quorum_transfer_on_a_clock(clock: Clock, events: List[Any]) -> None:
     assert a.body() == b.body() == b"abcdef"
     done = sender.body().splitlines()[-1]
     assert done.startswith(b"[INFO] done: bytes=6 receivers=2/3 (1 never joined) in ")
-    assert b"; slowest: " in done
+    assert b"; slowest: " not in done, "too short to see who holds it back"
     assert site.registry.rendezvous.stage(b"q") is Stage.CLOSED
     clock.advance(5)
     assert receive(site, b"n=3").output().startswith(b"HTTP/1.1 410 ")
     clock.advance(5)
     assert site.registry.rendezvous.stage(b"q") is None
     (event,) = [e for e in events if e.get("outcome") == "complete"]
-    assert (event["joined"], event["never_joined"], event["n"]) == (2, 1, 3)
+    assert (event["never_joined"], event["n"]) == (1, 3)
     assert "runner-1 (127.0.0.1:" in event["receivers"]
     statistics = site.registry.statistics.collectors
     assert statistics.get_sample_value("txpipe_quorum_starts_total") == 1

@@ -185,14 +185,15 @@ class Branch:
     @ivar sent: bytes written to the receiver so far.
     @ivar started_at: when the transfer started.
     @ivar progress: what the stall watchdog knows of this receiver.
-    @ivar delivered_at: when its connection acknowledged every byte.
     @ivar held_back: at how many of the stall watchdog's checks this
         receiver was the one holding the transfer back
         (L{pipe._transfer.watchdog.holding_back}).
+    @ivar held_rate: the rate (MB/s) it had taken the data at, when last
+        seen holding the transfer back.
     """
 
-    delivered_at: Optional[float] = None
     held_back = 0
+    held_rate = 0.0
 
     def __init__(self, fanout: Fanout, index: int, outlet: IOutlet, now: float) -> None:
         self._fanout = fanout
@@ -224,7 +225,6 @@ class Branch:
         """
         The receiver's connection acknowledged every byte of the response.
         """
-        self.delivered_at = self._fanout.clock.seconds()
         self._fanout._branch_delivered(self)
 
     def finish(self) -> None:
@@ -558,9 +558,10 @@ class _Watched:
         if fanout.state is not State.STREAMING or fanout.started_at is None:
             return
         slowest: Optional[Branch] = holding_back(fanout._active)  # type: ignore[assignment]
+        now = self.clock.seconds()
         if slowest is not None:
             slowest.held_back += 1
-        now = self.clock.seconds()
+            slowest.held_rate = _rate(slowest.progress.taken, now - slowest.started_at)
         if now - (self._reported_at or fanout.started_at) >= REPORT_INTERVAL:
             self._reported_at = now
             fanout.listener.running_line(now, slowest)
@@ -580,3 +581,10 @@ class _Watched:
         The upload gave nothing for the idle timeout: abort.
         """
         self._fanout.abort(Outcome.IDLE_TIMEOUT)
+
+
+def _rate(count: int, seconds: float) -> float:
+    """
+    MB/s of C{count} bytes in C{seconds} (0 for none).
+    """
+    return count / seconds / 1e6 if seconds > 0 else 0.0

@@ -242,7 +242,7 @@ def done(
     ok: int,
     n: int,
     seconds: float,
-    joined: Optional[int] = None,
+    joined: int,
     slowest: Optional[Tuple[str, float]] = None,
 ) -> bytes:
     """
@@ -251,10 +251,7 @@ def done(
     (MB/s).
     """
     rate = megabytes_per_second(count, seconds)
-    if joined is None or joined == n:
-        receivers = f"receivers={ok}/{n}"
-    else:
-        receivers = _joined(ok, joined, n)
+    receivers = f"receivers={ok}/{n}" if joined == n else _joined(ok, joined, n)
     line = f"done: bytes={count} {receivers} in {seconds:.1f} s ({rate:.1f} MB/s)"
     if slowest is not None:
         line += f"; slowest: {slowest[0]} at {slowest[1]:.1f} MB/s"

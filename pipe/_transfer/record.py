@@ -93,7 +93,6 @@ def record_end(
         rate=rate,
         sender=sender,
         receivers=addresses,
-        joined=n - never_joined if started else 0,
         never_joined=never_joined,
         lost=lost_text,
     )

@@ -123,7 +123,7 @@ class Transfer:
             registry.statistics.party_waited(now - party.joined_at)
         if self.joined < self.n:
             registry.statistics.quorum_started(self.joined, self.n)
-        sender.begin(len(receivers))
+        sender.begin(self.joined)
         for receiver in receivers:
             receiver.open(sender.request)
         self.fanout.start(list(receivers), self)
@@ -210,10 +210,9 @@ class Transfer:
         if slowest is None:
             line = messages.running(fanout.received, active, None, 0.0)
         else:
-            rate = messages.megabytes_per_second(
-                slowest.progress.taken, now - slowest.started_at
+            line = messages.running(
+                fanout.received, active, _who(slowest), slowest.held_rate
             )
-            line = messages.running(fanout.received, active, _who(slowest), rate)
         self.sender.response.line(line)
 
     def branch_lost(self, branch: Branch) -> None:
@@ -260,7 +259,7 @@ class Transfer:
         finally:
             self._release()
         if complete:
-            slowest = _slowest(fanout) if self.joined > 1 else None
+            slowest = _slowest(fanout.branches) if self.joined > 1 else None
             line = messages.done(
                 fanout.received, fanout.completed, self.n, seconds, self.joined, slowest
             )
@@ -291,20 +290,19 @@ def _lost(fanout: Fanout) -> List[str]:
     ]
 
 
-def _slowest(fanout: Fanout) -> Tuple[str, float]:
+def _slowest(branches: List[Branch]) -> Optional[Tuple[str, float]]:
     """
     The slowest receiver of a complete transfer (by name, or as the lines
-    name an unnamed receiver), and its rate (MB/s).  The slowest is the
-    one seen holding the others back most often (L{Branch.held_back});
-    in a transfer too short for that, the one acknowledged last.
+    name an unnamed receiver), and the rate it took the data at (MB/s) when
+    last seen holding the others back: the one seen holding them back
+    most often (L{Branch.held_back}, sampled at the stall watchdog's
+    checks).  L{None} for a transfer too short to be seen.
     """
-    branches = fanout.branches
-    start = fanout.started_at or 0.0
-    branch = max(branches, key=lambda b: (b.held_back, b.delivered_at or start))
+    branch = max(branches, key=lambda b: b.held_back)
+    if not branch.held_back:
+        return None
     name: Optional[str] = branch.outlet.name  # type: ignore[attr-defined]
-    seconds = (branch.delivered_at or start) - start
-    rate = messages.megabytes_per_second(branch.sent, seconds)
-    return (_who(branch) if name is None else name), rate
+    return (_who(branch) if name is None else name), branch.held_rate
 
 
 def _why(fanout: Fanout, n: int, registry: Registry) -> str:
