@@ -174,7 +174,8 @@ async def test_named_receiver_cut_mid_stream_is_named(
     text = "\n".join(formatEvent(e) for e in events)
     assert re.search(r"receiver_lost: .*; lost runner-7 \(127\.0\.0\.1:\d+\)", text)
     (event,) = [e for e in events if e.get("outcome") == "receiver_lost"]
-    assert event["lost"].startswith("runner-7 (127.0.0.1:")
+    (lost,) = event["lost"]
+    assert lost.startswith("runner-7 (127.0.0.1:")
     assert "runner-1 (127.0.0.1:" in event["receivers"]
 
 

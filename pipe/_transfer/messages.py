@@ -220,15 +220,6 @@ def running(count: int, receivers: int, slowest: Optional[str], rate: float) -> 
     return info(head + f"held back by {slowest} at {rate:.1f} MB/s")
 
 
-def _joined(ok: int, joined: int, n: int) -> str:
-    """
-    C{receivers=27/30}, with C{(3 never joined)} after a quorum start.
-    """
-    if joined == n:
-        return f"receivers={ok}/{n}"
-    return f"receivers={ok}/{n} ({n - joined} never joined)"
-
-
 def megabytes_per_second(count: int, seconds: float) -> float:
     """
     The rate of a transfer of C{count} bytes in C{seconds} (0 for none),
@@ -251,8 +242,11 @@ def done(
     (MB/s).
     """
     rate = megabytes_per_second(count, seconds)
-    receivers = f"receivers={ok}/{n}" if joined == n else _joined(ok, joined, n)
-    line = f"done: bytes={count} {receivers} in {seconds:.1f} s ({rate:.1f} MB/s)"
+    never = "" if joined == n else f" ({n - joined} never joined)"
+    line = (
+        f"done: bytes={count} receivers={ok}/{n}{never} in {seconds:.1f} s"
+        f" ({rate:.1f} MB/s)"
+    )
     if slowest is not None:
         line += f"; slowest: {slowest[0]} at {slowest[1]:.1f} MB/s"
     return info(line)
@@ -261,8 +255,8 @@ def done(
 def failed(
     count: int, ok: int, n: int, why: str, joined: Optional[int] = None
 ) -> bytes:
-    receivers = _joined(ok, n if joined is None else joined, n)
-    return error(f"failed: bytes={count} {receivers}: {why}")
+    never = "" if joined is None or joined == n else f" ({n - joined} never joined)"
+    return error(f"failed: bytes={count} receivers={ok}/{n}{never}: {why}")
 
 
 # The metrics listener.

@@ -151,10 +151,18 @@ def parse_request(
             path, n, wait, scope, parse_sender_response(request), params, minimum
         )
     names = request.requestHeaders.getRawHeaders(b"txpipe-receiver")
-    name = None if names is None else parse_name(names)
-    return PipeRequest(
-        path, n, wait, scope, SenderResponse.STREAM, params, minimum, name
-    )
+    if names is not None:
+        return PipeRequest(
+            path,
+            n,
+            wait,
+            scope,
+            SenderResponse.STREAM,
+            params,
+            minimum,
+            parse_name(names),
+        )
+    return PipeRequest(path, n, wait, scope, SenderResponse.STREAM, params, minimum)
 
 
 def query_params(query: bytes) -> Params:

@@ -63,7 +63,7 @@ def record_end(
     @param never_joined: how many of the C{n} receivers never joined (a
         quorum start).
     @param lost: the receivers that did not get every byte (as in
-        C{receivers}).
+        C{receivers}; the event's field C{lost} is their list).
     """
     received, completed = fanout.received, fanout.completed
     registry.statistics.transfer_ended(
@@ -78,9 +78,8 @@ def record_end(
         f" of {n} receivers{never} in {seconds:.3f} s ({rate:.1f} MB/s);"
         f" sender {sender}, receivers {addresses}"
     )
-    lost_text = ", ".join(lost) if lost else ""
     if lost:
-        line += f"; lost {lost_text}"
+        line += "; lost " + ", ".join(lost)
     log.info(
         "{line}",
         line=line,
@@ -94,5 +93,5 @@ def record_end(
         sender=sender,
         receivers=addresses,
         never_joined=never_joined,
-        lost=lost_text,
+        lost=lost,
     )

@@ -332,8 +332,7 @@ class Rendezvous(Generic[S, R]):
                     raise MinMismatch(minimum, stated, "receivers")
             meeting.stated = None
         meeting.sender = sender
-        if minimum != meeting.minimum:  # (a sender that left may have set one)
-            meeting.minimum = minimum
+        meeting.minimum = minimum
         self._meetings[path] = meeting
         return self._match(path, meeting)
 
