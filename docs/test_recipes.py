@@ -69,6 +69,10 @@ BREAKAGE = {
         "        portz:\n",
     ),
     "## GitLab CI: txpipe as a service": ("alias: pipe", "alias: [pipe]"),
+    "## A matrix where not every runner arrives: `min`": (
+        "fail-fast: false",
+        "fail-fast: [false]",
+    ),
 }
 
 
