@@ -334,3 +334,46 @@ def test_a_long_transfer_names_who_holds_it_back_every_few_seconds(
     assert lines[0].startswith(b"[INFO] running: 4.9 KiB to 2 receivers; held back")
     assert b"held back by receiver slow-7 (127.0.0.1:" in lines[0]
     assert fast.output()
+
+
+# Signed URLs that carry min.
+
+
+def test_a_signature_covers_min_when_the_url_has_one() -> None:
+    from pipe._transfer.guard import Guard, Requirement
+    from pipe.signing import Scope, canonical, sign_url, signature
+
+    key = b"k" * 32
+    clock = Clock()
+    clock.advance(1000)
+    url = sign_url(
+        "http://h/api/v1/pipe/p?n=3&min=2", key, "send", 60, now=clock.seconds()
+    )
+    expires = int(url.split("expires=")[1].split("&")[0])
+    sig = url.rpartition("sig=")[2]
+    assert sig == signature(key, canonical(Scope.SEND, b"p", 3, expires, 2))
+    assert canonical(Scope.SEND, b"p", 3, expires) + b"\nmin=2" == canonical(
+        Scope.SEND, b"p", 3, expires, 2
+    )
+    guard = Guard([key], Requirement.ALL, clock)
+    args = ([str(expires).encode()], [b"send"], [sig.encode()])
+    assert guard.check(Scope.SEND, b"p", 3, *args, 2) is not None
+    for other in (None, 1, 3):
+        with pytest.raises(Refusal) as refused:
+            guard.check(Scope.SEND, b"p", 3, *args, other)
+        assert refused.value.reason == "signature_mismatch"
+    unsigned = sign_url("http://h/api/v1/pipe/p?n=3", key, "send", 60, now=1000)
+    plain_sig = unsigned.rpartition("sig=")[2].encode()
+    assert guard.check(Scope.SEND, b"p", 3, args[0], args[1], [plain_sig]) is not None
+    with pytest.raises(Refusal):
+        guard.check(Scope.SEND, b"p", 3, args[0], args[1], [plain_sig], 2)
+
+
+@pytest.mark.parametrize(
+    "query", ["n=3&min=4", "n=3&min=0", "n=3&min=1&min=1", "min=x"]
+)
+def test_sign_url_refuses_a_malformed_min(query: str) -> None:
+    from pipe.signing import sign_url
+
+    with pytest.raises(ValueError, match="min must be"):
+        sign_url("http://h/api/v1/pipe/p?" + query, b"k" * 32, "send", 60)

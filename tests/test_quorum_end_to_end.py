@@ -291,3 +291,25 @@ async def test_a_signed_url_with_min_edited_is_refused(
     # As signed: taken (and it waits, until its wait of 1 s).
     line = await status_line(reactor, signed + "&wait=1", "-T", str(data))
     assert line.startswith(b"200 [INFO] waiting for 3 receivers"), line
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_client_names_its_receiver(reactor: Any, serve: Any) -> None:
+    import io
+
+    from pipe.client import receive
+
+    server = serve()
+    sink = io.BytesIO()
+    received = receive(server.url("c", "n=2"), sink, reactor=reactor, name="runner-3")
+    other = curl(reactor, "-sS", server.url("c", "n=2"))
+    await wait_for(reactor, lambda: server.parties("c") == (False, 2))
+    (party,) = [p for p in server.site.pipes.registry._parties if p.name is not None]
+    assert party.name == "runner-3"
+    assert party.label.startswith("runner-3 (127.0.0.1:")
+    sent = await curl(
+        reactor, "--data-binary", "hello", server.url("c", "n=2"), keep_text=True
+    ).ended
+    assert b"receivers=2/2" in sent.text
+    assert (await received).bytes == 5 and sink.getvalue() == b"hello"
+    assert (await other.ended).code == 0

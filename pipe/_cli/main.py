@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
             "Print URL with expires, scope and sig added: valid for one "
             "transfer (all n receivers share one receive URL) until it "
             "expires. The signature covers the scope, the path, n (absent: "
-            "1) and the expiry; not the host, the scheme or wait."
+            "1), the expiry and min when the URL has one; not the host, the "
+            "scheme or wait."
         ),
     )
     sign.add_argument(
