@@ -171,7 +171,7 @@ class PipeResource(Resource):
         if pipe.scope is Scope.RECEIVE:
             party = Receiver(request, pipe, registry, grant)
         else:
-            party = Sender(request, pipe, registry, grant, self._start)
+            party = Sender(request, pipe, registry, grant, self._start_transfer)
         try:
             match = party.join()
         except Rejected as rejected:
@@ -179,7 +179,7 @@ class PipeResource(Resource):
         if match is not None:
             Transfer(registry, match).start()
 
-    def _start(self, match: Match[Sender, Receiver]) -> None:
+    def _start_transfer(self, match: Match[Sender, Receiver]) -> None:
         """
         Start the transfer of a match: made by a join, or at a sender's
         wait deadline with its quorum.

@@ -223,7 +223,7 @@ class Sender(_Party):
             wait deadline (L{None}: no quorum start).
         """
         super().__init__(request, pipe, registry, grant)
-        self._start = start
+        self._start_transfer = start
         self.fanout = Fanout(registry.reactor, registry.watchdogs)
         self.response: _Response = _RESPONSES[pipe.response](self)
         self.receivers_present = 0
@@ -315,7 +315,7 @@ class Sender(_Party):
         self._wait_call = None
         if self.phase is not Phase.WAITING:
             return
-        start = self._start
+        start = self._start_transfer
         match = (
             None if start is None else self.registry.rendezvous.start_quorum(self.path)
         )
