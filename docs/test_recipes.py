@@ -28,6 +28,7 @@ RECIPES = Path(__file__).resolve().parent / "recipes.md"
 SCHEMAS = {
     "## GitHub Actions": "vendor.github-workflows",
     "## GitLab CI": "vendor.gitlab-ci",
+    "## A matrix where not every runner arrives: `min`": "vendor.github-workflows",
     "## GitHub Actions: txpipe as a service container": "vendor.github-workflows",
     "## GitLab CI: txpipe as a service": "vendor.gitlab-ci",
     "## GitHub Actions: the txpipe action": "vendor.github-workflows",
@@ -92,6 +93,10 @@ BREAKAGE = {
     "## GitLab CI: OIDC tokens, no stored secret": (
         "      aud: https://pipe.example\n  script:",
         "      aud: [[]]\n  script:",
+    ),
+    "## A matrix where not every runner arrives: `min`": (
+        "fail-fast: false",
+        "fail-fast: [false]",
     ),
 }
 

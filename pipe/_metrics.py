@@ -42,6 +42,7 @@ def _snapshot(registry: Registry) -> Dict[str, Any]:
     return {
         "waiting": rendezvous.count(Stage.WAITING),
         "running": rendezvous.count(Stage.RUNNING),
+        "closed": rendezvous.count(Stage.CLOSED),
         "awaiting_acks": registry.awaiting_acks_count(),
         "senders": senders,
         "receivers": receivers,
@@ -112,6 +113,7 @@ class LiveCollector:
         pipes = GaugeMetricFamily("txpipe_pipes", "Pipes by stage.", labels=["stage"])
         pipes.add_metric(["waiting"], s["waiting"])
         pipes.add_metric(["running"], s["running"])
+        pipes.add_metric(["closed"], s["closed"])
         yield pipes
         yield GaugeMetricFamily(
             "txpipe_pipes_awaiting_acks",

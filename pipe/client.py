@@ -119,6 +119,7 @@ def receive(
     reactor: Any = None,
     progress: Optional[ProgressCallback] = None,
     id_token: Optional[str] = None,
+    name: Optional[str] = None,
 ) -> Deferred[ReceiveResult]:
     """
     Stream the pipe at C{url} into C{sink} (with C{GET}).
@@ -134,11 +135,15 @@ def receive(
         global reactor, imported when the call is made.
     @param progress: called with a L{Progress} after each chunk.
     @param id_token: an OIDC ID token, sent as C{Authorization: Bearer}.
+    @param name: this receiver's name in the sender's lines and the
+        server's log (the C{Txpipe-Receiver} header: 1 to 64 printable
+        ASCII characters, else the server answers 400); it never changes
+        what is received.
     @return: fires with a L{ReceiveResult} once the whole stream arrived;
         fails with L{PipeRejected}, L{WaitTimeout} or L{TransferFailed} (a
         cut stream: what was written to C{sink} is incomplete; or the server
         could not be reached), or with what C{sink.write} raised.
     """
     return ensureDeferred(
-        stream_from(url, sink, _given_or_global(reactor), progress, id_token)
+        stream_from(url, sink, _given_or_global(reactor), progress, id_token, name)
     )

@@ -13,7 +13,7 @@ refusal in one place.  The protocol is described in C{docs/protocol.md}.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Optional, Union
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -37,6 +37,10 @@ from pipe._transfer.refusal import Refusal
 from pipe._transfer.registry import Lifecycle, Registry
 from pipe._transfer.rendezvous import (
     CountMismatch,
+    Match,
+    MinMismatch,
+    PathClosed,
+    QuorumStarted,
     ReceiversFull,
     Rejected,
     Rendezvous,
@@ -59,6 +63,9 @@ __all__ = [
 #: path's state.
 _REJECTION_STATUS = {
     CountMismatch: 400,
+    MinMismatch: 400,
+    QuorumStarted: 410,
+    PathClosed: 409,
     SenderTaken: 409,
     ReceiversFull: 409,
     TransferRunning: 409,
@@ -66,7 +73,7 @@ _REJECTION_STATUS = {
 
 ALLOWED_HEADERS = (
     b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response,"
-    b" Authorization"
+    b" Authorization, Txpipe-Receiver"
 )
 
 _log = Logger(namespace="pipe.resource")
@@ -75,7 +82,8 @@ _log = Logger(namespace="pipe.resource")
 def refusal_for(rejected: Rejected) -> Refusal:
     """
     The answer to a party its path rejected (L{pipe._transfer.rendezvous}): the
-    rejection's message, with its status (400 or 409).
+    rejection's message, with its status (400, 409, or 410 for a receiver
+    too late for a transfer that started with a quorum).
     """
     return Refusal(_REJECTION_STATUS[type(rejected)], rejected.body, rejected.reason)
 
@@ -159,15 +167,24 @@ class PipeResource(Resource):
         grant = self._authenticate(pipe)
         registry = self.registry
         registry.admit(pipe.path, client_host(request))
-        party = (Receiver if pipe.scope is Scope.RECEIVE else Sender)(
-            request, pipe, registry, grant
-        )
+        party: Union[Receiver, Sender]
+        if pipe.scope is Scope.RECEIVE:
+            party = Receiver(request, pipe, registry, grant)
+        else:
+            party = Sender(request, pipe, registry, grant, self._start_transfer)
         try:
             match = party.join()
         except Rejected as rejected:
             raise refusal_for(rejected) from None
         if match is not None:
             Transfer(registry, match).start()
+
+    def _start_transfer(self, match: Match[Sender, Receiver]) -> None:
+        """
+        Start the transfer of a match: made by a join, or at a sender's
+        wait deadline with its quorum.
+        """
+        Transfer(self.registry, match).start()
 
     def _authenticate(self, pipe: PipeRequest) -> Optional[Grant]:
         """
@@ -195,6 +212,7 @@ class PipeResource(Resource):
                 pipe.params.get(b"expires", []),
                 pipe.params.get(b"scope", []),
                 pipe.params.get(b"sig", []),
+                pipe.minimum,
             )
         except Refusal as refusal:
             if gate is not None and refusal.code == 401:

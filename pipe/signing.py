@@ -9,8 +9,9 @@ A signed URL is an ordinary pipe URL with three more query parameters::
 C{expires} is a Unix time in whole seconds, C{scope} is C{send} or
 C{receive}, and C{sig} is the unpadded base64url HMAC-SHA256, under a key
 from the server's C{--secret-file}, of L{canonical} (the scope, the raw
-pipe path, C{n} and the expiry).  The host, the scheme and every other query
-parameter (C{wait}) are not covered, so a URL survives a reverse proxy.
+pipe path, C{n}, the expiry, and the quorum C{min} when the URL has one).
+The host, the scheme and every other query parameter (C{wait}) are not
+covered, so a URL survives a reverse proxy.
 
     >>> from pipe.signing import load_keys, sign_url
     >>> key = load_keys("/etc/txpipe/secret")[0]
@@ -222,19 +223,27 @@ def _check_permissions(path: str, mode: int, owner: int) -> None:
         )
 
 
-def canonical(scope: Scope, path: bytes, n: int, expires: int) -> bytes:
+def canonical(
+    scope: Scope, path: bytes, n: int, expires: int, minimum: Optional[int] = None
+) -> bytes:
     """
     The bytes a signature covers.
 
     @param path: the raw pipe path, after C{/api/v1/pipe/}, exactly as it
         appears in the request line (not percent-decoded).
+    @param minimum: the URL's quorum C{min}, when it carries one: then one
+        more line, C{min=<M>}, so that a URL signed without C{min} keeps
+        its signature and one signed with it cannot lose it or change it.
     """
-    return b"txpipe-url-v1\n%s\n%s\n%d\n%d" % (
+    message = b"txpipe-url-v1\n%s\n%s\n%d\n%d" % (
         scope.value.encode("ascii"),
         path,
         n,
         expires,
     )
+    if minimum is not None:
+        message += b"\nmin=%d" % (minimum,)
+    return message
 
 
 def signature(key: bytes, message: bytes) -> str:
@@ -285,17 +294,29 @@ def sign_url(
     path = parts.path[start + len(_PIPE_PREFIX) :].encode("utf-8")
     kept: List[str] = []
     n_values: List[str] = []
+    min_values: List[str] = []
     for part in parts.query.split("&") if parts.query else []:
         name = part.partition("=")[0]
         if name in SIGNATURE_PARAMETERS:
             continue
         if name == "n":
             n_values.append(part.partition("=")[2])
+        elif name == "min":
+            min_values.append(part.partition("=")[2])
         kept.append(part)
     if len(n_values) > 1 or (n_values and not _N_SYNTAX.fullmatch(n_values[0])):
         raise ValueError(f"n must be given once, as a whole number from 1: {url!r}")
     n = int(n_values[0]) if n_values else 1
+    minimum = None
+    if min_values:
+        if len(min_values) > 1 or not _N_SYNTAX.fullmatch(min_values[0]):
+            raise ValueError(
+                f"min must be given once, as a whole number from 1: {url!r}"
+            )
+        minimum = int(min_values[0])
+        if minimum > n:
+            raise ValueError(f"min must be from 1 to n={n}: {url!r}")
     expires = math.ceil((time.time() if now is None else now) + ttl)
-    sig = signature(key, canonical(scope, path, n, expires))
+    sig = signature(key, canonical(scope, path, n, expires, minimum))
     kept += [f"expires={expires}", f"scope={scope.value}", f"sig={sig}"]
     return urlunsplit(parts._replace(query="&".join(kept)))

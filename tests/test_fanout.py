@@ -101,12 +101,16 @@ class Listener:
     def __init__(self) -> None:
         self.lost: List[int] = []
         self.ended: List[Fanout] = []
+        self.lines: List[Any] = []
 
     def branch_lost(self, branch: Branch) -> None:
         self.lost.append(branch.index)
 
     def fanout_ended(self, fanout: Fanout) -> None:
         self.ended.append(fanout)
+
+    def running_line(self, now: float, slowest: Optional[Branch]) -> None:
+        self.lines.append((now, slowest))
 
 
 def make(n: int = 3) -> Any:

@@ -113,7 +113,7 @@ async def test_options_is_a_cors_preflight(reactor: Any, server: RunningServer) 
     assert headers[b"access-control-allow-methods"] == [b"GET, PUT, POST, OPTIONS"]
     assert headers[b"access-control-allow-headers"] == [
         b"Content-Type, Content-Disposition, X-Piping, Txpipe-Sender-Response,"
-        b" Authorization"
+        b" Authorization, Txpipe-Receiver"
     ]
     assert headers[b"access-control-max-age"] == [b"86400"]
     assert len(server.rendezvous) == 0

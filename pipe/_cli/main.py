@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fail (status 6) unless the data has this digest",
     )
     recv.add_argument("--id-token", metavar="SOURCE", help=ID_TOKEN_HELP)
+    recv.add_argument(
+        "--name",
+        metavar="NAME",
+        help="this receiver's name in the sender's lines and the server's log "
+        "(header Txpipe-Receiver; 1 to 64 printable ASCII characters), such as "
+        "the CI job's name",
+    )
     recv.add_argument("-q", "--quiet", action="store_true", help="no progress")
     recv.add_argument(
         "-v",
@@ -107,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
             "Print URL with expires, scope and sig added: valid for one "
             "transfer (all n receivers share one receive URL) until it "
             "expires. The signature covers the scope, the path, n (absent: "
-            "1) and the expiry; not the host, the scheme or wait."
+            "1), the expiry and min when the URL has one; not the host, the "
+            "scheme or wait."
         ),
     )
     sign.add_argument(

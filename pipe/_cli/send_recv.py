@@ -227,6 +227,7 @@ async def _recv(reactor: Any, args: argparse.Namespace, run: _Run) -> ExitStatus
             reactor=reactor,
             progress=run.bar,
             id_token=await _id_token(args, reactor),
+            name=args.name,
         )
     except OSError as error:
         # Raised by the output's write.

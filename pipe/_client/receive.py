@@ -7,7 +7,7 @@ what arrives.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import treq
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -29,16 +29,20 @@ async def stream_from(
     reactor: Any,
     progress: Optional[ProgressCallback],
     id_token: Optional[str] = None,
+    name: Optional[str] = None,
 ) -> ReceiveResult:
     """
     L{pipe.client.receive} on the given C{reactor}.
     """
+    headers: Dict[Union[bytes, str], List[Union[bytes, str]]] = {}
+    if id_token:
+        headers[b"Authorization"] = [b"Bearer " + id_token.encode("ascii")]
+    if name is not None:
+        headers[b"Txpipe-Receiver"] = [name.encode("utf-8")]
     try:
         response = await treq.get(
             url,
-            headers=Headers({"Authorization": [f"Bearer {id_token}"]})
-            if id_token
-            else None,
+            headers=headers or None,
             reactor=reactor,
             unbuffered=True,
             persistent=False,

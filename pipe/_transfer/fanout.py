@@ -33,11 +33,13 @@ from zope.interface import Interface, implementer
 
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.watchdog import (
+    REPORT_INTERVAL,
     IdleTimer,
     IWatched,
     IWatchedReceiver,
     Progress,
     Watchdogs,
+    holding_back,
 )
 
 __all__ = [
@@ -98,6 +100,11 @@ class IFanoutListener(Interface):
     def branch_lost(branch: Branch) -> None:
         """A receiver was lost or dropped before the end (see
         L{Branch.state}); the others go on."""
+
+    def running_line(now: float, slowest: Optional[Branch]) -> None:
+        """The transfer has streamed for another L{REPORT_INTERVAL} seconds
+        (asked at the stall watchdog's check: L{_Watched.report});
+        C{slowest} holds the others back now, if one does."""
 
     def fanout_ended(fanout: Fanout) -> None:
         """The transfer is over; L{Fanout.outcome} says how."""
@@ -178,7 +185,15 @@ class Branch:
     @ivar sent: bytes written to the receiver so far.
     @ivar started_at: when the transfer started.
     @ivar progress: what the stall watchdog knows of this receiver.
+    @ivar held_back: at how many of the stall watchdog's checks this
+        receiver was the one holding the transfer back
+        (L{pipe._transfer.watchdog.holding_back}).
+    @ivar held_rate: the rate (MB/s) it had taken the data at, when last
+        seen holding the transfer back.
     """
+
+    held_back = 0
+    held_rate = 0.0
 
     def __init__(self, fanout: Fanout, index: int, outlet: IOutlet, now: float) -> None:
         self._fanout = fanout
@@ -514,6 +529,9 @@ class _Watched:
     timer.
     """
 
+    # When the sender last heard how it goes (None: not yet).
+    _reported_at: Optional[float] = None
+
     def __init__(self, fanout: Fanout) -> None:
         self._fanout = fanout
         self.clock = fanout.clock
@@ -531,6 +549,23 @@ class _Watched:
         fanout.lose_branch(receiver, BranchState.STALLED)
         return fanout.state in (State.STREAMING, State.AWAITING_ACKS)
 
+    def report(self) -> None:
+        """
+        Note who holds the transfer back now; every L{REPORT_INTERVAL}
+        seconds of streaming, have the listener tell the sender.
+        """
+        fanout = self._fanout
+        if fanout.state is not State.STREAMING or fanout.started_at is None:
+            return
+        slowest: Optional[Branch] = holding_back(fanout._active)  # type: ignore[assignment]
+        now = self.clock.seconds()
+        if slowest is not None:
+            slowest.held_back += 1
+            slowest.held_rate = _rate(slowest.progress.taken, now - slowest.started_at)
+        if now - (self._reported_at or fanout.started_at) >= REPORT_INTERVAL:
+            self._reported_at = now
+            fanout.listener.running_line(now, slowest)
+
     def wanting_since(self) -> Optional[float]:
         """
         When the upload last gave data, if the fan-out wants more now
@@ -546,3 +581,10 @@ class _Watched:
         The upload gave nothing for the idle timeout: abort.
         """
         self._fanout.abort(Outcome.IDLE_TIMEOUT)
+
+
+def _rate(count: int, seconds: float) -> float:
+    """
+    MB/s of C{count} bytes in C{seconds} (0 for none).
+    """
+    return count / seconds / 1e6 if seconds > 0 else 0.0

@@ -82,11 +82,12 @@ class Guard:
 
     Checks, in order: a signature is present (or not required: 401), its
     parameters are well formed, the HMAC matches the request's scope, path,
-    C{n} and expiry under one of the keys (constant-time), the scope is the
-    request's, it has not expired (it is valid while the clock reads at
-    most its C{expires}), it does not stay valid longer than C{max_ttl}
-    seconds from now (a leaked key cannot mint URLs that live for years),
-    and it was not spent on a transfer that started (all 403).
+    C{n} and expiry (and its C{min}, when it has one) under one of the keys
+    (constant-time), the scope is the request's, it has not expired (it is
+    valid while the clock reads at most its C{expires}), it does not stay
+    valid longer than C{max_ttl} seconds from now (a leaked key cannot mint
+    URLs that live for years), and it was not spent on a transfer that
+    started (all 403).
 
     Spent signatures are remembered until they expire, then forgotten, so
     the memory held is bounded by the URLs used within their lifetime (at
@@ -119,6 +120,7 @@ class Guard:
         expires: List[bytes],
         scopes: List[bytes],
         sigs: List[bytes],
+        minimum: Optional[int] = None,
     ) -> Optional[Grant]:
         """
         Check the signature parameters of a request.
@@ -129,6 +131,9 @@ class Guard:
         @param expires: the percent-decoded values of C{expires}.
         @param scopes: those of C{scope}.
         @param sigs: those of C{sig}.
+        @param minimum: the request's C{min}, if it gave one: then the
+            signature must cover it (a URL signed without C{min} cannot
+            be given one, nor one signed with it lose it or change it).
         @return: the L{Grant} to spend when the transfer starts, or L{None}
             for an unsigned party that needs no signature.
         @raise pipe._transfer.refusal.Refusal: the request may not join.
@@ -140,7 +145,7 @@ class Guard:
                 401, messages.signature_required(), reason="signature_required"
             )
         digest, expiry, signed_scope = _parse(expires, scopes, sigs)
-        message = canonical(signed_scope, path, n, expiry)
+        message = canonical(signed_scope, path, n, expiry, minimum)
         if not any(
             hmac.compare_digest(signature(key, message).encode("ascii"), digest)
             for key in self._keys

@@ -13,7 +13,7 @@ escaped and cut, never raw.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional, Tuple
 
 from pipe._http.mount import PIPE_PREFIX
 from pipe._http.shown import show
@@ -53,6 +53,51 @@ def size(count: int) -> str:
 def bad_n(values: Iterable[bytes], maximum: int) -> bytes:
     shown = ", ".join(show(v) for v in values)
     return error(f"n must be one integer from 1 to {maximum}, got {shown}")
+
+
+def bad_min(values: Iterable[bytes], n: int) -> bytes:
+    shown = ", ".join(show(v) for v in values)
+    return error(f"min must be one integer from 1 to n={n}, got {shown}")
+
+
+def bad_name(values: Iterable[bytes], maximum: int) -> bytes:
+    shown = ", ".join(show(v) for v in values)
+    return error(
+        f"Txpipe-Receiver must be one name of 1 to {maximum} printable ASCII"
+        f" characters, got {shown}"
+    )
+
+
+def min_mismatch(given: Optional[int], other: Optional[int], whose: str) -> bytes:
+    """
+    A C{min} that disagrees: C{whose} is C{sender} (a receiver's against
+    its sender's) or C{receivers} (against the receivers already waiting).
+    """
+    mine = "no min" if given is None else f"min={given}"
+    theirs = "no min" if other is None else f"min={other}"
+    if whose == "sender":
+        return error(
+            f"{mine} does not match this path's sender, which gave {theirs}:"
+            " only the sender sets the quorum"
+        )
+    return error(
+        f"{mine} does not match {theirs} of the receivers already waiting on this path"
+    )
+
+
+def quorum_started(seconds: float, joined: int, n: int) -> bytes:
+    return error(
+        f"this pipe's transfer started {seconds:.0f} s ago with {joined} of {n}"
+        " receivers; nothing is kept"
+    )
+
+
+def path_closed(seconds: float, joined: int, n: int, left: float) -> bytes:
+    return error(
+        f"this pipe's transfer started {seconds:.0f} s ago with {joined} of {n}"
+        f" receivers; late receivers are refused on this path for {left:.0f} s"
+        " more"
+    )
 
 
 def path_empty(prefix: bytes = PIPE_PREFIX) -> bytes:
@@ -118,17 +163,42 @@ def started(n: int) -> bytes:
     return info(f"transfer started to {n} {noun}")
 
 
-def receiver_lost(index: int, address: str, sent: int) -> bytes:
-    return info(f"receiver {index} ({address}) disconnected after {size(sent)}")
-
-
-def receiver_lost_unacknowledged(
-    index: int, address: str, unacknowledged: int
-) -> bytes:
+def started_quorum(joined: int, n: int, seconds: float) -> bytes:
     return info(
-        f"receiver {index} ({address}) disconnected before acknowledging"
-        f" the last {size(unacknowledged)}"
+        f"wait deadline after {seconds:g} s: transfer started to {joined} of {n}"
+        f" receivers ({n - joined} never joined)"
     )
+
+
+def receiver(index: int, name: Optional[str], address: str) -> str:
+    """
+    How the sender's lines name a receiver: by its name when it gave one
+    (C{receiver runner-7 (10.1.4.22:51234)}), else by its number in
+    arrival order (C{receiver 7 (10.1.4.22:51234)}).
+    """
+    return f"receiver {index if name is None else name} ({address})"
+
+
+def receiver_lost(who: str, sent: int) -> bytes:
+    return info(f"{who} disconnected after {size(sent)}")
+
+
+def receiver_lost_unacknowledged(who: str, unacknowledged: int) -> bytes:
+    return info(
+        f"{who} disconnected before acknowledging the last {size(unacknowledged)}"
+    )
+
+
+def running(count: int, receivers: int, slowest: Optional[str], rate: float) -> bytes:
+    """
+    The periodic line of a running transfer: how much, to how many, and
+    which receiver holds the others back (C{slowest}, taking C{rate} MB/s
+    so far), if one does.
+    """
+    head = f"running: {size(count)} to {receivers} receivers; "
+    if slowest is None:
+        return info(head + "no receiver holds the others back")
+    return info(head + f"held back by {slowest} at {rate:.1f} MB/s")
 
 
 def megabytes_per_second(count: int, seconds: float) -> float:
@@ -139,15 +209,35 @@ def megabytes_per_second(count: int, seconds: float) -> float:
     return count / seconds / 1e6 if seconds > 0 else 0.0
 
 
-def done(count: int, ok: int, n: int, seconds: float) -> bytes:
+def done(
+    count: int,
+    ok: int,
+    n: int,
+    seconds: float,
+    joined: int,
+    slowest: Optional[Tuple[str, float]] = None,
+) -> bytes:
+    """
+    A success's last line; after a quorum start C{joined} is less than
+    C{n}; C{slowest} names the slowest of several receivers, and its rate
+    (MB/s).
+    """
     rate = megabytes_per_second(count, seconds)
-    return info(
-        f"done: bytes={count} receivers={ok}/{n} in {seconds:.1f} s ({rate:.1f} MB/s)"
+    never = "" if joined == n else f" ({n - joined} never joined)"
+    line = (
+        f"done: bytes={count} receivers={ok}/{n}{never} in {seconds:.1f} s"
+        f" ({rate:.1f} MB/s)"
     )
+    if slowest is not None:
+        line += f"; slowest: {slowest[0]} at {slowest[1]:.1f} MB/s"
+    return info(line)
 
 
-def failed(count: int, ok: int, n: int, why: str) -> bytes:
-    return error(f"failed: bytes={count} receivers={ok}/{n}: {why}")
+def failed(
+    count: int, ok: int, n: int, why: str, joined: Optional[int] = None
+) -> bytes:
+    never = "" if joined is None or joined == n else f" ({n - joined} never joined)"
+    return error(f"failed: bytes={count} receivers={ok}/{n}{never}: {why}")
 
 
 # The metrics listener.
@@ -203,9 +293,9 @@ def sender_wait_timed_out(seconds: float, receivers: int, n: int) -> bytes:
     )
 
 
-def receiver_stalled(index: int, address: str, sent: int, seconds: float) -> bytes:
+def receiver_stalled(who: str, sent: int, seconds: float) -> bytes:
     return info(
-        f"receiver {index} ({address}) stalled (took too little for {seconds:g} s)"
+        f"{who} stalled (took too little for {seconds:g} s)"
         f" and was dropped after {size(sent)}"
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 
 import attr
@@ -28,12 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALLOWED_METHODS",
+    "MAX_NAME_LENGTH",
     "MAX_PATH_LENGTH",
     "PIPE_PREFIX",
     "PipeRequest",
     "SenderResponse",
     "bearer_token",
     "parse_n",
+    "parse_name",
     "parse_path",
     "parse_request",
     "parse_sender_response",
@@ -54,6 +56,12 @@ _SCOPES = {b"GET": Scope.RECEIVE, b"PUT": Scope.SEND, b"POST": Scope.SEND}
 
 _N_SYNTAX = re.compile(rb"[1-9][0-9]*")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+#: The longest receiver name, in characters.
+MAX_NAME_LENGTH = 64
+
+#: A receiver name: printable ASCII, from 1 to L{MAX_NAME_LENGTH} characters.
+_NAME_SYNTAX = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_NAME_LENGTH)
 
 
 class SenderResponse(enum.Enum):
@@ -93,6 +101,16 @@ class PipeRequest:
         values in order (the signature's are read from it).
     @ivar bearer: the token of its one C{Authorization: Bearer} header, if
         it has one (never logged; see L{pipe._transfer.guard.TokenGate}).
+    @ivar minimum: the quorum, C{min}: with fewer than C{n} receivers, the
+        sender's transfer starts at its wait deadline if at least this many
+        are there (L{None}: not given; a receiver's is only compared with
+        its sender's).
+    @ivar name: the receiver's name, for the sender's lines and the log
+        (L{None}: unnamed; senders: always L{None}).  The one place a
+        receiver's name is decided: today the C{Txpipe-Receiver} header
+        (L{parse_name}); another source (a token's claim) replaces it with
+        C{attr.evolve(pipe, name=parse_name([claim]))} before the party is
+        made.
     """
 
     path: bytes
@@ -101,6 +119,8 @@ class PipeRequest:
     scope: Scope
     response: SenderResponse
     params: Params
+    minimum: Optional[int] = None
+    name: Optional[str] = None
     bearer: Optional[bytes] = attr.ib(default=None, repr=False)
 
 
@@ -113,8 +133,8 @@ def parse_request(
     @param prefix: the raw path prefix of the site's pipes (see
         L{parse_path}).
     @raise Refusal: for a malformed path (404, 400, 414), a method that is
-        not a pipe's (405), or a malformed C{n}, C{wait} or
-        C{Txpipe-Sender-Response} (400).
+        not a pipe's (405), or a malformed C{n}, C{min}, C{wait},
+        C{Txpipe-Sender-Response} or C{Txpipe-Receiver} (400).
     """
     path = parse_path(request.path, prefix)
     method = request.method
@@ -129,10 +149,26 @@ def parse_request(
     params = query_params(request.uri.partition(b"?")[2])
     n = _n(params.get(b"n", []), settings.max_receivers)
     wait = _wait(params.get(b"wait", []), settings.wait_timeout)
-    response = (
-        parse_sender_response(request) if scope is Scope.SEND else SenderResponse.STREAM
+    minimum = _minimum(params[b"min"], n) if b"min" in params else None
+    bearer = bearer_token(request)
+    if scope is Scope.SEND:
+        response = parse_sender_response(request)
+        return PipeRequest(
+            path, n, wait, scope, response, params, minimum, bearer=bearer
+        )
+    names = request.requestHeaders.getRawHeaders(b"txpipe-receiver")
+    name = parse_name(names) if names is not None else None
+    return PipeRequest(
+        path,
+        n,
+        wait,
+        scope,
+        SenderResponse.STREAM,
+        params,
+        minimum,
+        name,
+        bearer=bearer,
     )
-    return PipeRequest(path, n, wait, scope, response, params, bearer_token(request))
 
 
 def bearer_token(request: StreamingRequest) -> Optional[bytes]:
@@ -199,6 +235,34 @@ def _n(values: List[bytes], maximum: int) -> int:
     if n is None:
         raise Refusal(400, messages.bad_n(values, maximum), "bad_n")
     return n
+
+
+def _minimum(values: List[bytes], n: int) -> int:
+    """
+    The quorum C{min}: one whole number from 1 to C{n}.
+
+    @raise Refusal: (400) for anything else, naming the values and C{n}.
+    """
+    minimum = _whole_number(values, n)
+    if minimum is None:
+        raise Refusal(400, messages.bad_min(values, n), "bad_min")
+    return minimum
+
+
+def parse_name(values: Sequence[bytes]) -> str:
+    """
+    A receiver's name (request header C{Txpipe-Receiver}): one value of 1
+    to L{MAX_NAME_LENGTH} printable ASCII characters (surrounding spaces
+    are not part of it).
+
+    @raise Refusal: (400) for anything else: a control or non-ASCII byte,
+        too long, empty, or more than one.
+    """
+    if len(values) == 1:
+        value = values[0].strip(b" ")
+        if _NAME_SYNTAX.fullmatch(value):
+            return value.decode("ascii")
+    raise Refusal(400, messages.bad_name(values, MAX_NAME_LENGTH), "bad_name")
 
 
 def _wait(values: List[bytes], maximum: float) -> float:

@@ -175,7 +175,14 @@ class _Party:
     @ivar wait: the seconds this party may wait (0: no limit).
     @ivar grant: the party's verified signed URL, spent when its transfer
         starts (L{None} when unsigned).
+    @ivar name: a receiver's name, as its request decided it
+        (L{pipe._transfer.parse.PipeRequest.name}; L{None}: unnamed, and
+        always for a sender).
+    @ivar label: how the transfer's log event shows the party: its
+        address, after its name if it has one (C{runner-7 (10.1.4.22:5123)}).
     """
+
+    name: Optional[str] = None
 
     def __init__(
         self,
@@ -190,14 +197,19 @@ class _Party:
         self.registry = registry
         self.wait = pipe.wait
         self.grant = grant
+        self.minimum = pipe.minimum
         self.joined_at = registry.reactor.seconds()
-        self.address = client_address(request)
+        self.label = self.address = client_address(request)
+        if pipe.name is not None:
+            self.name = pipe.name
+            self.label = f"{pipe.name} ({self.address})"
         self.host = client_host(request)
         self.phase = Phase.WAITING
         self._wait_call: Optional[IDelayedCall] = None
 
     def _join(
-        self, join: Callable[[bytes, int, Any], Optional[Match[Any, Any]]]
+        self,
+        join: Callable[[bytes, int, Any, Optional[int]], Optional[Match[Any, Any]]],
     ) -> Optional[Match[Any, Any]]:
         """
         Count the party present, then join its path with C{join}; if that
@@ -209,7 +221,7 @@ class _Party:
         self.request.on_lost(self._lost)
         self.registry.enter(self, self.host)  # type: ignore[arg-type]
         try:
-            match = join(self.path, self.n, self)
+            match = join(self.path, self.n, self, self.minimum)
         except Rejected:
             self.end()
             raise

@@ -42,6 +42,8 @@ def record_end(
     receivers: Sequence[str],
     started: bool = True,
     tokens: Sequence[Any] = (),
+    never_joined: int = 0,
+    lost: Sequence[str] = (),
 ) -> None:
     """
     Count an ended transfer and write its one log event.
@@ -55,12 +57,17 @@ def record_end(
         complete).
     @param written: bytes written to receivers, summed over receivers.
     @param sender: the sender's address.
-    @param receivers: the receivers' addresses.
+    @param receivers: the receivers' addresses (each after its name, if
+        it has one: C{runner-7 (10.1.4.22:51234)}).
     @param started: whether the transfer started (else C{seconds} is not
         observed as a duration).
     @param tokens: the parties' grants (L{pipe._transfer.guard.Grant}, or L{None});
         those admitted by an OIDC token are named in the event by issuer,
         rule and the claims the rule read (never the token).
+    @param never_joined: how many of the C{n} receivers never joined (a
+        quorum start).
+    @param lost: the receivers that did not get every byte (as in
+        C{receivers}; the event's field C{lost} is their list).
     """
     received, completed = fanout.received, fanout.completed
     registry.statistics.transfer_ended(
@@ -73,13 +80,18 @@ def record_end(
     by_token = "".join(
         f"; token of {a['issuer']} by {a['rule']!r} {a['claims']}" for a in admitted
     )
+    never = f" ({never_joined} never joined)" if never_joined else ""
+    line = (
+        f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
+        f" of {n} receivers{never} in {seconds:.3f} s ({rate:.1f} MB/s);"
+        f" sender {sender}, receivers {addresses}"
+    )
+    if lost:
+        line += "; lost " + ", ".join(lost)
+    line += by_token
     log.info(
         "{line}",
-        line=(
-            f"transfer {pipe} {outcome.value}: {received} bytes to {completed}"
-            f" of {n} receivers in {seconds:.3f} s ({rate:.1f} MB/s);"
-            f" sender {sender}, receivers {addresses}{by_token}"
-        ),
+        line=line,
         tokens=admitted,
         pipe=pipe,
         outcome=outcome.value,
@@ -90,4 +102,6 @@ def record_end(
         rate=rate,
         sender=sender,
         receivers=addresses,
+        never_joined=never_joined,
+        lost=lost,
     )

@@ -19,6 +19,7 @@ from pipe import __version__
 from pipe._compat.logger import pinned_logger
 from pipe._settings import Settings
 from pipe._transfer import messages as messages
+from pipe._transfer.closed import ClosedPaths
 from pipe._transfer.guard import Grant, Guard, Requirement, TokenGate
 from pipe._transfer.outcome import Outcome
 from pipe._transfer.refusal import Refusal
@@ -84,6 +85,8 @@ class Registry:
         off (no keys).
     @ivar token_gate: the L{TokenGate} of OIDC tokens, or L{None} without
         an OIDC policy.
+    @ivar closed_paths: the paths closed to late receivers after a quorum
+        start (L{pipe._transfer.closed}).
     """
 
     #: Drain events (the namespace the image's entry point, and operators,
@@ -93,7 +96,8 @@ class Registry:
     def __init__(self, reactor: IReactorTime, settings: Settings) -> None:
         self.reactor = reactor
         self.settings = settings
-        self.rendezvous: Rendezvous[Any, Any] = Rendezvous()
+        self.rendezvous: Rendezvous[Any, Any] = Rendezvous(reactor)
+        self.closed_paths = ClosedPaths(reactor, self.rendezvous)
         self.started_at = reactor.seconds()
         self.lifecycle = Lifecycle.SERVING
         self.statistics = Statistics()
@@ -180,6 +184,16 @@ class Registry:
         if self.token_gate is not None:
             self.token_gate.spend(grants)
 
+    def close_to_late_receivers(self, path: bytes, until: float) -> None:
+        """
+        A transfer that started with a quorum ended on C{path}: refuse its
+        late receivers until C{until} (see L{pipe._transfer.closed}).
+        """
+        if self.lifecycle is Lifecycle.DRAINING:
+            self.rendezvous.release(path)
+        else:
+            self.closed_paths.close(path, until)
+
     # Drain.
 
     def drain(self) -> Deferred[None]:
@@ -194,6 +208,7 @@ class Registry:
             return self._drained
         self.lifecycle = Lifecycle.DRAINING
         self._drained = Deferred()
+        self.closed_paths.reopen_all()
         self.log.info(
             "draining: {parties} parties present, {running} transfers running",
             parties=self.party_count,
@@ -283,6 +298,7 @@ class Registry:
             "state": self.lifecycle.value,
             "pipes_waiting": rendezvous.count(Stage.WAITING),
             "pipes_running": rendezvous.count(Stage.RUNNING),
+            "pipes_closed": rendezvous.count(Stage.CLOSED),
             "pipes_awaiting_acks": self.awaiting_acks_count(),
             "senders_connected": senders,
             "receivers_connected": receivers,

@@ -16,7 +16,7 @@ writes nothing until the end.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -58,6 +58,10 @@ class _Response:
     (C{200}, after C{100 Continue} if the client asked), and ends with one
     last line.
     """
+
+    #: Whether the sender hears how its transfer goes while it runs
+    #: (L{pipe._transfer.transfer.Transfer.running_line}).
+    streams = False
 
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
@@ -127,6 +131,7 @@ class StreamResponse(_Response):
     """
 
     log = pinned_logger("pipe._sender.StreamResponse")
+    streams = True
 
     def __init__(self, sender: Sender) -> None:
         super().__init__(sender)
@@ -155,6 +160,9 @@ class StreamResponse(_Response):
     def started(self, receivers: int) -> None:
         self.stop()
         n = self._sender.n
+        if receivers < n:
+            self._write_lines(messages.started_quorum(receivers, n, self._sender.wait))
+            return
         self._write_lines(messages.receiver_joined(receivers, n) + messages.started(n))
 
     def line(self, line: bytes) -> None:
@@ -207,8 +215,15 @@ class Sender(_Party):
         pipe: PipeRequest,
         registry: Registry,
         grant: Optional[Grant] = None,
+        start: Optional[Callable[[Match[Sender, Receiver]], None]] = None,
     ) -> None:
+        """
+        @param start: what starts a transfer (the resource's, as for a
+            match made by a join), for a quorum start at this sender's
+            wait deadline (L{None}: no quorum start).
+        """
         super().__init__(request, pipe, registry, grant)
+        self._start_transfer = start
         self.fanout = Fanout(registry.reactor, registry.watchdogs)
         self.response: _Response = _RESPONSES[pipe.response](self)
         self.receivers_present = 0
@@ -293,8 +308,19 @@ class Sender(_Party):
                 receiver.shut_down()
 
     def _wait_expired(self) -> None:
+        """
+        The sender's wait deadline: start with the receivers present if
+        they are at least its quorum (C{min}), else give the pipe up.
+        """
         self._wait_call = None
         if self.phase is not Phase.WAITING:
+            return
+        start = self._start_transfer
+        match = (
+            None if start is None else self.registry.rendezvous.start_quorum(self.path)
+        )
+        if match is not None:
+            start(match)  # type: ignore[misc]
             return
         self.registry.statistics.wait_timed_out()
         _, present = self.registry.rendezvous.parties(self.path)

@@ -92,6 +92,22 @@ class Statistics:
             "Receivers dropped by the stall watchdog.",
             registry=registry,
         )
+        self._quorum_starts = Counter(
+            "txpipe_quorum_starts",
+            "Transfers started at their sender's wait deadline with fewer than"
+            " n receivers (at least its min).",
+            registry=registry,
+        )
+        self._quorum_joined = Counter(
+            "txpipe_quorum_receivers_joined",
+            "Receivers that joined the transfers started with a quorum.",
+            registry=registry,
+        )
+        self._quorum_missing = Counter(
+            "txpipe_quorum_receivers_never_joined",
+            "Receivers the transfers started with a quorum waited for and never got.",
+            registry=registry,
+        )
         self._wait_timeouts = Counter(
             "txpipe_wait_timeouts",
             "Parties whose wait for their transfer timed out.",
@@ -139,6 +155,15 @@ class Statistics:
         A party's transfer started after it waited C{seconds}.
         """
         self._waits.observe(seconds)
+
+    def quorum_started(self, joined: int, n: int) -> None:
+        """
+        A transfer started at its sender's wait deadline with C{joined} of
+        its C{n} receivers.
+        """
+        self._quorum_starts.inc()
+        self._quorum_joined.inc(joined)
+        self._quorum_missing.inc(n - joined)
 
     def wait_timed_out(self) -> None:
         """

@@ -15,12 +15,22 @@ What happens to a transfer, start to end, is in this module:
      L{pipe._transfer.fanout.IFanoutListener}, given at the start).  Whatever
      raises on the way fails this transfer alone (L{Transfer._start_failed}).
   3. While it runs, L{Transfer.branch_lost} tells the sender about each
-     receiver lost or dropped.
+     receiver lost or dropped, and a streamed sender hears every few
+     seconds which receiver holds the others back
+     (L{Transfer.running_line}, L{pipe._transfer.pace}).
   4. When the fan-out ends (every receiver's TCP acknowledged every byte,
      or it failed), L{Transfer.fanout_ended} counts the outcome, writes
      the one log event (L{pipe._transfer.record.record_end}), releases the path
      and the parties' counts (in C{try/finally}), and ends the sender's
      response with C{done} or C{[ERROR]}.
+
+A transfer started at its sender's wait deadline with a quorum (fewer
+than C{n} receivers, at least the sender's C{min}; see
+L{pipe._transfer.sender.Sender}) is the same, with C{joined} less than
+C{n}: its lines say how many never joined, and its end closes the path to
+late receivers until the sender's wait has passed since the start
+(L{pipe._transfer.registry.Registry.close_to_late_receivers}) instead of
+freeing it.
 
 A transfer that never starts (its sender's wait timed out, the server
 drained) is ended by its sender, with the same record
@@ -30,7 +40,7 @@ drained) is ended by its sender, with the same record
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -78,6 +88,8 @@ class Transfer:
     @ivar state: see L{TransferState}.
     @ivar sender: the sender.
     @ivar receivers: the receivers, in arrival order.
+    @ivar joined: how many receivers it started with: C{n}, or fewer
+        after a quorum start.
     @ivar fanout: the sender's fan-out, which copies the upload.
     """
 
@@ -87,6 +99,7 @@ class Transfer:
         self.n = match.n
         self.sender = match.sender
         self.receivers = match.receivers
+        self.joined = len(match.receivers)
         self.fanout: Fanout = match.sender.fanout
         self.state = TransferState.MATCHED
 
@@ -108,7 +121,9 @@ class Transfer:
         now = registry.reactor.seconds()
         for party in (sender, *receivers):
             registry.statistics.party_waited(now - party.joined_at)
-        sender.begin(len(receivers))
+        if self.joined < self.n:
+            registry.statistics.quorum_started(self.joined, self.n)
+        sender.begin(self.joined)
         for receiver in receivers:
             receiver.open(sender.request)
         self.fanout.start(list(receivers), self)
@@ -142,7 +157,9 @@ class Transfer:
             self._release()
         request = self.sender.request
         if request.connected and not request.finished:
-            line = messages.failed(fanout.received, 0, self.n, INTERNAL_ERROR)
+            line = messages.failed(
+                fanout.received, 0, self.n, INTERNAL_ERROR, self.joined
+            )
             self._attempt(self.sender.response.end, line, False)
         elif request.connected:
             connection = request.connection
@@ -151,10 +168,16 @@ class Transfer:
 
     def _release(self) -> None:
         """
-        Free the path and every party's count, each step on its own.
+        Free the path (after a quorum start: close it to late receivers)
+        and every party's count, each step on its own.
         """
+        registry = self.registry
         try:
-            self.registry.rendezvous.release(self.path)
+            if self.joined < self.n:
+                started = self.fanout.started_at or registry.reactor.seconds()
+                registry.close_to_late_receivers(self.path, started + self.sender.wait)
+            else:
+                registry.rendezvous.release(self.path)
         finally:
             for party in (self.sender, *self.receivers):
                 self._attempt(party.end)
@@ -174,22 +197,38 @@ class Transfer:
 
     # IFanoutListener
 
+    def running_line(self, now: float, slowest: Optional[Branch]) -> None:
+        """
+        Tell a streamed sender how the transfer goes, and which receiver
+        holds the others back (L{pipe._transfer.watchdog.holding_back}),
+        at what rate it has taken the data so far.
+        """
+        fanout = self.fanout
+        if not self.sender.response.streams:
+            return
+        active = sum(1 for b in fanout.branches if b.state is BranchState.ACTIVE)
+        if slowest is None:
+            line = messages.running(fanout.received, active, None, 0.0)
+        else:
+            line = messages.running(
+                fanout.received, active, _who(slowest), slowest.held_rate
+            )
+        self.sender.response.line(line)
+
     def branch_lost(self, branch: Branch) -> None:
         receiver: Receiver = branch.outlet  # type: ignore[assignment]
+        who = _who(branch)
         if branch.state is BranchState.STALLED:
             self.registry.statistics.receiver_stalled()
             line = messages.receiver_stalled(
-                branch.index,
-                receiver.address,
-                branch.sent,
-                self.registry.settings.stall_timeout,
+                who, branch.sent, self.registry.settings.stall_timeout
             )
         elif receiver.undelivered_bytes is not None:
             line = messages.receiver_lost_unacknowledged(
-                branch.index, receiver.address, receiver.undelivered_bytes
+                who, receiver.undelivered_bytes
             )
         else:
-            line = messages.receiver_lost(branch.index, receiver.address, branch.sent)
+            line = messages.receiver_lost(who, branch.sent)
         self.sender.response.line(line)
 
     def fanout_ended(self, fanout: Fanout) -> None:
@@ -197,6 +236,7 @@ class Transfer:
         assert outcome is not None and fanout.started_at is not None
         self.state = TransferState.ENDED
         seconds = (fanout.ended_at or fanout.started_at) - fanout.started_at
+        complete = outcome is Outcome.COMPLETE
         try:
             record_end(
                 self.registry,
@@ -207,8 +247,10 @@ class Transfer:
                 fanout.written,
                 seconds,
                 self.sender.address,
-                [receiver.address for receiver in self.receivers],
+                [receiver.label for receiver in self.receivers],
                 tokens=[self.sender.grant, *(r.grant for r in self.receivers)],
+                never_joined=self.n - self.joined,
+                lost=() if complete else _lost(fanout),
             )
         except Exception:
             _log.failure(
@@ -217,12 +259,51 @@ class Transfer:
             )
         finally:
             self._release()
-        if outcome is Outcome.COMPLETE:
-            line = messages.done(fanout.received, fanout.completed, self.n, seconds)
+        if complete:
+            slowest = _slowest(fanout.branches) if self.joined > 1 else None
+            line = messages.done(
+                fanout.received, fanout.completed, self.n, seconds, self.joined, slowest
+            )
         else:
-            why = _why(fanout, self.n, self.registry)
-            line = messages.failed(fanout.received, fanout.completed, self.n, why)
-        self.sender.response.end(line, outcome is Outcome.COMPLETE)
+            why = _why(fanout, self.joined, self.registry)
+            line = messages.failed(
+                fanout.received, fanout.completed, self.n, why, self.joined
+            )
+        self.sender.response.end(line, complete)
+
+
+def _who(branch: Branch) -> str:
+    """
+    How the sender's lines name the receiver of C{branch}.
+    """
+    receiver: Receiver = branch.outlet  # type: ignore[assignment]
+    return messages.receiver(branch.index, receiver.name, receiver.address)
+
+
+def _lost(fanout: Fanout) -> List[str]:
+    """
+    The log labels of the receivers that did not get every byte.
+    """
+    return [
+        b.outlet.label  # type: ignore[attr-defined]
+        for b in fanout.branches
+        if b.state is not BranchState.DELIVERED
+    ]
+
+
+def _slowest(branches: List[Branch]) -> Optional[Tuple[str, float]]:
+    """
+    The slowest receiver of a complete transfer (by name, or as the lines
+    name an unnamed receiver), and the rate it took the data at (MB/s) when
+    last seen holding the others back: the one seen holding them back
+    most often (L{Branch.held_back}, sampled at the stall watchdog's
+    checks).  L{None} for a transfer too short to be seen.
+    """
+    branch = max(branches, key=lambda b: b.held_back)
+    if not branch.held_back:
+        return None
+    name: Optional[str] = branch.outlet.name  # type: ignore[attr-defined]
+    return (_who(branch) if name is None else name), branch.held_rate
 
 
 def _why(fanout: Fanout, n: int, registry: Registry) -> str:
@@ -238,9 +319,28 @@ def _why(fanout: Fanout, n: int, registry: Registry) -> str:
         return f"the sender sent nothing for {registry.settings.idle_timeout:g} s"
     if outcome is Outcome.DRAINED:
         return "server shutting down"
+    named = _named_lost(fanout)
     if fanout.completed == 0 and not any(
         b.state is BranchState.ABORTED for b in fanout.branches
     ):
-        return "every receiver disconnected or stalled"
+        return "every receiver disconnected or stalled" + named
     lost = len(fanout.branches) - fanout.completed
-    return f"{lost} of {n} receivers disconnected or stalled before the end"
+    return f"{lost} of {n} receivers disconnected or stalled before the end" + named
+
+
+def _named_lost(fanout: Fanout) -> str:
+    """
+    C{" (runner-7, receiver 3)"}: the receivers lost or stalled, when one of
+    them has a name (else nothing: unnamed receivers are shown as they
+    always were, in their own lines).
+    """
+    lost = [
+        b for b in fanout.branches if b.state in (BranchState.LOST, BranchState.STALLED)
+    ]
+    names = [b.outlet.name for b in lost]  # type: ignore[attr-defined]
+    if not any(name is not None for name in names):
+        return ""
+    shown = (
+        f"receiver {b.index}" if name is None else name for b, name in zip(lost, names)
+    )
+    return " (" + ", ".join(shown) + ")"

@@ -28,7 +28,19 @@ from zope.interface import Attribute, Interface
 
 from pipe._compat.logger import pinned_logger
 
-__all__ = ["IWatched", "IWatchedReceiver", "IdleTimer", "Progress", "Watchdogs"]
+__all__ = [
+    "REPORT_INTERVAL",
+    "IWatched",
+    "IWatchedReceiver",
+    "IdleTimer",
+    "Progress",
+    "Watchdogs",
+    "holding_back",
+]
+
+#: Seconds between two reports of a running transfer to its sender (the
+#: first once it has run this long; see L{IWatched.report}).
+REPORT_INTERVAL = 5.0
 
 
 class IWatchedReceiver(Interface):
@@ -68,6 +80,12 @@ class IWatched(Interface):
     def drop_stalled(receiver: IWatchedReceiver) -> bool:
         """Drop C{receiver} as stalled; return whether the transfer still
         runs."""
+
+    def report() -> None:
+        """Called after each periodic check: the transfer notes which
+        receiver holds it back (L{holding_back}), and, once it has run
+        another L{REPORT_INTERVAL} seconds, tells its sender how it goes
+        (nothing of it runs per body piece)."""
 
 
 class Progress:
@@ -151,6 +169,8 @@ class Watchdogs:
                 continue
             try:
                 self.check(watched)
+                if watched in self._watched:
+                    watched.report()
             except Exception:
                 self.log.failure("stall check failed")
         if not self._watched:
@@ -242,6 +262,22 @@ class Watchdogs:
                 progress.progress_at = now
             progress.left = left
         return now - progress.progress_at >= stall
+
+
+def holding_back(receivers: Iterable[IWatchedReceiver]) -> Optional[IWatchedReceiver]:
+    """
+    The receiver that holds a transfer back now: of the C{receivers} whose
+    connection pauses the upload, the one that had taken the fewest bytes
+    at the last stall check (L{Progress.taken}: nothing more is asked of
+    the connections).  L{None} when none pauses the upload.
+    """
+    slowest: Optional[IWatchedReceiver] = None
+    for receiver in receivers:
+        if receiver.is_paused() and (
+            slowest is None or receiver.progress.taken < slowest.progress.taken
+        ):
+            slowest = receiver
+    return slowest
 
 
 class IdleTimer:
