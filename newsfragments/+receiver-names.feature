@@ -1,1 +1,2 @@
 A receiver may name itself (request header ``Txpipe-Receiver: runner-7``, ``txpipe recv --name``, ``pipe.client.receive(name=...)``): the sender's lines, its summary and the transfer's log event name it, the summary names the slowest receiver and its rate, and a transfer that runs longer than a few seconds tells its sender every 5 s which receiver holds the others back.
+ With ``--oidc-policy``, a rule's ``receiver_name = "CLAIM"`` names the receivers it admits by that claim (a job's ID) unless they name themselves.

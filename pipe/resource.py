@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Optional, Union
 
+import attr
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -29,6 +30,7 @@ from pipe._transfer.parse import (
     MAX_PATH_LENGTH,
     PIPE_PREFIX,
     PipeRequest,
+    parse_name,
     parse_path,
     parse_request,
 )
@@ -103,6 +105,20 @@ def _respond(request: StreamingRequest, refusal: Refusal) -> bytes:
     return request.plain_response(refusal.code, refusal.body, refusal.headers)
 
 
+def _named_by_token(pipe: PipeRequest, grant: Optional[Grant]) -> PipeRequest:
+    """
+    C{pipe}, named by its token's claim where the rule that admitted it
+    names one (C{receiver_name}) and the request names itself not.
+
+    @raise Refusal: (400) the claim's value is not a receiver name.
+    """
+    admission = grant.admission if grant is not None else None
+    named = admission.match.receiver_name if admission is not None else None
+    if named is None:
+        return pipe
+    return attr.evolve(pipe, name=parse_name([named.encode("utf-8")]))
+
+
 class PipeResource(Resource):
     """
     C{/api/v1/pipe/<path>}: the sender and receivers of every pipe.
@@ -165,6 +181,8 @@ class PipeResource(Resource):
         @raise Refusal: the signature, a limit or the path refuses it.
         """
         grant = self._authenticate(pipe)
+        if pipe.scope is Scope.RECEIVE and pipe.name is None:
+            pipe = _named_by_token(pipe, grant)
         registry = self.registry
         registry.admit(pipe.path, client_host(request))
         party: Union[Receiver, Sender]

@@ -169,7 +169,7 @@ async def test_github_and_gitlab_jobs_send_and_receive_by_curl(
             assert (got.code, got.digest) == (0, sha256_of(data))
     texts = [formatEvent(event) for event in events]
     assert not [text for text in texts if any(token in text for token in tokens)]
-    # One event per transfer (also logged under its old namespace until 0.2.0).
+    # One event per transfer.
     transfers = list({e["pipe"]: e for e in events if e.get("tokens")}.values())
     assert len(transfers) == 2
     assert transfers[0]["tokens"][0] == GITHUB_ADMISSION
@@ -179,6 +179,49 @@ async def test_github_and_gitlab_jobs_send_and_receive_by_curl(
     assert (
         collectors.get_sample_value("txpipe_admissions_total", {"method": "token"}) == 6
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rule_names_its_receivers_by_a_claim(
+    reactor: Any,
+    serve: Any,
+    issuers: Tuple[TestIssuer, TestIssuer],
+    tmp_path: Path,
+    events: List[Any],
+) -> None:
+    """
+    A rule with C{receiver_name = "job_id"} names each receiver it admits
+    by its job: the sender's lines and the transfer event say
+    C{receiver 302}, unless the receiver names itself (C{Txpipe-Receiver}).
+    """
+    github, gitlab = issuers
+    rules = GITLAB_RULES.replace(
+        'scopes = ["receive"]', 'scopes = ["receive"]\nreceiver_name = "job_id"'
+    )
+    server = await token_server(serve, write_policy(tmp_path, github, gitlab, rules))
+    now = reactor.seconds()
+    url = server.url(f"{PIPELINE}/named", "n=2")
+    by_claim = gitlab.token(gitlab_claims(now))
+    named = gitlab.token(gitlab_claims(now, job_id="303"))
+    receivers = [
+        curl(reactor, *bearer(by_claim), url),
+        curl(reactor, *bearer(named), "-H", "Txpipe-Receiver: runner-b", url),
+    ]
+    await wait_for(
+        reactor,
+        lambda: server.parties(f"{PIPELINE}/named") == (False, 2),
+        what="receivers",
+    )
+    sent = await curl(
+        reactor, "-d", "hello", *bearer(by_claim), url, keep_text=True
+    ).ended
+    assert b"[INFO] done: bytes=5 receivers=2/2" in sent.text, sent
+    for receiver in receivers:
+        assert (await receiver.ended).code == 0
+    [event] = [e for e in events if e.get("outcome") == "complete"]
+    assert "302 (127.0.0.1:" in event["receivers"]
+    assert "runner-b (127.0.0.1:" in event["receivers"]
+    assert "303" not in event["receivers"]
 
 
 @pytest_twisted.ensureDeferred

@@ -181,6 +181,13 @@ def _broken(change: str, old: str = "") -> str:
             "rule[2].paths",
             "unknown key",
         ),
+        (
+            EXAMPLE.replace(
+                'scopes = ["send"]', 'scopes = ["send"]\nreceiver_name = 7'
+            ),
+            "rule[2].receiver_name",
+            "a claim's name",
+        ),
         ('audience = "a"\n[[rule]]\n', "issuer", "no [issuer.NAME]"),
         (
             'audience = "a"\n[issuer.x]\nurl = "https://x.example"\n',

@@ -13,7 +13,6 @@ import treq
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IConsumer
 from twisted.web.client import ResponseFailed
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from pipe._client.body import read_all, refusal

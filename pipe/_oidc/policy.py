@@ -83,7 +83,15 @@ SCOPES = ("send", "receive")
 
 _TOP_KEYS = {"audience", "leeway", "replay", "issuer", "rule"}
 _ISSUER_KEYS = {"url", "algorithms", "jwks_file", "ca_file", "require_kid"}
-_RULE_KEYS = {"name", "issuer", "scopes", "path", "multi_segment", "claims"}
+_RULE_KEYS = {
+    "name",
+    "issuer",
+    "scopes",
+    "path",
+    "multi_segment",
+    "claims",
+    "receiver_name",
+}
 
 
 class PolicyError(ValueError):
@@ -153,10 +161,15 @@ class Match:
     @ivar rule: the rule's name (its C{name}, or C{rule N}).
     @ivar claims: the claims the rule read (its C{[rule.claims]} and
         those its C{path} substitutes), as compared.
+    @ivar receiver_name: the value of the claim the rule's
+        C{receiver_name} names, as a string (L{None}: the rule names none,
+        or the token lacks it): a receiver admitted by the rule is called
+        so unless its request names itself.
     """
 
     rule: str
     claims: Mapping[str, str]
+    receiver_name: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,8 @@ class Rule:
     @ivar multi_segment: the claims whose values may hold C{/}.
     @ivar claims: each claim that must be present, with the strings it
         may equal.
+    @ivar receiver_name: the claim whose value names a receiver this rule
+        admits (a job's ID, say), or L{None}.
     """
 
     name: str
@@ -180,6 +195,7 @@ class Rule:
     path: Tuple[str, ...]
     multi_segment: FrozenSet[str]
     claims: Tuple[Tuple[str, FrozenSet[str]], ...]
+    receiver_name: Optional[str] = None
 
     def match(
         self, claims: Mapping[str, Any], scope: str, path: bytes
@@ -209,7 +225,10 @@ class Rule:
         prefix = "".join(parts).encode("ascii")
         if not _under(path, prefix):
             return None
-        return Match(self.name, used)
+        named = None
+        if self.receiver_name is not None:
+            named = claim_text(claims.get(self.receiver_name))
+        return Match(self.name, used, named)
 
 
 def _under(path: bytes, prefix: bytes) -> bool:
@@ -485,7 +504,14 @@ def _rule(source: str, index: int, table: Any, issuers: Mapping[str, Issuer]) ->
         (claim, frozenset(_strings(source, f"{where}.claims.{claim}", value)))
         for claim, value in claims.items()
     )
-    return Rule(name, issuer, frozenset(scopes), path, multi, bound)
+    receiver_name = table.get("receiver_name")
+    if receiver_name is not None and (
+        not isinstance(receiver_name, str) or not receiver_name
+    ):
+        raise PolicyError(
+            source, f"{where}.receiver_name", "must be a claim's name, a string"
+        )
+    return Rule(name, issuer, frozenset(scopes), path, multi, bound, receiver_name)
 
 
 def _template(source: str, key: str, template: str) -> Tuple[str, ...]:
