@@ -6,6 +6,11 @@ the hostile headers to a real server on every Twisted of the matrix).
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
+from pipe._compat import header_values
 from pipe._compat.header_values import (
     LAX_HEADER_VALUES,
     StrictHeaderValues,
@@ -38,3 +43,14 @@ def test_applied_exactly_where_twisted_takes_such_values() -> None:
         assert LAX_HEADER_VALUES
     if twisted_version() >= (26, 10, 0):
         assert not LAX_HEADER_VALUES
+
+
+def test_the_probe_writes_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe keeps its request's body in memory (see test_legacy)."""
+    import tempfile
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a probe made a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    header_values._refused(b"\x00")

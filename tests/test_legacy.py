@@ -156,3 +156,19 @@ def test_header_pairs_are_written_with_the_fixed_headers() -> None:
     transport.clear()
     channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [])
     assert transport.value() == b"HTTP/1.1 200 OK\r\n\r\n", "written once"
+
+
+def test_the_probes_write_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A probe's chunked body stays in memory: the image's read-only root has
+    no temporary directory, and txpipe is imported there.
+    """
+    import tempfile
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a probe made a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    body = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+    assert not detect._refused(body)

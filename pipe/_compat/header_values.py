@@ -16,8 +16,9 @@ goes when Twisted's floor reaches 26.10.0, not 24.7.0.)
 
 from __future__ import annotations
 
+import io
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from twisted.internet.testing import StringTransport
 from twisted.web import http
@@ -61,6 +62,15 @@ def valid_transfer_encoding(value: bytes) -> bool:
 
 
 class _Unanswered(http.Request):
+    """
+    A request that is never answered, whose body (none) is kept in memory:
+    a probe writes no file (a read-only root may have no temporary
+    directory).
+    """
+
+    def gotLength(self, length: Optional[int]) -> None:
+        self.content = io.BytesIO()
+
     def process(self) -> None:
         pass
 

@@ -13,6 +13,7 @@ millisecond each, with no reactor.
 
 from __future__ import annotations
 
+import io
 from typing import Any, List, Optional
 
 from twisted.internet.testing import StringTransport
@@ -30,7 +31,14 @@ __all__ = [
 
 
 class _Unanswered(http.Request):
-    """A request that is never answered (a probe only looks at parsing)."""
+    """
+    A request that is never answered (a probe only looks at parsing), and
+    whose body is kept in memory: Twisted spools a chunked body to a
+    temporary file, which a read-only root may not have.
+    """
+
+    def gotLength(self, length: Optional[int]) -> None:
+        self.content = io.BytesIO()
 
     def process(self) -> None:
         pass
