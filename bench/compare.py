@@ -134,14 +134,18 @@ from _harness import (
     PEER,
     PEER_INSTALL,
     PEER_NAME,
+    REFERENCE,
+    REFERENCE_BINARY,
+    REFERENCE_BUILD,
     TXPIPE,
     Bench,
     Metrics,
     Params,
+    make_tls_files,
     raise_file_limit,
     versions,
 )
-from _report import print_table, summarize
+from _report import print_table, print_targets, summarize, targets
 from _scale import run_scale_fanout, run_scale_waiting
 from _small import run_concurrent, run_tiny
 from _twistd import ChildServer
@@ -160,6 +164,20 @@ class Scenario:
     txpipe_options: List[str] = field(default_factory=list)
     #: Whether C{--floor} runs it against the twisted.web floor too.
     floor: bool = False
+    #: Whether it runs against the C reference too (bulk scenarios).
+    reference: bool = False
+    #: Whether only txpipe servers run it (not the peer).
+    txpipe_only: bool = False
+
+    def runs_on(self, kind: str) -> bool:
+        """Whether a server of C{kind} runs this scenario."""
+        if kind == FLOOR:
+            return self.floor
+        if kind == REFERENCE:
+            return self.reference
+        if kind == PEER_NAME:
+            return not self.txpipe_only
+        return True
 
 
 def fanout_sets(args: argparse.Namespace) -> List[Params]:
@@ -182,7 +200,25 @@ THROUGHPUT = [
 ]
 
 SCENARIOS = [
-    Scenario("fanout", run_fanout, fanout_sets, lambda a: a.reps, THROUGHPUT),
+    Scenario(
+        "fanout", run_fanout, fanout_sets, lambda a: a.reps, THROUGHPUT, reference=True
+    ),
+    Scenario(
+        "tls",
+        run_fanout,
+        lambda a: [
+            {
+                "size_mib": 16 if a.quick else 64,
+                "receivers": 30,
+                "upload": "file",
+                "order": "receivers_first",
+                "tls": True,
+            }
+        ],
+        lambda a: a.reps,
+        THROUGHPUT,
+        txpipe_only=True,
+    ),
     Scenario(
         "throttled",
         run_throttled,
@@ -196,6 +232,7 @@ SCENARIOS = [
             ("rss_peak_mib", "peak RSS MiB"),
             ("rss_growth_mib", "RSS growth MiB"),
         ],
+        reference=True,
     ),
     Scenario(
         "tiny",
@@ -238,6 +275,7 @@ SCENARIOS = [
             ("cpu_s_per_gib", "CPU s/GiB"),
             ("rss_peak_mib", "peak RSS MiB"),
         ],
+        reference=True,
     ),
     Scenario(
         "scale",
@@ -281,6 +319,7 @@ SCENARIOS = [
             ("fanout_256_rss_growth_mib", "256MiB growth"),
             ("write_bytes", "disk writes"),
         ],
+        reference=True,
     ),
 ]
 
@@ -304,7 +343,7 @@ def run_scenario(
         kinds = bench.kinds if rep % 2 == 0 else bench.kinds[::-1]
         for params in param_sets:
             for kind in kinds:
-                if kind == FLOOR and not scenario.floor:
+                if not scenario.runs_on(kind):
                     continue
                 if scenario.fresh:
                     server = bench.start(kind, scenario.txpipe_options)
@@ -367,6 +406,15 @@ def parse_args() -> argparse.Namespace:
         help="also run tiny against a stock twisted.web site that only matches "
         "a GET and a PUT (bench/floor_server.py): txpipe's cost on top of it",
     )
+    parser.add_argument(
+        "--reference",
+        metavar="BINARY",
+        help="the C epoll reference's binary (default: bench/ref/ref_fanout, "
+        "run when it exists); the bulk scenarios also run against it",
+    )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="not the C reference"
+    )
     parser.add_argument("--json", help="also write the JSON lines to this file")
     args = parser.parse_args()
     if args.reps is None:
@@ -400,6 +448,17 @@ def main() -> None:
         raise SystemExit(2)
     raise_file_limit()
     kinds = [TXPIPE] if args.no_peer else [TXPIPE, PEER_NAME]
+    if args.reference is None and REFERENCE_BINARY.exists():
+        args.reference = str(REFERENCE_BINARY)
+    if args.no_reference:
+        args.reference = None
+    if args.reference and any(s.reference for s in scenarios):
+        kinds.append(REFERENCE)
+    elif not args.no_reference:
+        print(
+            f"(no C reference: build it with `{REFERENCE_BUILD}`, or --reference)",
+            file=sys.stderr,
+        )
     if args.baseline:
         kinds.append(BASELINE)
     if args.floor and any(s.floor for s in scenarios):
@@ -411,11 +470,16 @@ def main() -> None:
             prefix="txpipe-compare-", dir=str(shm) if shm.is_dir() else None
         ) as tmp:
             bench = Bench(args, os.urandom(BLOCK), Path(tmp), kinds, json_file)
+            if any(s.name == "tls" for s in scenarios):
+                bench.tls = make_tls_files(Path(tmp))
             run_all(bench, scenarios)
         summaries = summarize(bench, scenarios)
         print_table(summaries, scenarios)
         for summary in summaries:
             bench.write({"summary": summary})
+        found = targets(summaries)
+        print_targets(found)
+        bench.write({"targets": found})
     finally:
         if json_file is not None:
             json_file.close()
