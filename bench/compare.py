@@ -45,6 +45,15 @@ figures start from an idle process; txpipe's gets C{--max-pipes 20000}
 The open-files soft limit is raised to the hard limit first, and the
 servers inherit it.  Every transfer uses a path of its own.
 
+The bulk scenarios (C{fanout}, C{throttled}, C{concurrent}, C{big}) also
+run against the C epoll fan-out reference (C{c-reference}) when its binary
+is at C{bench/ref/ref_fanout} (git-ignored) or given with C{--reference
+BINARY} (C{--no-reference}: not at all); the source is kept outside the
+repository.  The run ends with a targets line: over the four N=30 C{fanout}
+cells, the geometric means of txpipe's median throughput and CPU per GiB
+over the reference's, the peer's and the baseline's, and C{tls} against
+the baseline.
+
 Scenarios:
 
   - C{fanout}: one curl sender, N curl receivers (C{curl -sS -o /dev/null -w
@@ -52,6 +61,9 @@ Scenarios:
     file in /dev/shm, written once) and with C{-T -} (a 64 MiB random block
     repeated into curl's stdin by a thread), receivers first or sender first
     (the second group 0.2 s after the first): 12 parameter sets.
+  - C{tls}: C{fanout} over TLS, N=30, 64 MiB C{-T file}, receivers first,
+    txpipe servers only (each also listens with TLS, on a throwaway
+    certificate made with C{openssl}; curl runs with C{-k}).
   - C{throttled}: 3 receivers, the first with C{--limit-rate 5M}, 64 MiB
     C{-T -}, receivers first.  Also C{receiver_finish_s} (each receiver's
     finish, from the transfer's start), C{slow_finish_s} and

@@ -249,7 +249,7 @@ class StreamingChannel(Timers, Acknowledgements, WritePath, HTTPChannel):
         Twisted's default).  Only on a TCP connection of Twisted's own; a
         TLS transport reads as it does.
         """
-        connection = self.tcp_transport
+        connection = self._connection
         if connection is not None and self.requests:
             connection.bufferSize = size
 

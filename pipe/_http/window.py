@@ -30,6 +30,8 @@ side chooses it when the transfer starts.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = [
     "MAX_READ_SIZE",
     "MIN_READ_SIZE",
@@ -65,11 +67,14 @@ def window(receivers: int, read: int) -> int:
     return read + receivers * (read + PAUSE_THRESHOLD)
 
 
+@functools.cache
 def read_size(receivers: int) -> int:
     """
     The read size of a transfer to C{receivers} receivers: the largest
     power of two from L{MIN_READ_SIZE} to L{MAX_READ_SIZE} whose L{window}
-    is within L{WINDOW_BUDGET} (L{MIN_READ_SIZE} if none is).
+    is within L{WINDOW_BUDGET} (L{MIN_READ_SIZE} if none is).  Remembered
+    per number of receivers (at most C{--max-receivers} of them): a tiny
+    pipe pays one call into C for it.
     """
     size = MAX_READ_SIZE
     while size > MIN_READ_SIZE and window(receivers, size) > WINDOW_BUDGET:

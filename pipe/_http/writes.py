@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Union
 
-from twisted.internet.tcp import Connection
+from twisted.internet.tcp import Connection, Server
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -73,6 +73,8 @@ def tcp_connection(transport: Any) -> Optional[Connection]:
     header is read it passes every byte through unchanged, both ways);
     L{None} for anything else (TLS, Unix sockets, test transports).
     """
+    if type(transport) is Server:
+        return transport  # the usual case, without the walk down the layers
     for layer in _tcp.layers(transport):
         if not isinstance(layer, compat.HAProxyProtocolWrapper):
             return layer if isinstance(layer, Connection) else None

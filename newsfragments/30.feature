@@ -1,0 +1,1 @@
+Bulk fan-out reads the upload in larger pieces, chosen by the number of receivers (2 MiB for up to 16, 1 MiB up to 32, 512 KiB up to 63, 256 KiB beyond), so each byte costs fewer system calls; what one pipe can hold stays within a documented window, ``r + n × (r + 64 KiB)`` ≤ 36 MiB (see "Memory" in docs/operations.md).
