@@ -14,7 +14,9 @@ the machine hits both.  It measures; it asserts nothing: the exit status is
                                                  # before/after, interleaved
     python bench/compare.py --only tiny --floor  # and twisted.web's own floor
 
-Options: C{--reps K} (fanout, throttled, tiny; default 3), C{--concurrent-reps
+Options: C{--reps K} (fanout, tls, throttled, tiny; default 3),
+C{--receivers N[,N]} (fanout's numbers of receivers; default 1,10,30),
+C{--concurrent-reps
 K} (default 20), C{--scale-reps K} (default 1), C{--only NAME[,NAME]},
 C{--quick} (sizes cut to 32 MiB, 16 MiB, 1 GiB, 200 tiny transfers, 2,000
 waiting and n=200 in C{scale}, one repetition, two of C{concurrent}),
@@ -195,7 +197,7 @@ class Scenario:
 def fanout_sets(args: argparse.Namespace) -> List[Params]:
     return [
         {"size_mib": 32 if args.quick else 256, "receivers": n, "upload": u, "order": o}
-        for n in (1, 10, 30)
+        for n in args.receivers
         for u in ("file", "stdin")
         for o in ("receivers_first", "sender_first")
     ]
@@ -399,6 +401,11 @@ def parse_args() -> argparse.Namespace:
         "--scale-reps", type=int, default=1, help="repetitions of scale (1)"
     )
     parser.add_argument(
+        "--receivers",
+        default="1,10,30",
+        help="fanout's numbers of receivers, comma-separated (1,10,30)",
+    )
+    parser.add_argument(
         "--only",
         help="comma-separated scenarios: " + ",".join(s.name for s in SCENARIOS),
     )
@@ -434,6 +441,7 @@ def parse_args() -> argparse.Namespace:
     if args.concurrent_reps is None:
         args.concurrent_reps = 2 if args.quick else 20
     args.tiny_count = 200 if args.quick else 1000
+    args.receivers = [int(n) for n in args.receivers.split(",")]
     return args
 
 

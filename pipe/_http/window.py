@@ -17,11 +17,14 @@ bytes holds at most (L{window}):
   + n * (r + 64 KiB)        each receiver's transport buffer
 
 The read size of a running transfer (L{read_size}) is the largest power of
-two that keeps this within L{WINDOW_BUDGET} (36 MiB), between
-L{MIN_READ_SIZE} and L{MAX_READ_SIZE}: 2 MiB for 1 to 16 receivers, 1 MiB
-for 17 to 32, 512 KiB for 33 to 63, and from 64 receivers on the 256 KiB
-of a sender that waits (from 115 receivers on, the window passes the
-budget: C{n * 320 KiB} and a read, as before reads grew).
+two that keeps this within L{WINDOW_BUDGET} (64 MiB), between
+L{MIN_READ_SIZE} and L{MAX_READ_SIZE}: 2 MiB for 1 to 30 receivers, 1 MiB
+for 31 to 59, 512 KiB for 60 to 112, and from 113 receivers on the 256 KiB
+of a sender that waits (from 205 receivers on, the window passes the
+budget: C{n * 320 KiB} and a read, as before reads grew).  The budget is
+half of what the kernel may buffer for 30 receivers' sockets (Linux's
+default C{tcp_wmem} maximum, 4 MiB each): a pipe holds no more than its
+receivers' send buffers, whose size it does not set.
 
 This module knows nothing about Twisted or HTTP; the channel applies the
 size (L{pipe._http.channel.StreamingChannel.set_read_size}), the sender's
@@ -55,8 +58,8 @@ MIN_READ_SIZE = 256 * KiB
 #: (Twisted's C{FileDescriptor.bufferSize}).
 PAUSE_THRESHOLD = 64 * KiB
 
-#: What one pipe may hold at most, by L{window}, for up to 114 receivers.
-WINDOW_BUDGET = 36 * MiB
+#: What one pipe may hold at most, by L{window}, for up to 204 receivers.
+WINDOW_BUDGET = 64 * MiB
 
 
 def window(receivers: int, read: int) -> int:
