@@ -310,9 +310,13 @@ class StreamingChannel(Timers, Acknowledgements, WritePath, HTTPChannel):
     def close(self) -> None:
         """
         Stop reading for good and close the transport gracefully: what was
-        written is sent, then a FIN.
+        written is sent, then a FIN.  As Twisted's own C{loseConnection},
+        the channel stops being its transport's producer first: a transport
+        whose producer is paused when its buffer drains resumes it instead
+        of closing (see L{pipe._http.rest}, which pauses it too).
         """
         self._read_gate.hold(_CLOSING)
+        self._read_gate.unregisterProducer()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def reset(self) -> None:
