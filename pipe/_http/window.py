@@ -7,14 +7,17 @@ size sets the number of system calls and of Python steps per byte copied:
 reads of 1 MiB instead of 256 KiB cut them by four (see
 docs/performance.md).  What a pipe holds in memory grows with it, though: a
 receiver whose socket is full keeps the unsent rest of a write (at most one
-read) in its transport's buffer, and may have had less than
-L{PAUSE_THRESHOLD} buffered before that write; the upload is paused as soon
-as one receiver's buffer passes it, but the read in hand is written to
-every receiver first.  So a transfer to C{n} receivers with reads of C{r}
-bytes holds at most (L{window}):
+read; on plain TCP a view of the shared read, L{pipe._http.rest}, behind
+TLS an encrypted copy), and may have had less than L{PAUSE_THRESHOLD}
+buffered before that write; the upload is paused as soon as one receiver
+keeps a rest, but the read in hand is written to every receiver first.
+So a transfer to C{n} receivers with reads of C{r} bytes holds at most
+(L{window}):
 
     r                       the read in hand, shared by every receiver
-  + n * (r + 64 KiB)        each receiver's transport buffer
+  + n * (r + 64 KiB)        each receiver's rest and transport buffer
+
+(with every receiver on plain TCP, C{r + n * 64 KiB}: the rests are views).
 
 The read size of a running transfer (L{read_size}) is the largest power of
 two that keeps this within L{WINDOW_BUDGET} (64 MiB), between
