@@ -63,26 +63,34 @@ class PipingServer(ChildServer):
         super().__init__()
         self.port = free_port()
         # The script's shebang runs node itself: this pid is the server's.
-        self.process = subprocess.Popen(
+        start_on_port(
+            self,
             [str(PEER), "--host", "127.0.0.1", "--http-port", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            "piping-server",
         )
-        self.drain_in_background()
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"piping-server exited: {b''.join(self.tail)!r}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise SystemExit(
-                        "piping-server did not accept connections"
-                    ) from None
-                time.sleep(0.05)
+
+
+def start_on_port(server: ChildServer, argv: List[str], what: str) -> None:
+    """
+    Start C{argv}, a server that listens on C{server.port} (chosen before),
+    as C{server}'s process, and wait until it accepts connections.
+    """
+    server.process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    server.drain_in_background()
+    deadline = time.monotonic() + 30
+    while True:
+        if server.process.poll() is not None:
+            raise SystemExit(f"{what} exited: {b''.join(server.tail)!r}")
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise SystemExit(f"{what} did not accept connections") from None
+            time.sleep(0.05)
 
 
 class FloorServer(ChildServer):
@@ -130,24 +138,7 @@ class ReferenceServer(ChildServer):
     def __init__(self, binary: Path) -> None:
         super().__init__()
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [str(binary), str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.drain_in_background()
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"{binary} exited: {b''.join(self.tail)!r}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise SystemExit(f"{binary} did not accept connections") from None
-                time.sleep(0.02)
+        start_on_port(self, [str(binary), str(self.port)], str(binary))
 
 
 def make_tls_files(directory: Path) -> Tuple[Path, Path]:
