@@ -28,6 +28,7 @@ import socket
 from typing import Any, Callable, List, Optional, Sequence, Union
 
 from twisted.internet import main
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.tcp import Connection
 
 from pipe._compat import internals as compat
@@ -78,14 +79,15 @@ class Rest:
         # connection's doWrite, this one while it is set.
         connection.doWrite = self.write_rest  # type: ignore[method-assign]
         connection.startWriting()
-        producer = connection.producer
-        self._paused = (
+        # A streaming producer (the channel): as the transport does when
+        # its buffer is full.
+        producer: Optional[IPushProducer] = connection.producer  # type: ignore[assignment]
+        self._paused = bool(
             producer is not None
             and connection.streamingProducer
             and not connection.producerPaused
         )
-        if self._paused:
-            # As the transport does when its buffer is full.
+        if producer is not None and self._paused:
             connection.producerPaused = True
             producer.pauseProducing()
 
@@ -111,7 +113,7 @@ class Rest:
         if self.pieces:
             return None
         self._forget()
-        producer = connection.producer
+        producer: Optional[IPushProducer] = connection.producer  # type: ignore[assignment]
         if (
             self._paused
             and producer is not None
