@@ -1,7 +1,7 @@
 """
 Bulk scenarios of C{compare.py}: C{fanout} (one sender, N curl receivers,
-256 MiB), C{throttled} (one slow receiver among three) and C{big} (4 GiB,
-memory over time).
+256 MiB; also C{tls}, the same over TLS), C{throttled} (one slow receiver
+among three) and C{big} (4 GiB, memory over time).
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ def run_fanout(bench: Bench, server: ChildServer, params: Params) -> Metrics:
     size = params["size_mib"] * MiB
     n = params["receivers"]
     upload = bench.payload_file("fanout", size) if params["upload"] == "file" else None
-    url = server.url(bench.path("fanout"), n)
+    if params.get("tls"):
+        url = server.tls_url(bench.path("tls"), n)  # type: ignore[attr-defined]
+    else:
+        url = server.url(bench.path("fanout"), n)
     with Meter(server) as meter:
         sender, receivers, meter.started = curl_pipe(
             url, n, size, bench.block, params["order"], upload

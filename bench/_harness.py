@@ -40,6 +40,11 @@ PEER_NAME = "piping-server"
 BASELINE = "txpipe-baseline"
 #: The floor: a bare twisted.web site doing a small pipe's two requests.
 FLOOR = "twisted.web"
+#: The C epoll fan-out reference (C{--reference}), built outside git.
+REFERENCE = "c-reference"
+#: Where C{compare.py} looks for the reference's binary by default.
+REFERENCE_BINARY = BENCH / "ref" / "ref_fanout"
+REFERENCE_BUILD = "gcc -O2 -Wall -o bench/ref/ref_fanout /path/to/ref_fanout.c"
 
 Params = Dict[str, Any]
 Metrics = Dict[str, Any]
@@ -58,26 +63,34 @@ class PipingServer(ChildServer):
         super().__init__()
         self.port = free_port()
         # The script's shebang runs node itself: this pid is the server's.
-        self.process = subprocess.Popen(
+        start_on_port(
+            self,
             [str(PEER), "--host", "127.0.0.1", "--http-port", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            "piping-server",
         )
-        self.drain_in_background()
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"piping-server exited: {b''.join(self.tail)!r}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise SystemExit(
-                        "piping-server did not accept connections"
-                    ) from None
-                time.sleep(0.05)
+
+
+def start_on_port(server: ChildServer, argv: List[str], what: str) -> None:
+    """
+    Start C{argv}, a server that listens on C{server.port} (chosen before),
+    as C{server}'s process, and wait until it accepts connections.
+    """
+    server.process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    server.drain_in_background()
+    deadline = time.monotonic() + 30
+    while True:
+        if server.process.poll() is not None:
+            raise SystemExit(f"{what} exited: {b''.join(server.tail)!r}")
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise SystemExit(f"{what} did not accept connections") from None
+            time.sleep(0.05)
 
 
 class FloorServer(ChildServer):
@@ -109,6 +122,54 @@ class FloorServer(ChildServer):
         if not self.port:
             raise SystemExit(f"floor_server.py did not start: {b''.join(self.tail)!r}")
         self.drain_in_background()
+
+
+class ReferenceServer(ChildServer):
+    """
+    The C epoll fan-out reference (C{ref_fanout PORT}, loopback only, its
+    default 4 MiB ring per pipe): the practical limit of read()/write()
+    fan-out with the same clients.  It speaks just enough of the pipe
+    protocol for curl senders and receivers, on txpipe's URLs.
+    """
+
+    name = REFERENCE
+    prefix = "/api/v1/pipe/"
+
+    def __init__(self, binary: Path) -> None:
+        super().__init__()
+        self.port = free_port()
+        start_on_port(self, [str(binary), str(self.port)], str(binary))
+
+
+def make_tls_files(directory: Path) -> Tuple[Path, Path]:
+    """
+    A throwaway self-signed key and certificate for 127.0.0.1 (the
+    C{openssl} command; clients use C{curl -k}): C{(key, certificate)}.
+    """
+    key, cert = directory / "tls-key.pem", directory / "tls-cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
 
 
 # -- measuring -------------------------------------------------------------
@@ -300,8 +361,13 @@ class Curl:
         return lines[-1] if lines else self.err.decode("utf-8", "replace").strip()
 
 
+def _insecure(url: str) -> List[str]:
+    """C{-k} for an C{https} URL: the benchmarks' certificate is self-signed."""
+    return ["-k"] if url.startswith("https:") else []
+
+
 def receiver_curl(url: str, limit: Optional[str] = None, digest: bool = False) -> Curl:
-    rate = [] if limit is None else ["--limit-rate", limit]
+    rate = _insecure(url) + ([] if limit is None else ["--limit-rate", limit])
     if digest:
         return Curl("receiver", [*rate, url], digest=True)
     return Curl("receiver", [*rate, "-o", "/dev/null", "-w", "%{size_download}", url])
@@ -311,8 +377,10 @@ def sender_curl(
     url: str, upload: Optional[Path], size: int, block: bytes, offset: int = 0
 ) -> Curl:
     if upload is not None:
-        return Curl("sender", ["-T", str(upload), url])
-    return Curl("sender", ["-T", "-", url], payload=(size, block, offset))
+        return Curl("sender", [*_insecure(url), "-T", str(upload), url])
+    return Curl(
+        "sender", [*_insecure(url), "-T", "-", url], payload=(size, block, offset)
+    )
 
 
 def wait_all(parties: List[Curl], deadline: float) -> int:
@@ -390,6 +458,8 @@ class Bench:
     json_file: Optional[IO[str]] = None
     records: List[Dict[str, Any]] = field(default_factory=list)
     started: List[ChildServer] = field(default_factory=list)
+    #: A key and certificate: txpipe servers also listen with TLS on them.
+    tls: Optional[Tuple[Path, Path]] = None
     _files: Dict[str, Path] = field(default_factory=dict)
     _digests: Dict[Path, str] = field(default_factory=dict)
     _run_id: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -416,11 +486,17 @@ class Bench:
         """Start a server of C{kind} and warm it up with one small transfer."""
         server: ChildServer
         if kind == TXPIPE:
-            server = Server(self.workdir, txpipe_options)
+            server = Server(self.workdir, txpipe_options, tls=self.tls)
         elif kind == BASELINE:
             server = Server(
-                self.workdir, txpipe_options, python=self.args.baseline, name=BASELINE
+                self.workdir,
+                txpipe_options,
+                python=self.args.baseline,
+                name=BASELINE,
+                tls=self.tls,
             )
+        elif kind == REFERENCE:
+            server = ReferenceServer(Path(self.args.reference))
         elif kind == FLOOR:
             server = FloorServer()
             self.started.append(server)

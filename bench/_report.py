@@ -7,10 +7,11 @@ medians to each other server's, as a table and as JSON lines.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from _harness import BASELINE, FLOOR, PEER_NAME, TXPIPE, Bench
+from _harness import BASELINE, FLOOR, PEER_NAME, REFERENCE, TXPIPE, Bench
 
 
 class Scenario(Protocol):
@@ -68,6 +69,7 @@ def summarize(bench: Bench, scenarios: Sequence[Scenario]) -> List[Dict[str, Any
                     "ratio": ratios(scenario, servers),
                     "ratio_baseline": ratios(scenario, servers, BASELINE),
                     "ratio_floor": ratios(scenario, servers, FLOOR),
+                    "ratio_reference": ratios(scenario, servers, REFERENCE),
                     "above_floor_us": above_floor(servers),
                 }
             )
@@ -158,4 +160,88 @@ _RATIOS = {
     PEER_NAME: ("peer", "ratio"),
     BASELINE: ("base", "ratio_baseline"),
     FLOOR: ("floor", "ratio_floor"),
+    REFERENCE: ("ref", "ratio_reference"),
 }
+
+
+# -- the targets line ------------------------------------------------------
+
+#: The N=30 cells the bulk targets are about: both arrival orders and both
+#: sender modes.
+TARGET_RECEIVERS = 30
+
+
+def geometric_mean(values: List[float]) -> Optional[float]:
+    if not values:
+        return None
+    return round(math.exp(sum(map(math.log, values)) / len(values)), 3)
+
+
+def targets(summaries: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """
+    The ratios the bulk targets name: over the N=30 C{fanout} cells (both
+    arrival orders, both sender modes), the geometric mean of txpipe's
+    median throughput and CPU per GiB over the C reference's, the peer's
+    and the baseline's; and C{tls} (N=30) against the baseline.  A ratio
+    is missing where that server did not run.
+    """
+    found: Dict[str, Any] = {}
+    cells = [
+        s
+        for s in summaries
+        if s["scenario"] == "fanout" and s["params"]["receivers"] == TARGET_RECEIVERS
+    ]
+    for label, key in (
+        ("vs_reference", "ratio_reference"),
+        ("vs_peer", "ratio"),
+        ("vs_baseline", "ratio_baseline"),
+    ):
+        throughput = [
+            c[key]["delivered_mib_s"] for c in cells if c[key].get("delivered_mib_s")
+        ]
+        cpu = [c[key]["cpu_s_per_gib"] for c in cells if c[key].get("cpu_s_per_gib")]
+        if throughput or cpu:
+            found[label] = {
+                "cells": len(throughput),
+                "throughput": geometric_mean(throughput),
+                "cpu_per_gib": geometric_mean(cpu),
+                "per_cell": {
+                    f"{c['params']['upload']} {c['params']['order']}": [
+                        c[key].get("delivered_mib_s"),
+                        c[key].get("cpu_s_per_gib"),
+                    ]
+                    for c in cells
+                },
+            }
+    for s in summaries:
+        if s["scenario"] == "tls" and s["ratio_baseline"]:
+            found["tls_vs_baseline"] = {
+                "throughput": s["ratio_baseline"].get("delivered_mib_s"),
+                "cpu_per_gib": s["ratio_baseline"].get("cpu_s_per_gib"),
+            }
+    return found
+
+
+def print_targets(found: Dict[str, Any]) -> None:
+    """One line: the ratios of L{targets} (txpipe over each other server)."""
+    parts = []
+    names = {
+        "vs_reference": "C reference",
+        "vs_peer": "peer",
+        "vs_baseline": "baseline",
+        "tls_vs_baseline": "TLS N=30 vs baseline",
+    }
+    for label, name in names.items():
+        entry = found.get(label)
+        if entry is None:
+            continue
+        cells = f" over {entry['cells']} cells" if "cells" in entry else ""
+        parts.append(
+            f"{name}{cells}: throughput {entry['throughput']}x, "
+            f"CPU/GiB {entry['cpu_per_gib']}x"
+        )
+    if parts:
+        print(
+            f"targets (txpipe/other, N={TARGET_RECEIVERS} geometric means): "
+            + "; ".join(parts)
+        )

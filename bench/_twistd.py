@@ -305,11 +305,14 @@ class Server(ChildServer):
     (see L{start_pipe}), run by
     C{python} (another environment's interpreter runs the txpipe installed
     there: a baseline to compare with); C{preamble} is Python code run
-    before twistd starts (C{cost.py} loads its tracer with it).
+    before twistd starts (C{cost.py} loads its tracer with it).  With
+    C{tls} (a key and a certificate file) it also listens with TLS, on
+    C{tls_port}.
     """
 
     name = "txpipe"
     prefix = "/api/v1/pipe/"
+    tls_port = 0
 
     def __init__(
         self,
@@ -318,18 +321,35 @@ class Server(ChildServer):
         python: str = sys.executable,
         name: str = "txpipe",
         preamble: str = "",
+        tls: Optional[Tuple[Path, Path]] = None,
     ) -> None:
         super().__init__()
         self.name = name
-        argv = twistd_pipe(LOOPBACK, *(options or []), python=python, preamble=preamble)
+        options = list(options or [])
+        if tls is not None:
+            key, cert = tls
+            options[:0] = [
+                "--listen",
+                f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            ]
+        argv = twistd_pipe(LOOPBACK, *options, python=python, preamble=preamble)
         try:
-            self.process, (self.port, *_), lines = start_pipe(argv, workdir)
+            self.process, ports, lines = start_pipe(
+                argv, workdir, listeners=1 if tls is None else 2
+            )
         except ServerEnded as e:
             raise SystemExit(
                 f"twistd pipe did not start (is txpipe installed?): {e}"
             ) from None
+        self.port = ports[0]
+        if tls is not None:
+            self.tls_port = ports[1]
         self.tail.extend(lines)
         self.drain_in_background()
+
+    def tls_url(self, path: str, n: int) -> str:
+        """The C{https} URL of pipe C{path} (a server started with C{tls})."""
+        return f"https://127.0.0.1:{self.tls_port}{self.prefix}{path}?n={n}"
 
     def status(self) -> Dict[str, object]:
         """The server's C{/api/v1/status} document."""

@@ -14,7 +14,9 @@ the machine hits both.  It measures; it asserts nothing: the exit status is
                                                  # before/after, interleaved
     python bench/compare.py --only tiny --floor  # and twisted.web's own floor
 
-Options: C{--reps K} (fanout, throttled, tiny; default 3), C{--concurrent-reps
+Options: C{--reps K} (fanout, tls, throttled, tiny; default 3),
+C{--receivers N[,N]} (fanout's numbers of receivers; default 1,10,30),
+C{--concurrent-reps
 K} (default 20), C{--scale-reps K} (default 1), C{--only NAME[,NAME]},
 C{--quick} (sizes cut to 32 MiB, 16 MiB, 1 GiB, 200 tiny transfers, 2,000
 waiting and n=200 in C{scale}, one repetition, two of C{concurrent}),
@@ -45,6 +47,15 @@ figures start from an idle process; txpipe's gets C{--max-pipes 20000}
 The open-files soft limit is raised to the hard limit first, and the
 servers inherit it.  Every transfer uses a path of its own.
 
+The bulk scenarios (C{fanout}, C{throttled}, C{concurrent}, C{big}) also
+run against the C epoll fan-out reference (C{c-reference}) when its binary
+is at C{bench/ref/ref_fanout} (git-ignored) or given with C{--reference
+BINARY} (C{--no-reference}: not at all); the source is kept outside the
+repository.  The run ends with a targets line: over the four N=30 C{fanout}
+cells, the geometric means of txpipe's median throughput and CPU per GiB
+over the reference's, the peer's and the baseline's, and C{tls} against
+the baseline.
+
 Scenarios:
 
   - C{fanout}: one curl sender, N curl receivers (C{curl -sS -o /dev/null -w
@@ -52,6 +63,9 @@ Scenarios:
     file in /dev/shm, written once) and with C{-T -} (a 64 MiB random block
     repeated into curl's stdin by a thread), receivers first or sender first
     (the second group 0.2 s after the first): 12 parameter sets.
+  - C{tls}: C{fanout} over TLS, N=30, 64 MiB C{-T file}, receivers first,
+    txpipe servers only (each also listens with TLS, on a throwaway
+    certificate made with C{openssl}; curl runs with C{-k}).
   - C{throttled}: 3 receivers, the first with C{--limit-rate 5M}, 64 MiB
     C{-T -}, receivers first.  Also C{receiver_finish_s} (each receiver's
     finish, from the transfer's start), C{slow_finish_s} and
@@ -134,14 +148,18 @@ from _harness import (
     PEER,
     PEER_INSTALL,
     PEER_NAME,
+    REFERENCE,
+    REFERENCE_BINARY,
+    REFERENCE_BUILD,
     TXPIPE,
     Bench,
     Metrics,
     Params,
+    make_tls_files,
     raise_file_limit,
     versions,
 )
-from _report import print_table, summarize
+from _report import print_table, print_targets, summarize, targets
 from _scale import run_scale_fanout, run_scale_waiting
 from _small import run_concurrent, run_tiny
 from _twistd import ChildServer
@@ -160,12 +178,26 @@ class Scenario:
     txpipe_options: List[str] = field(default_factory=list)
     #: Whether C{--floor} runs it against the twisted.web floor too.
     floor: bool = False
+    #: Whether it runs against the C reference too (bulk scenarios).
+    reference: bool = False
+    #: Whether only txpipe servers run it (not the peer).
+    txpipe_only: bool = False
+
+    def runs_on(self, kind: str) -> bool:
+        """Whether a server of C{kind} runs this scenario."""
+        if kind == FLOOR:
+            return self.floor
+        if kind == REFERENCE:
+            return self.reference
+        if kind == PEER_NAME:
+            return not self.txpipe_only
+        return True
 
 
 def fanout_sets(args: argparse.Namespace) -> List[Params]:
     return [
         {"size_mib": 32 if args.quick else 256, "receivers": n, "upload": u, "order": o}
-        for n in (1, 10, 30)
+        for n in args.receivers
         for u in ("file", "stdin")
         for o in ("receivers_first", "sender_first")
     ]
@@ -182,7 +214,25 @@ THROUGHPUT = [
 ]
 
 SCENARIOS = [
-    Scenario("fanout", run_fanout, fanout_sets, lambda a: a.reps, THROUGHPUT),
+    Scenario(
+        "fanout", run_fanout, fanout_sets, lambda a: a.reps, THROUGHPUT, reference=True
+    ),
+    Scenario(
+        "tls",
+        run_fanout,
+        lambda a: [
+            {
+                "size_mib": 16 if a.quick else 64,
+                "receivers": 30,
+                "upload": "file",
+                "order": "receivers_first",
+                "tls": True,
+            }
+        ],
+        lambda a: a.reps,
+        THROUGHPUT,
+        txpipe_only=True,
+    ),
     Scenario(
         "throttled",
         run_throttled,
@@ -196,6 +246,7 @@ SCENARIOS = [
             ("rss_peak_mib", "peak RSS MiB"),
             ("rss_growth_mib", "RSS growth MiB"),
         ],
+        reference=True,
     ),
     Scenario(
         "tiny",
@@ -238,6 +289,7 @@ SCENARIOS = [
             ("cpu_s_per_gib", "CPU s/GiB"),
             ("rss_peak_mib", "peak RSS MiB"),
         ],
+        reference=True,
     ),
     Scenario(
         "scale",
@@ -281,6 +333,7 @@ SCENARIOS = [
             ("fanout_256_rss_growth_mib", "256MiB growth"),
             ("write_bytes", "disk writes"),
         ],
+        reference=True,
     ),
 ]
 
@@ -304,7 +357,7 @@ def run_scenario(
         kinds = bench.kinds if rep % 2 == 0 else bench.kinds[::-1]
         for params in param_sets:
             for kind in kinds:
-                if kind == FLOOR and not scenario.floor:
+                if not scenario.runs_on(kind):
                     continue
                 if scenario.fresh:
                     server = bench.start(kind, scenario.txpipe_options)
@@ -348,6 +401,11 @@ def parse_args() -> argparse.Namespace:
         "--scale-reps", type=int, default=1, help="repetitions of scale (1)"
     )
     parser.add_argument(
+        "--receivers",
+        default="1,10,30",
+        help="fanout's numbers of receivers, comma-separated (1,10,30)",
+    )
+    parser.add_argument(
         "--only",
         help="comma-separated scenarios: " + ",".join(s.name for s in SCENARIOS),
     )
@@ -367,6 +425,15 @@ def parse_args() -> argparse.Namespace:
         help="also run tiny against a stock twisted.web site that only matches "
         "a GET and a PUT (bench/floor_server.py): txpipe's cost on top of it",
     )
+    parser.add_argument(
+        "--reference",
+        metavar="BINARY",
+        help="the C epoll reference's binary (default: bench/ref/ref_fanout, "
+        "run when it exists); the bulk scenarios also run against it",
+    )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="not the C reference"
+    )
     parser.add_argument("--json", help="also write the JSON lines to this file")
     args = parser.parse_args()
     if args.reps is None:
@@ -374,6 +441,7 @@ def parse_args() -> argparse.Namespace:
     if args.concurrent_reps is None:
         args.concurrent_reps = 2 if args.quick else 20
     args.tiny_count = 200 if args.quick else 1000
+    args.receivers = [int(n) for n in args.receivers.split(",")]
     return args
 
 
@@ -400,6 +468,17 @@ def main() -> None:
         raise SystemExit(2)
     raise_file_limit()
     kinds = [TXPIPE] if args.no_peer else [TXPIPE, PEER_NAME]
+    if args.reference is None and REFERENCE_BINARY.exists():
+        args.reference = str(REFERENCE_BINARY)
+    if args.no_reference:
+        args.reference = None
+    if args.reference and any(s.reference for s in scenarios):
+        kinds.append(REFERENCE)
+    elif not args.no_reference:
+        print(
+            f"(no C reference: build it with `{REFERENCE_BUILD}`, or --reference)",
+            file=sys.stderr,
+        )
     if args.baseline:
         kinds.append(BASELINE)
     if args.floor and any(s.floor for s in scenarios):
@@ -411,11 +490,16 @@ def main() -> None:
             prefix="txpipe-compare-", dir=str(shm) if shm.is_dir() else None
         ) as tmp:
             bench = Bench(args, os.urandom(BLOCK), Path(tmp), kinds, json_file)
+            if any(s.name == "tls" for s in scenarios):
+                bench.tls = make_tls_files(Path(tmp))
             run_all(bench, scenarios)
         summaries = summarize(bench, scenarios)
         print_table(summaries, scenarios)
         for summary in summaries:
             bench.write({"summary": summary})
+        found = targets(summaries)
+        print_targets(found)
+        bench.write({"targets": found})
     finally:
         if json_file is not None:
             json_file.close()

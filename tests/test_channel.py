@@ -105,8 +105,11 @@ async def test_written_through_at_once(reactor: Any) -> None:
 async def test_full_socket_buffers_rest_in_order_and_pauses(reactor: Any) -> None:
     """
     A client that does not read: the socket takes what it can, the rest is
-    buffered by the transport, which pauses its producer (the channel), and
-    everything arrives in order once the client reads.
+    kept by the channel as views of the write, uncopied (the transport
+    buffers nothing), the transport's producer (the channel) is paused as a
+    full buffer would pause it, a later write queues behind the rest, and
+    everything arrives in order once the client reads; then the producer is
+    resumed.
     """
     port, channel, client = await connected_pair(reactor)
     transport = channel.transport
@@ -120,9 +123,13 @@ async def test_full_socket_buffers_rest_in_order_and_pauses(reactor: Any) -> Non
             written += piece
         assert transport.producerPaused, "the channel was never paused"
         assert written > piece, "the socket took nothing directly"
-        assert (pending_bytes(transport) or 0) > 0
-        # Further writes queue behind the buffered rest.
+        assert pending_bytes(transport) == 0
+        rest = channel.unsent() or 0
+        assert 0 < rest <= piece + 2
+        # Further writes queue behind the rest, in the transport.
         channel.write(b"END")
+        assert pending_bytes(transport) == 3
+        assert channel.unsent() == rest + 3
         client.transport.resumeProducing()
         expected = b"".join(
             b"<" + data[i : i + piece] + b">" for i in range(0, written, piece)
@@ -138,6 +145,62 @@ async def test_full_socket_buffers_rest_in_order_and_pauses(reactor: Any) -> Non
         await wait_for(reactor, lambda: not transport.producerPaused, what="resume")
     finally:
         transport.loseConnection()
+        await port.stopListening()
+
+
+async def _with_rest(reactor: Any) -> Any:
+    """
+    A connected pair whose client does not read, after writes until the
+    channel keeps an unsent rest: the port, channel, client and what was
+    written.
+    """
+    port, channel, client = await connected_pair(reactor)
+    client.transport.pauseProducing()
+    data = os.urandom(256 * 1024)
+    written = b""
+    while not channel.unsent():
+        channel.write(data)
+        written += data
+        assert len(written) < 256 * 1024 * 1024, "the socket never filled"
+    return port, channel, client, written
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_closing_connection_sends_its_rest_then_closes(reactor: Any) -> None:
+    """
+    A connection closed gracefully while a rest is unsent: the rest, then
+    what the transport buffered after it, reach the client, then the close.
+    """
+    port, channel, client, written = await _with_rest(reactor)
+    try:
+        channel.write(b"END")
+        channel.loseConnection()
+        client.transport.resumeProducing()
+        await wait_for(
+            reactor, lambda: client.transport.disconnected, what="close", timeout=30
+        )
+        assert bytes(client.received) == written + b"END"
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_gone_with_a_rest_unsent_loses_the_connection(
+    reactor: Any,
+) -> None:
+    """
+    The client resets while the channel holds a rest: the rest's send
+    meets the reset and the connection is lost, with the rest counted as
+    unsent, not left waiting.
+    """
+    port, channel, client, _ = await _with_rest(reactor)
+    lost: defer.Deferred[None] = channel.closed
+    try:
+        sock = client.transport.getHandle()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.transport.abortConnection()
+        await wait_for(reactor, lambda: lost.called, what="the loss", timeout=30)
+    finally:
         await port.stopListening()
 
 

@@ -24,7 +24,6 @@ from zope.interface import implementer
 from pipe._http import tcp as _tcp
 from pipe._http.delivery import Delivery
 from pipe._http.interfaces import IDeliveryConnection, IDeliveryWatcher, ILingerChannel
-from pipe._http.writes import pending_bytes
 
 if TYPE_CHECKING:
     from pipe._http.writes import WritePath as _Channel
@@ -174,5 +173,5 @@ class Acknowledgements(_Channel):
             ours = reason.check(ConnectionDone) is not None and bool(
                 getattr(self.transport, "disconnecting", False)
             )
-            delivery.connection_lost(pending_bytes(self.transport) or 0, ours)
+            delivery.connection_lost(self.unsent() or 0, ours)
         super().connectionLost(reason)

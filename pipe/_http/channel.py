@@ -50,6 +50,7 @@ from pipe._http.acknowledging import Acknowledgements
 from pipe._http.chunked import ChunkedDecoder
 from pipe._http.interfaces import IConnection
 from pipe._http.timers import Timers
+from pipe._http.window import MIN_READ_SIZE
 from pipe._http.writes import WritePath
 
 __all__ = [
@@ -59,10 +60,12 @@ __all__ = [
 ]
 
 #: How much of an upload one read takes from the socket (Twisted reads 64 KiB
-#: by default).  Every read becomes one write to each receiver, so larger
-#: reads mean fewer system calls per byte copied; the read is shared by all
-#: receivers, never copied per receiver on the direct write path.
-UPLOAD_READ_SIZE = 256 * 1024
+#: by default) until its transfer starts; then the transfer sets its own
+#: (L{StreamingChannel.set_read_size}, L{pipe._http.window.read_size}).
+#: Every read becomes one write to each receiver, so larger reads mean fewer
+#: system calls per byte copied; the read is shared by all receivers, never
+#: copied per receiver on the direct write path.
+UPLOAD_READ_SIZE = MIN_READ_SIZE
 
 _BAD_REQUEST_BODY = b"[ERROR] malformed HTTP request\n"
 _BAD_REQUEST = (
@@ -239,6 +242,17 @@ class StreamingChannel(Timers, Acknowledgements, WritePath, HTTPChannel):
         """
         self._read_gate.release(holder)
 
+    def set_read_size(self, size: int) -> None:
+        """
+        Read the upload of the current request C{size} bytes at a time from
+        now on (until the request is done: L{Timers.requestDone} restores
+        Twisted's default).  Only on a TCP connection of Twisted's own; a
+        TLS transport reads as it does.
+        """
+        connection = self._connection
+        if connection is not None and self.requests:
+            connection.bufferSize = size
+
     def allHeadersReceived(self) -> None:
         """
         A request's headers are in: Twisted's handling (the request decides
@@ -296,9 +310,13 @@ class StreamingChannel(Timers, Acknowledgements, WritePath, HTTPChannel):
     def close(self) -> None:
         """
         Stop reading for good and close the transport gracefully: what was
-        written is sent, then a FIN.
+        written is sent, then a FIN.  As Twisted's own C{loseConnection},
+        the channel stops being its transport's producer first: a transport
+        whose producer is paused when its buffer drains resumes it instead
+        of closing (see L{pipe._http.rest}, which pauses it too).
         """
         self._read_gate.hold(_CLOSING)
+        self._read_gate.unregisterProducer()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def reset(self) -> None:

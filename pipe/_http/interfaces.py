@@ -110,6 +110,13 @@ class IConnection(Interface):
         Drop C{holder}'s pause; reading resumes if no pause is left.
         """
 
+    def set_read_size(size: int) -> None:
+        """
+        Read the current request's upload C{size} bytes at a time from now
+        on, until the request is done (see L{pipe._http.window}); where the
+        transport decides its own reads (TLS), nothing changes.
+        """
+
     def flush_after_read(request: Any) -> None:
         """
         C{request} holds body pieces of the current read: call its

@@ -13,9 +13,9 @@ batch's writes to this connection.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
-from twisted.internet.tcp import Connection
+from twisted.internet.tcp import Connection, Server
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -23,6 +23,7 @@ from pipe._compat import internals as compat
 from pipe._http import tcp as _tcp
 from pipe._http.batch import IHolder, WriteBatch
 from pipe._http.interfaces import IPipeSite
+from pipe._http.rest import Buffer, Rest, unsent
 
 __all__ = [
     "WritePath",
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
     from twisted.web.http import HTTPChannel as _Channel
 else:
     _Channel = object
-
-#: A piece of response data: bytes, or a C{memoryview} slice of a read.
-Buffer = Union[bytes, memoryview]
 
 
 def pending_bytes(transport: Any) -> Optional[int]:
@@ -73,6 +71,8 @@ def tcp_connection(transport: Any) -> Optional[Connection]:
     header is read it passes every byte through unchanged, both ways);
     L{None} for anything else (TLS, Unix sockets, test transports).
     """
+    if type(transport) is Server:
+        return transport  # the usual case, without the walk down the layers
     for layer in _tcp.layers(transport):
         if not isinstance(layer, compat.HAProxyProtocolWrapper):
             return layer if isinstance(layer, Connection) else None
@@ -107,18 +107,8 @@ def _as_bytes(iovec: Sequence[Buffer]) -> List[bytes]:
     return [piece if type(piece) is bytes else bytes(piece) for piece in iovec]
 
 
-def _unsent(iovec: Sequence[Buffer], sent: int) -> List[Buffer]:
-    """
-    The pieces of C{iovec} left after its first C{sent} bytes.
-    """
-    rest: List[Buffer] = []
-    for piece in iovec:
-        if sent >= len(piece):
-            sent -= len(piece)
-        else:
-            rest.append(piece[sent:] if sent else piece)
-            sent = 0
-    return rest
+#: The pieces of an iovec left after its first bytes (see L{Rest}).
+_unsent = unsent
 
 
 @implementer(IHolder)
@@ -148,6 +138,7 @@ class WritePath(_Channel):
     _tcp: Optional[socket.socket] = None
     _batch: Optional[WriteBatch] = None
     _held: Optional[List[Buffer]] = None
+    _rest: Optional[Rest] = None
     _head_lines = b""
 
     def connectionMade(self) -> None:
@@ -224,8 +215,9 @@ class WritePath(_Channel):
         into one string, for every write to every receiver.  When the
         transport has nothing buffered, that detour changes nothing about
         order or flow control, so the pieces go to the kernel at once with
-        one C{sendmsg}; what the socket does not take is handed to the
-        transport, whose buffer and producer pausing apply as always.
+        one C{sendmsg}; what the socket does not take is kept, uncopied, and
+        sent first when the socket is writable (L{pipe._http.rest.Rest}),
+        with the producer paused as the transport's full buffer would.
         While a write batch is open, the pieces are held and sent with the
         rest of the batch's writes to this connection (L{send_held}).
         """
@@ -258,6 +250,8 @@ class WritePath(_Channel):
         any).
         """
         held = sum(map(len, self._held)) if self._held else 0
+        if self._rest is not None:
+            held += len(self._rest)
         buffered = pending_bytes(self.transport)
         if buffered is None:
             return held or None
@@ -299,17 +293,21 @@ class WritePath(_Channel):
 
     def _write_through(self, iovec: Sequence[Buffer]) -> bool:
         """
-        Send C{iovec} directly if the connection allows it, buffering any
-        rest in the transport.  Returns whether C{iovec} was taken care of;
+        Send C{iovec} directly if the connection allows it (nothing
+        buffered, no L{Rest} left), keeping any rest as a L{Rest}, which
+        pauses the producer until it is sent.  Returns whether C{iovec} was
+        taken care of;
         on any socket error it was not, and the transport's own write path
         meets the error and loses the connection as it always does.
         """
         sock = self._socket
-        transport = self.transport
+        connection = self._connection
         if (
             sock is None
-            or transport is None
-            or not compat.writable_at_once(self._connection)
+            or connection is None
+            or self.transport is None
+            or self._rest is not None
+            or not compat.writable_at_once(connection)
         ):
             return False
         try:
@@ -319,5 +317,10 @@ class WritePath(_Channel):
         except OSError:
             return False
         if sent < sum(map(len, iovec)):
-            transport.writeSequence(_as_bytes(_unsent(iovec, sent)))
+            # Kept as views of the write's buffers, sent before anything
+            # written after it (see pipe._http.rest).
+            self._rest = Rest(connection, sock, unsent(iovec, sent), self._rest_sent)
         return True
+
+    def _rest_sent(self) -> None:
+        self._rest = None

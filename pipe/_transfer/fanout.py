@@ -366,7 +366,7 @@ class Fanout(protocol.Protocol):
         self.watchdogs.watch(self.watched)
         for branch in self.branches:
             branch.outlet.registerProducer(branch, True)
-        held, self._held = self._held, []
+        held, self._held = _one_piece(self._held), []
         for data in held:
             if self.state is State.STREAMING:
                 self._copy_to_branches(data)
@@ -509,6 +509,15 @@ class Fanout(protocol.Protocol):
     def written(self) -> int:
         """Bytes written to receivers, summed over receivers."""
         return sum(b.sent for b in self.branches)
+
+
+def _one_piece(held: List[bytes]) -> List[bytes]:
+    """
+    What a waiting sender's upload held, as one piece: one write to each
+    receiver, so that a receiver whose socket is full keeps the unsent rest
+    of one shared piece (see L{pipe._http.rest}), not copies of later ones.
+    """
+    return [b"".join(map(bytes, held))] if len(held) > 1 else held
 
 
 def _failure_outcome(branches: List[Branch]) -> Outcome:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pipe._compat.logger import pinned_logger
+from pipe._http import window
 from pipe._transfer import messages as messages
 from pipe._transfer.fanout import Fanout, State
 from pipe._transfer.guard import Grant
@@ -260,6 +261,10 @@ class Sender(_Party):
         self._stop_waiting()
         self.receivers_present = receivers
         self._take_upload()
+        connection = self.request.connection
+        if connection is not None:
+            # Larger reads for fewer receivers, within the window's budget.
+            connection.set_read_size(window.read_size(receivers))
         self.response.started(receivers)
 
     def end(self) -> None:
