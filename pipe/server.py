@@ -20,6 +20,7 @@ from pipe._http.batch import WriteBatch
 from pipe._http.channel import StreamingChannel
 from pipe._http.interfaces import IPipeSite
 from pipe._http.request import StreamingRequest
+from pipe._http.window import keep_large_reads_off_the_heap
 from pipe._settings import Settings
 from pipe._transfer.registry import Registry
 from pipe.resource import PipeResource, site_tree
@@ -244,5 +245,6 @@ def make_site(
     """
     if (root is None) != (prefix is None):
         raise ValueError("give both root and prefix, or neither")
+    keep_large_reads_off_the_heap()
     registry = Registry(reactor, settings if settings is not None else Settings())
     return PipeSite(PipeResource(registry, prefix), reactor, root)

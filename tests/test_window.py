@@ -265,3 +265,18 @@ async def test_receivers_that_do_not_read_hold_the_pipe_within_its_window(
         for channel in server.channels:
             if channel.transport is not None:
                 channel.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def test_large_reads_are_kept_off_the_heap() -> None:
+    """
+    glibc takes the fixed mmap threshold (where it has mallopt): a 2 MiB
+    read is a mapping of its own, not heap that stays after its pipe
+    (C{tox -e soak} measures the growth this prevents).
+    """
+    import ctypes
+
+    from pipe._http.window import keep_large_reads_off_the_heap
+
+    if not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("this C library has no mallopt")
+    assert keep_large_reads_off_the_heap()
