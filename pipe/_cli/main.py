@@ -68,13 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "such as nginx that stops forwarding it once the response begins)",
     )
     send.add_argument("--id-token", metavar="SOURCE", help=ID_TOKEN_HELP)
-    send.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    send.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="on an error, also print what lies underneath (Twisted's failures)",
-    )
+    _output_flags(send)
 
     recv = commands.add_parser(
         "recv",
@@ -99,13 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         "(header Txpipe-Receiver; 1 to 64 printable ASCII characters), such as "
         "the CI job's name",
     )
-    recv.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    recv.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="on an error, also print what lies underneath (Twisted's failures)",
-    )
+    _output_flags(recv)
 
     sign = commands.add_parser(
         "sign",
@@ -216,3 +204,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from pipe._cli.send_recv import run_transfer
 
     return run_transfer(args)
+
+
+def _output_flags(command: argparse.ArgumentParser) -> None:
+    """The progress and error-detail flags C{send} and C{recv} share."""
+    command.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    command.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on an error, also print what lies underneath (Twisted's failures)",
+    )
