@@ -21,7 +21,8 @@ from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 
 from pipe._http.channel import StreamingChannel
-from pipe._http.writes import _unsent, pending_bytes
+from pipe._http.rest import unsent as _unsent
+from pipe._http.writes import pending_bytes
 from pipe.server import make_site
 
 from .helpers import wait_for

@@ -107,10 +107,6 @@ def _as_bytes(iovec: Sequence[Buffer]) -> List[bytes]:
     return [piece if type(piece) is bytes else bytes(piece) for piece in iovec]
 
 
-#: The pieces of an iovec left after its first bytes (see L{Rest}).
-_unsent = unsent
-
-
 @implementer(IHolder)
 class WritePath(_Channel):
     """
